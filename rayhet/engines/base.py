@@ -1,0 +1,143 @@
+"""Engine protocol: what every serving engine (llama.cpp on CPUs, vLLM on GPUs) offers a pool replica.
+
+Engines know nothing of Ray. A pool replica owns one engine, starts it in its constructor, and streams
+`generate()` deltas to the ingress. Every generation call is an async generator, as in Ray Serve LLM.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Literal, Protocol, runtime_checkable
+
+from rayhet.errors import RayhetError
+
+FinishReason = Literal["stop", "length", "abort", "error"]
+
+
+class EngineError(RayhetError):
+    """The engine failed while serving (internal error: 5xx)."""
+
+
+class InvalidRequestError(EngineError, ValueError):
+    """The request itself is wrong (bad sampling value, prompt + max_tokens over the context): 4xx."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class EngineOverloadedError(EngineError):
+    """The engine's bounded waiting queue is full: the caller should retry elsewhere (backpressure)."""
+
+
+@dataclass
+class SamplingParams:
+    """Per-request sampling settings (OpenAI names)."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False  # keep generating past EOS: profiling needs exact output lengths
+
+    def validate(self) -> "SamplingParams":
+        """Raise InvalidRequestError naming the parameter if a value is out of range."""
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+            raise InvalidRequestError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}", "max_tokens")
+        if not _finite(self.temperature) or not 0 <= self.temperature <= 2:
+            raise InvalidRequestError(f"temperature must be in [0, 2], got {self.temperature!r}", "temperature")
+        if not _finite(self.top_p) or not 0 < self.top_p <= 1:
+            raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p!r}", "top_p")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise InvalidRequestError(f"seed must be an integer, got {self.seed!r}", "seed")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if len(self.stop) > 4 or any(not isinstance(s, str) or not s for s in self.stop):
+            raise InvalidRequestError("stop must be up to 4 non-empty strings", "stop")
+        return self
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass
+class GenerationRequest:
+    """One request. Exactly one of `prompt`, `prompt_token_ids` or `messages` (chat, rendered with the
+    model's own chat template) is given."""
+
+    request_id: str
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    messages: list[dict] | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    arrival_time: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class GenerationDelta:
+    """A piece of a streamed generation. The last delta has `finish_reason` and `usage` set."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    first_token_time: float | None = None  # time.monotonic() of the first output token; set once known
+
+
+@dataclass
+class EngineStats:
+    """Live counters a replica exports (and the controller reads)."""
+
+    running: int = 0
+    waiting: int = 0
+    max_running: int = 0  # batch slots
+    tokens_per_s: float = 0.0  # generated tokens/s over the last few seconds
+    kv_usage: float = 0.0  # fraction of KV cache in use, 0..1
+    requests_total: int = 0
+    requests_failed: int = 0
+    prompt_tokens_total: int = 0
+    generated_tokens_total: int = 0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The interface a pool replica drives. `start()` before anything else; `shutdown()` frees it all."""
+
+    max_context: int  # prompt + max_tokens must fit
+    max_batch: int  # sequences decoded together (batch slots)
+
+    async def start(self) -> None: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Stream deltas. Closing the iterator early (client gone) cancels the request and frees its slot."""
+        ...
+
+    def render_chat(self, messages: list[dict]) -> str:
+        """The prompt text the model's own chat template makes of `messages`."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def check_health(self) -> None:
+        """Raise EngineError if the engine cannot serve."""
+        ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def shutdown(self) -> None: ...

@@ -1,0 +1,250 @@
+"""Profiles: the measured capacity of one pool type, per (input tokens, output tokens) bucket, under an SLO.
+
+A profile is a JSON file (schema below, `schema_version` 1). Buckets follow Mélange: `input_edges` and
+`output_edges` are increasing *upper* edges and bucket i holds sizes in `(input_edges[i-1], input_edges[i]]`
+(the first bucket starts at 0). `max_rate[i][j]` is the highest request rate (req/s) one replica sustains
+for requests of input bucket i and output bucket j while meeting the SLO; `null` means it cannot (the SLO
+is missed at any rate, or the context is too long for the engine).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rayhet.errors import ProfileError
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SLO(_Strict):
+    """The latency objective a profile was measured under."""
+
+    tpot_ms: float | None = Field(
+        None, gt=0, description="Mean time per output token (ms) that each request must stay under."
+    )
+    ttft_ms: float | None = Field(None, gt=0, description="Time to first token (ms) at `ttft_quantile`.")
+    ttft_quantile: float = Field(0.9, gt=0, le=1, description="Quantile of TTFT that must meet `ttft_ms`.")
+    unknown: bool = Field(
+        False, description="True when the source did not record its SLO (e.g. Mélange's early tables)."
+    )
+
+    @model_validator(mode="after")
+    def _something_stated(self) -> "SLO":
+        if not self.unknown and self.tpot_ms is None and self.ttft_ms is None:
+            raise ValueError("give tpot_ms and/or ttft_ms, or set unknown: true")
+        return self
+
+
+class Hardware(_Strict):
+    """What one replica of the pool runs on."""
+
+    accelerator: str | None = Field(
+        None, description="Accelerator type as Ray names it (e.g. 'H100', 'A10G', 'L4'); null for CPU pools."
+    )
+    accelerator_count: int = Field(0, ge=0, description="Accelerators per replica.")
+    vcpus: int | None = Field(None, ge=1, description="vCPUs per replica (required for CPU pools).")
+    memory_gb: float | None = Field(None, gt=0, description="Accelerator (or host, for CPU) memory in GB.")
+    description: str = Field("", description="Free text: CPU model, instance type, driver, ...")
+
+    @model_validator(mode="after")
+    def _cpu_or_accel(self) -> "Hardware":
+        if self.accelerator is None and self.vcpus is None:
+            raise ValueError("a CPU pool (accelerator: null) must give vcpus")
+        if self.accelerator is not None and self.accelerator_count == 0:
+            self.accelerator_count = 1
+        return self
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.accelerator is None
+
+
+class Provenance(_Strict):
+    """Who measured a profile, when, and how, so a number can always be traced back."""
+
+    measured_by: str = Field(..., description="Person, tool or upstream source that produced the numbers.")
+    measured_at: str = Field(..., description="ISO date (or datetime) of the measurement.")
+    command: str = Field(..., description="The command that produced the numbers (or how they were extracted).")
+    source: str | None = Field(None, description="Upstream URL/commit/path when the numbers are transcribed.")
+    notes: str | None = Field(None, description="Caveats a reader must know.")
+
+    @field_validator("measured_at")
+    @classmethod
+    def _iso(cls, v: str) -> str:
+        try:
+            datetime.fromisoformat(v)
+        except ValueError:
+            try:
+                date.fromisoformat(v)
+            except ValueError as e:
+                raise ValueError(f"not an ISO date: {v!r}") from e
+        return v
+
+
+class SweepPoint(_Strict):
+    """One measured point of a profiling sweep: one bucket driven at one offered rate."""
+
+    input_bucket: int = Field(..., ge=0)
+    output_bucket: int = Field(..., ge=0)
+    input_tokens: int = Field(..., ge=1, description="Prompt length actually sent.")
+    output_tokens: int = Field(..., ge=1, description="Output length actually generated (ignore_eos).")
+    offered_rate: float = Field(..., gt=0, description="Poisson arrival rate sent (req/s).")
+    achieved_rate: float = Field(..., ge=0, description="Completed requests per second.")
+    num_requests: int = Field(..., ge=0)
+    duration_s: float = Field(..., ge=0)
+    warmup_s: float = Field(0.0, ge=0, description="Leading time excluded as not yet at steady state.")
+    ttft_ms: dict[str, float] = Field(default_factory=dict, description="TTFT percentiles, e.g. {'p50': .., 'p90': ..}.")
+    tpot_ms: dict[str, float] = Field(default_factory=dict, description="TPOT stats, e.g. {'mean': .., 'p90': ..}.")
+    output_tokens_per_s: float | None = Field(None, ge=0)
+    errors: int = Field(0, ge=0)
+    meets_slo: bool
+
+
+class Profile(_Strict):
+    """The capacity table of one pool type for one model (see module docstring)."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Profile schema version; this library reads 1.")
+    model: str = Field(..., min_length=1, description="Model id the profile was measured with.")
+    pool: str = Field(..., min_length=1, description="Pool type name, e.g. 'h100' or 'cpu-16'.")
+    engine: Literal["vllm", "llama_cpp", "unknown"] = Field(..., description="Serving engine.")
+    engine_version: str = Field(..., description="Engine version (e.g. '0.24.0'); 'unknown' if unrecorded.")
+    hardware: Hardware
+    price_per_hour: float = Field(..., ge=0, description="USD per replica-hour.")
+    price_source: str | None = Field(None, description="Where the price comes from.")
+    slo: SLO
+    input_edges: list[int] = Field(..., min_length=1, description="Increasing upper edges of input-token buckets.")
+    output_edges: list[int] = Field(..., min_length=1, description="Increasing upper edges of output-token buckets.")
+    max_rate: list[list[float | None]] = Field(
+        ..., description="max_rate[i][j]: req/s one replica sustains under the SLO; null where it cannot."
+    )
+    provenance: Provenance
+    sweep: list[SweepPoint] = Field(default_factory=list, description="Raw measurements behind max_rate.")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"unknown schema version {v}; this rayhet reads version {SCHEMA_VERSION}")
+        return v
+
+    @field_validator("input_edges", "output_edges")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if v[0] < 1:
+            raise ValueError(f"edges must be positive token counts, got {v[0]}")
+        for k in range(1, len(v)):
+            if v[k] <= v[k - 1]:
+                raise ValueError(f"edges must be strictly increasing: [{k - 1}]={v[k - 1]} then [{k}]={v[k]}")
+        return v
+
+    @model_validator(mode="after")
+    def _matrix_shape(self) -> "Profile":
+        n_in, n_out = len(self.input_edges), len(self.output_edges)
+        if len(self.max_rate) != n_in:
+            raise ValueError(f"max_rate has {len(self.max_rate)} rows, expected {n_in} (one per input edge)")
+        for i, row in enumerate(self.max_rate):
+            if len(row) != n_out:
+                raise ValueError(f"max_rate row {i} has {len(row)} values, expected {n_out} (one per output edge)")
+            for j, r in enumerate(row):
+                if r is not None and (not math.isfinite(r) or r < 0):
+                    raise ValueError(f"max_rate[{i}][{j}] = {r}: rates must be finite and >= 0 (null if unservable)")
+        for k, p in enumerate(self.sweep):
+            if p.input_bucket >= n_in or p.output_bucket >= n_out:
+                raise ValueError(f"sweep[{k}] names bucket ({p.input_bucket}, {p.output_bucket}) outside the grid")
+        return self
+
+    # -- queries ---------------------------------------------------------------------------------
+    @property
+    def is_cpu(self) -> bool:
+        return self.hardware.is_cpu
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.input_edges[-1]
+
+    @property
+    def max_output_tokens(self) -> int:
+        return self.output_edges[-1]
+
+    def rate(self, i: int, j: int) -> float | None:
+        """Capacity of bucket (i, j); 0 is reported as None (a replica that serves nothing cannot serve it)."""
+        r = self.max_rate[i][j]
+        return r if r else None
+
+
+def bucket_index(value: int, edges: list[int]) -> int | None:
+    """Index of the right-closed bucket `(edges[k-1], edges[k]]` holding `value`; None if above the last edge."""
+    lo, hi = 0, len(edges)
+    while lo < hi:  # first edge >= value
+        mid = (lo + hi) // 2
+        if edges[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < len(edges) else None
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def parse_profile(data: object, source: str = "<profile>") -> Profile:
+    """Validate a decoded JSON object as a Profile; errors name `source` and the field."""
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{source}: {_format_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ProfileError("invalid profile\n  " + "\n  ".join(lines)) from None
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read one profile JSON file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such profile file") from None
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    return parse_profile(data, str(path))
+
+
+def load_profiles(path: str | Path) -> list[Profile]:
+    """Read a profile file, or every `*.json` in a directory (sorted by name); pool names must be unique."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if not files:
+            raise ProfileError(f"{path}: directory holds no *.json profiles")
+        profiles = [load_profile(f) for f in files]
+    else:
+        profiles = [load_profile(path)]
+    seen: dict[str, str] = {}
+    for f, p in zip(files if path.is_dir() else [path], profiles):
+        if p.pool in seen:
+            raise ProfileError(f"{f}: pool {p.pool!r} is also defined in {seen[p.pool]}")
+        seen[p.pool] = str(f)
+    return profiles
+
+
+def save_profile(profile: Profile, path: str | Path) -> Path:
+    """Write a profile as indented JSON (atomically, so an interrupted write never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(profile.model_dump(mode="json", exclude_none=False), indent=1) + "\n")
+    tmp.replace(path)
+    return path
