@@ -240,11 +240,22 @@ def load_profiles(path: str | Path) -> list[Profile]:
     return profiles
 
 
+def _dumps(obj: object, indent: str = "") -> str:
+    """Indented JSON that keeps lists of plain values (edges, matrix rows) on one line, for readable diffs."""
+    inner = indent + " "
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(k)}: {_dumps(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(obj, list) and obj and any(isinstance(v, (dict, list)) for v in obj):
+        return "[\n" + ",\n".join(inner + _dumps(v, inner) for v in obj) + "\n" + indent + "]"
+    return json.dumps(obj)
+
+
 def save_profile(profile: Profile, path: str | Path) -> Path:
     """Write a profile as indented JSON (atomically, so an interrupted write never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(profile.model_dump(mode="json", exclude_none=False), indent=1) + "\n")
+    tmp.write_text(_dumps(profile.model_dump(mode="json", exclude_none=False)) + "\n")
     tmp.replace(path)
     return path
