@@ -1,0 +1,277 @@
+"""Control: when to re-plan and which replica targets to publish, from observed traffic (pure, no Ray)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Literal
+
+from rayhet.plan import Plan
+
+Bucket = tuple[int, int]
+Reason = Literal["initial", "wake", "overload", "queue", "drift", "idle", "hold", "young"]
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The controller's knobs (README "The controller" lists them with their defaults)."""
+
+    period_s: float = 30.0  # how often the controller looks at traffic
+    smoothing: float = 0.5  # EWMA weight of the newest window's rates (1 = no smoothing)
+    headroom: float = 0.2  # plan for observed rate x (1 + headroom)
+    min_plan_lifetime_s: float = 120.0  # a plan lives this long before a non-urgent re-plan
+    scale_down_delay_s: float = 180.0  # a lower target must be wanted this long before it is published
+    drift: float = 0.15  # re-plan (after the lifetime) when total rate or mix moved more than this
+    overload: float = 0.05  # re-plan now when this share of planned load arrives uncovered
+    queue_factor: float = 1.0  # scale up now when in-flight > replicas x slots x queue_factor
+    solve_time_limit_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1], got {self.smoothing}")
+        for name in ("period_s", "queue_factor", "solve_time_limit_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("headroom", "min_plan_lifetime_s", "scale_down_delay_s", "drift", "overload"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class PoolBounds:
+    """What the user allows for one pool, and how many requests one replica holds at once."""
+
+    min_replicas: int = 0
+    max_replicas: int = 1
+    slots: int = 1  # the pool's max_ongoing_requests
+
+    def clamp(self, n: int) -> int:
+        return max(self.min_replicas, min(self.max_replicas, int(n)))
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One look at live traffic: arrivals per bucket over a window, and what each pool holds now."""
+
+    window_s: float
+    arrivals: dict[Bucket, float]  # requests that arrived in the window, per bucket
+    in_flight: dict[str, float] = field(default_factory=dict)  # ongoing + queued requests per pool
+    running: dict[str, int] = field(default_factory=dict)  # running replicas per pool
+
+    def rates(self) -> dict[Bucket, float]:
+        w = max(self.window_s, 1e-9)
+        return {b: n / w for b, n in self.arrivals.items() if n > 0}
+
+
+@dataclass
+class ControlState:
+    """What the controller carries from one period to the next; persisted so a restart resumes."""
+
+    plan: dict | None = None  # last good plan (Plan.to_dict)
+    plan_at: float = 0.0  # when it was adopted
+    planned_rates: dict[Bucket, float] = field(default_factory=dict)  # per-bucket load it was solved for
+    smoothed: dict[Bucket, float] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)  # published replica targets
+    down_since: dict[str, float] = field(default_factory=dict)  # pool -> when a lower target was first wanted
+    idle: bool = False
+    last_solve: dict = field(default_factory=dict)  # {"at", "status", "reason", "seconds", "message"}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["planned_rates"] = [[i, j, r] for (i, j), r in sorted(self.planned_rates.items())]
+        d["smoothed"] = [[i, j, r] for (i, j), r in sorted(self.smoothed.items())]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ControlState":
+        d = dict(d)
+        for k in ("planned_rates", "smoothed"):
+            d[k] = {(int(i), int(j)): float(r) for i, j, r in d.get(k, [])}
+        d["targets"] = {str(p): int(n) for p, n in d.get("targets", {}).items()}
+        return cls(**d)
+
+
+# -- decisions ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplanDecision:
+    solve: bool
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TargetDecision:
+    targets: dict[str, int]
+    down_since: dict[str, float]
+    held: dict[str, int]  # pools kept above what they want by the scale-down delay: pool -> wanted
+    bumped: dict[str, int]  # pools raised above the plan because their queues grew: pool -> floor
+
+
+@dataclass(frozen=True)
+class SolveOutcome:
+    """What a solve attempt returned: a plan, or the reason there is none."""
+
+    plan: Plan | None
+    status: str  # Plan.status, or "infeasible" / "time_limit" / "error" when plan is None
+    seconds: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """Everything one period decided, for logs, metrics and `rayhet status`."""
+
+    replan: ReplanDecision
+    solve: SolveOutcome | None
+    kept_previous: bool
+    targets: TargetDecision
+    rates: dict[Bucket, float]  # smoothed per-bucket rates
+    new_plan: bool
+
+
+def smooth(prev: dict[Bucket, float], observed: dict[Bucket, float], alpha: float) -> dict[Bucket, float]:
+    """EWMA per bucket; a bucket's first sighting is taken as is so a new plan does not start from zero."""
+    if not prev:
+        return dict(observed)
+    out = {}
+    for b in set(prev) | set(observed):
+        r = alpha * observed.get(b, 0.0) + (1 - alpha) * prev.get(b, 0.0)
+        if r > 1e-6:
+            out[b] = r
+    return out
+
+
+def mix_distance(a: dict[Bucket, float], b: dict[Bucket, float]) -> float:
+    """Total-variation distance between two rate maps seen as distributions over buckets (0..1)."""
+    ta, tb = sum(a.values()), sum(b.values())
+    if ta <= 0 or tb <= 0:
+        return 0.0 if ta == tb else 1.0
+    return 0.5 * sum(abs(a.get(k, 0.0) / ta - b.get(k, 0.0) / tb) for k in set(a) | set(b))
+
+
+def uncovered_share(rates: dict[Bucket, float], planned: dict[Bucket, float]) -> float:
+    """Share of the current load that arrives in excess of what the plan was sized for, bucket by bucket."""
+    total = sum(rates.values())
+    if total <= 0:
+        return 0.0
+    return sum(max(0.0, r - planned.get(b, 0.0)) for b, r in rates.items()) / total
+
+
+def queue_floor(in_flight: float, slots: int, queue_factor: float) -> int:
+    """Replicas needed so that the requests a pool holds fit in its batch slots (x queue_factor)."""
+    if in_flight <= 0:
+        return 0
+    return math.ceil(in_flight / (max(slots, 1) * queue_factor))
+
+
+def decide_replan(
+    state: ControlState,
+    rates: dict[Bucket, float],
+    observed_any: bool,
+    floors: dict[str, int],
+    now: float,
+    s: ControlSettings,
+) -> ReplanDecision:
+    """Whether to solve now. Urgent reasons (overload, queue) skip the plan's minimum lifetime."""
+    if not observed_any:
+        return ReplanDecision(False, "idle", "no arrivals in the window: pools go to their minimum")
+    if state.plan is None:
+        return ReplanDecision(True, "initial", "no plan yet")
+    if state.idle:
+        return ReplanDecision(True, "wake", "traffic resumed after an idle period")
+    over = uncovered_share(rates, state.planned_rates)
+    if over > s.overload:
+        return ReplanDecision(True, "overload", f"{over:.0%} of arrivals exceed the planned per-bucket load")
+    short = {p: f for p, f in floors.items() if f > state.targets.get(p, 0)}
+    if short:
+        return ReplanDecision(True, "queue", "queues exceed the plan's slots: " + ", ".join(
+            f"{p} needs {f}" for p, f in sorted(short.items())))
+    age = now - state.plan_at
+    planned_total = sum(state.planned_rates.values()) / (1 + s.headroom)
+    total = sum(rates.values())
+    change = abs(total - planned_total) / max(planned_total, 1e-9)
+    mix = mix_distance(rates, state.planned_rates)
+    if change <= s.drift and mix <= s.drift:
+        return ReplanDecision(False, "hold", f"rate change {change:.0%}, mix change {mix:.0%}")
+    if age < s.min_plan_lifetime_s:
+        return ReplanDecision(False, "young", f"plan is {age:.0f}s old (< {s.min_plan_lifetime_s:.0f}s)")
+    return ReplanDecision(True, "drift", f"rate change {change:.0%}, mix change {mix:.0%}")
+
+
+def decide_targets(
+    wanted: dict[str, int],
+    current: dict[str, int],
+    down_since: dict[str, float],
+    bounds: dict[str, PoolBounds],
+    floors: dict[str, int],
+    now: float,
+    s: ControlSettings,
+) -> TargetDecision:
+    """Replica targets: up at once, down only once the lower number was wanted for `scale_down_delay_s`."""
+    targets, since, held, bumped = {}, {}, {}, {}
+    for pool, b in bounds.items():
+        want = b.clamp(wanted.get(pool, b.min_replicas))
+        floor = b.clamp(floors.get(pool, 0))
+        if floor > want:
+            bumped[pool] = floor
+            want = floor
+        cur = current.get(pool)
+        if cur is None or want >= cur:
+            targets[pool] = want
+            continue
+        first = down_since.get(pool, now)
+        if now - first >= s.scale_down_delay_s:
+            targets[pool] = want
+        else:
+            targets[pool] = cur
+            since[pool] = first
+            held[pool] = want
+    return TargetDecision(targets, since, held, bumped)
+
+
+def accept(state: ControlState, outcome: SolveOutcome) -> tuple[Plan | None, bool]:
+    """The plan to run after a solve: the new one, or the last good one (second value True) if there is none."""
+    if outcome.plan is not None:
+        return outcome.plan, False
+    return (Plan.from_dict(state.plan) if state.plan else None), True
+
+
+Solver = Callable[[dict[Bucket, float], float], SolveOutcome]  # (per-bucket rates incl. headroom, total)
+
+
+def tick(
+    state: ControlState,
+    obs: Observation,
+    bounds: dict[str, PoolBounds],
+    solver: Solver,
+    now: float,
+    s: ControlSettings,
+) -> tuple[ControlState, TickReport]:
+    """One control period: smooth, decide, maybe solve, keep the last good plan on failure, set targets.
+
+    `solver` is the only side effect and is injected, so a test can hand in a fake; the state in is not mutated.
+    """
+    observed = obs.rates()
+    rates = smooth(state.smoothed, observed, s.smoothing) if observed else {}
+    floors = {p: queue_floor(obs.in_flight.get(p, 0.0), b.slots, s.queue_factor) for p, b in bounds.items()}
+    replan = decide_replan(state, rates, bool(observed), floors, now, s)
+    new = replace(state, smoothed=rates)
+    outcome, kept, new_plan = None, False, False
+    if replan.solve:
+        padded = {b: r * (1 + s.headroom) for b, r in rates.items()}
+        outcome = solver(padded, sum(padded.values()))
+        plan, kept = accept(state, outcome)
+        new.last_solve = {"at": now, "status": outcome.status, "reason": replan.reason,
+                          "seconds": outcome.seconds, "message": outcome.message}
+        if not kept and plan is not None:
+            new.plan, new.plan_at, new.planned_rates, new_plan = plan.to_dict(), now, padded, True
+    if replan.reason == "idle":
+        new.idle, new.smoothed = True, {}
+        wanted = {p: b.min_replicas for p, b in bounds.items()}
+    else:  # traffic is flowing: run the last good plan (the new one if the solve succeeded)
+        new.idle = False
+        wanted = dict(new.plan["replicas"]) if new.plan else {}
+    current = state.targets or dict(obs.running)
+    td = decide_targets(wanted, current, state.down_since, bounds, floors, now, s)
+    new.targets, new.down_since = td.targets, td.down_since
+    return new, TickReport(replan, outcome, kept, td, rates, new_plan)

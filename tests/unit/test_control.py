@@ -1,0 +1,160 @@
+"""Control decisions: smoothing, re-plan triggers, scale-down delay, queue bumps, keep-last-good-plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from rayhet.control import (
+    ControlSettings,
+    ControlState,
+    Observation,
+    PoolBounds,
+    SolveOutcome,
+    decide_targets,
+    mix_distance,
+    queue_floor,
+    smooth,
+    tick,
+    uncovered_share,
+)
+from rayhet.plan import Plan
+
+SHORT, LONG = (0, 0), (1, 1)
+BOUNDS = {"fast": PoolBounds(0, 4, slots=2), "slow": PoolBounds(1, 4, slots=2)}
+S = ControlSettings(period_s=30, smoothing=0.5, headroom=0.2, min_plan_lifetime_s=60, scale_down_delay_s=60)
+
+
+def plan_for(rates: dict, total: float) -> Plan:
+    """A toy planner: short requests go to 'slow', long ones to 'fast', one replica per req/s."""
+    short, long_ = rates.get(SHORT, 0.0), rates.get(LONG, 0.0)
+    replicas = {"slow": max(1, round(short)), "fast": round(long_)}
+    routing = {SHORT: {"slow": 1.0}, LONG: {"fast": 1.0}}
+    return Plan(replicas, routing, [10, 100], [10, 100], cost_per_hour=sum(replicas.values()), rate=total)
+
+
+def ok_solver(calls: list):
+    def solve(rates, total):
+        calls.append(rates)
+        return SolveOutcome(plan_for(rates, total), "optimal", 0.01)
+
+    return solve
+
+
+def failing_solver(rates, total):
+    return SolveOutcome(None, "infeasible", 0.02, "bucket (1, 1) fits no pool")
+
+
+def obs(short: float = 0.0, long_: float = 0.0, window: float = 10.0, **kw) -> Observation:
+    arrivals = {SHORT: short * window, LONG: long_ * window}
+    return Observation(window, {b: n for b, n in arrivals.items() if n}, **kw)
+
+
+def test_smooth_is_an_ewma_seeded_by_the_first_window():
+    assert smooth({}, {SHORT: 4.0}, 0.5) == {SHORT: 4.0}
+    out = smooth({SHORT: 4.0}, {LONG: 2.0}, 0.5)
+    assert out == {SHORT: 2.0, LONG: 1.0}
+
+
+def test_mix_distance_and_uncovered_share():
+    assert mix_distance({SHORT: 1.0}, {SHORT: 5.0}) == 0.0
+    assert mix_distance({SHORT: 1.0}, {LONG: 1.0}) == pytest.approx(1.0)
+    assert uncovered_share({SHORT: 1.0, LONG: 1.0}, {SHORT: 2.0}) == pytest.approx(0.5)
+    assert queue_floor(0, 2, 1.0) == 0 and queue_floor(5, 2, 1.0) == 3
+
+
+def test_first_traffic_solves_with_headroom_and_sets_targets():
+    calls = []
+    st, rep = tick(ControlState(), obs(short=2.0), BOUNDS, ok_solver(calls), now=0.0, s=S)
+    assert rep.replan.reason == "initial" and rep.new_plan
+    assert calls[0][SHORT] == pytest.approx(2.4)  # 2 req/s x (1 + 0.2)
+    assert st.targets == {"slow": 2, "fast": 0}
+    assert st.last_solve["status"] == "optimal"
+
+
+def test_steady_traffic_holds_the_plan():
+    calls = []
+    st, _ = tick(ControlState(), obs(short=2.0), BOUNDS, ok_solver(calls), now=0.0, s=S)
+    for k in range(1, 6):
+        st, rep = tick(st, obs(short=2.1), BOUNDS, ok_solver(calls), now=30.0 * k, s=S)
+        assert not rep.replan.solve and rep.replan.reason == "hold"
+    assert len(calls) == 1
+
+
+def test_shift_to_long_requests_replans_at_once_and_delays_the_scale_down():
+    calls = []
+    st, _ = tick(ControlState(), obs(short=3.0), BOUNDS, ok_solver(calls), now=0.0, s=S)
+    assert st.targets == {"slow": 4, "fast": 0}
+    # the mix moves to long requests 10 s later: uncovered load, so no waiting for the plan's lifetime
+    st, rep = tick(st, obs(short=0.5, long_=3.0), BOUNDS, ok_solver(calls), now=10.0, s=S)
+    assert rep.replan.reason == "overload" and rep.new_plan
+    assert st.targets["fast"] >= 1  # up at once
+    assert st.targets["slow"] == 4 and "slow" in rep.targets.held  # down only after the delay
+    t = 10.0
+    while st.targets["slow"] == 4:
+        t += 30.0
+        st, rep = tick(st, obs(short=0.5, long_=3.0), BOUNDS, ok_solver(calls), now=t, s=S)
+        assert t < 200
+    assert t - 10.0 >= S.scale_down_delay_s
+    assert st.targets["fast"] > st.targets["slow"] - 1
+
+
+def test_a_fall_in_rate_waits_for_the_plan_lifetime():
+    calls = []
+    st, _ = tick(ControlState(), obs(short=4.0), BOUNDS, ok_solver(calls), now=0.0, s=S)
+    st, rep = tick(st, obs(short=1.0), BOUNDS, ok_solver(calls), now=30.0, s=S)
+    assert rep.replan.reason == "young" and not rep.replan.solve
+    st, rep = tick(st, obs(short=1.0), BOUNDS, ok_solver(calls), now=90.0, s=S)
+    assert rep.replan.reason == "drift" and rep.new_plan
+
+
+def test_no_traffic_sends_pools_to_their_minimum_and_wakes_with_a_solve():
+    calls = []
+    st, _ = tick(ControlState(), obs(short=3.0), BOUNDS, ok_solver(calls), now=0.0, s=S)
+    st, rep = tick(st, obs(), BOUNDS, ok_solver(calls), now=30.0, s=S)
+    assert rep.replan.reason == "idle" and st.idle
+    assert st.targets == {"slow": 4, "fast": 0}  # the scale-down delay applies to idling too
+    st, _ = tick(st, obs(), BOUNDS, ok_solver(calls), now=100.0, s=S)
+    assert st.targets == {"slow": 1, "fast": 0}  # slow's minimum is 1
+    st, rep = tick(st, obs(short=3.0), BOUNDS, ok_solver(calls), now=130.0, s=S)
+    assert rep.replan.reason == "wake" and st.targets["slow"] == 4 and not st.idle
+
+
+def test_growing_queue_raises_the_target_without_waiting():
+    calls = []
+    st, _ = tick(ControlState(), obs(short=1.0), BOUNDS, ok_solver(calls), now=0.0, s=S)
+    assert st.targets["slow"] == 1
+    st, rep = tick(st, obs(short=1.0, in_flight={"slow": 7}), BOUNDS, ok_solver(calls), now=5.0, s=S)
+    assert rep.replan.reason == "queue"
+    assert st.targets["slow"] == 4 and rep.targets.bumped == {"slow": 4}  # ceil(7 / 2) = 4, max is 4
+
+
+def test_failed_solve_keeps_the_last_good_plan_and_says_why():
+    calls = []
+    st, _ = tick(ControlState(), obs(short=2.0), BOUNDS, ok_solver(calls), now=0.0, s=S)
+    good = st.plan
+    st, rep = tick(st, obs(short=2.0, long_=3.0), BOUNDS, failing_solver, now=30.0, s=S)
+    assert rep.replan.solve and rep.kept_previous and not rep.new_plan
+    assert st.plan == good and st.targets == {"slow": 2, "fast": 0}
+    assert st.last_solve["status"] == "infeasible" and "fits no pool" in st.last_solve["message"]
+    # still uncovered, so the next period tries again
+    st, rep = tick(st, obs(short=2.0, long_=3.0), BOUNDS, ok_solver(calls), now=60.0, s=S)
+    assert rep.new_plan and st.targets["fast"] >= 3
+
+
+def test_bounds_clamp_the_plan():
+    td = decide_targets({"fast": 9, "slow": 0}, {}, {}, BOUNDS, {}, 0.0, S)
+    assert td.targets == {"fast": 4, "slow": 1}
+
+
+def test_state_round_trips_through_json():
+    import json
+
+    st, _ = tick(ControlState(), obs(short=2.0, long_=1.0), BOUNDS, ok_solver([]), now=0.0, s=S)
+    back = ControlState.from_dict(json.loads(json.dumps(st.to_dict())))
+    assert back == st
+    assert Plan.from_dict(back.plan).replicas == st.plan["replicas"]
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="smoothing"):
+        ControlSettings(smoothing=0)
