@@ -6,35 +6,43 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from rayhet.plan import Plan
 
 Bucket = tuple[int, int]
 Reason = Literal["initial", "wake", "overload", "queue", "drift", "idle", "hold", "young"]
 
 
-@dataclass(frozen=True)
-class ControlSettings:
-    """The controller's knobs (README "The controller" lists them with their defaults)."""
+class ControlSettings(BaseModel):
+    """The controller's knobs (the `controller:` section of a rayhet config; README "The controller")."""
 
-    period_s: float = 30.0  # how often the controller looks at traffic
-    smoothing: float = 0.5  # EWMA weight of the newest window's rates (1 = no smoothing)
-    headroom: float = 0.2  # plan for observed rate x (1 + headroom)
-    min_plan_lifetime_s: float = 120.0  # a plan lives this long before a non-urgent re-plan
-    scale_down_delay_s: float = 180.0  # a lower target must be wanted this long before it is published
-    drift: float = 0.15  # re-plan (after the lifetime) when total rate or mix moved more than this
-    overload: float = 0.05  # re-plan now when this share of planned load arrives uncovered
-    queue_factor: float = 1.0  # scale up now when in-flight > replicas x slots x queue_factor
-    solve_time_limit_s: float = 10.0
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        if not 0 < self.smoothing <= 1:
-            raise ValueError(f"smoothing must be in (0, 1], got {self.smoothing}")
-        for name in ("period_s", "queue_factor", "solve_time_limit_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("headroom", "min_plan_lifetime_s", "scale_down_delay_s", "drift", "overload"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    enabled: bool = Field(True, description="Run the controller (false: the start-up plan stays, Serve keeps replicas).")
+    period_s: float = Field(30.0, gt=0, description="Seconds between looks at live traffic.")
+    smoothing: float = Field(
+        0.5, gt=0, le=1, description="EWMA weight of the newest window's per-bucket rates (1: no smoothing)."
+    )
+    headroom: float = Field(0.2, ge=0, description="Plan for the smoothed observed rate x (1 + headroom).")
+    min_plan_lifetime_s: float = Field(
+        120.0, ge=0, description="A plan lives at least this long before a non-urgent re-plan (anti-flapping)."
+    )
+    scale_down_delay_s: float = Field(
+        180.0, ge=0, description="A lower replica target must be wanted this long before it is applied."
+    )
+    drift: float = Field(
+        0.15, ge=0, description="Re-plan (after the plan's lifetime) when total rate or bucket mix moved more than this."
+    )
+    overload: float = Field(
+        0.05, ge=0, description="Re-plan at once when this share of arrivals exceeds the plan's per-bucket load."
+    )
+    queue_factor: float = Field(
+        1.0, gt=0, description="Scale a pool up at once when its in-flight requests exceed replicas x "
+        "max_ongoing_requests x queue_factor."
+    )
+    solve_time_limit_s: float = Field(10.0, gt=0, description="Solver time limit; a timed-out solve keeps the last plan.")
+    policy_poll_s: float = Field(1.0, gt=0, description="How often each pool's Serve policy fetches its target.")
 
 
 @dataclass(frozen=True)
@@ -275,3 +283,17 @@ def tick(
     td = decide_targets(wanted, current, state.down_since, bounds, floors, now, s)
     new.targets, new.down_since = td.targets, td.down_since
     return new, TickReport(replan, outcome, kept, td, rates, new_plan)
+
+
+def policy_target(
+    controller_target: int | None, current: int, lo: int, hi: int, in_flight: float
+) -> int:
+    """What a pool's Serve autoscaling policy returns: the controller's target within Serve's bounds.
+
+    Before the controller has ever answered, keep the current count (never reset replicas on a restart);
+    a pool at zero that is holding requests gets one replica at once rather than waiting a period.
+    """
+    target = current if controller_target is None else controller_target
+    if target == 0 and in_flight > 0:
+        target = 1
+    return max(lo, min(hi, target))

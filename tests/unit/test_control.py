@@ -156,5 +156,15 @@ def test_state_round_trips_through_json():
 
 
 def test_settings_are_validated():
-    with pytest.raises(ValueError, match="smoothing"):
+    with pytest.raises(ValueError, match="smoothing"):  # pydantic's ValidationError is a ValueError
         ControlSettings(smoothing=0)
+
+
+def test_policy_target_keeps_current_until_told_and_wakes_from_zero():
+    from rayhet.control import policy_target
+
+    assert policy_target(None, 3, 0, 4, 0) == 3
+    assert policy_target(2, 3, 0, 4, 0) == 2
+    assert policy_target(9, 3, 0, 4, 0) == 4
+    assert policy_target(0, 0, 0, 4, 2) == 1
+    assert policy_target(0, 0, 1, 4, 0) == 1
