@@ -297,3 +297,24 @@ def policy_target(
     if target == 0 and in_flight > 0:
         target = 1
     return max(lo, min(hi, target))
+
+
+def observe(snapshot: dict, reported: dict[str, tuple[int, float]]) -> Observation:
+    """An Observation from an ingress traffic snapshot (`rayhet.traffic` schema) and what each pool's
+    Serve policy last reported as (running replicas, in-flight requests); the larger in-flight count wins."""
+    arrivals = {(int(i), int(j)): float(c) for i, j, c in snapshot.get("arrivals", [])}
+    in_flight = {p: float(v.get("in_flight") or 0) for p, v in snapshot.get("pools", {}).items()}
+    for p, (_, n) in reported.items():
+        in_flight[p] = max(in_flight.get(p, 0.0), float(n))
+    running = {p: int(r) for p, (r, _) in reported.items()}
+    return Observation(float(snapshot.get("window_s") or 1.0), arrivals, in_flight, running)
+
+
+def attainment(snapshot: dict) -> dict[str, float]:
+    """Per pool, the share of requests finished in the window that met the SLO (pools without data left out)."""
+    out = {}
+    for p, v in snapshot.get("pools", {}).items():
+        done = (v.get("ok") or 0) + (v.get("errors") or 0)
+        if v.get("slo_ok") is not None and done:
+            out[p] = v["slo_ok"] / done
+    return out

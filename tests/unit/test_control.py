@@ -168,3 +168,15 @@ def test_policy_target_keeps_current_until_told_and_wakes_from_zero():
     assert policy_target(9, 3, 0, 4, 0) == 4
     assert policy_target(0, 0, 0, 4, 2) == 1
     assert policy_target(0, 0, 1, 4, 0) == 1
+
+
+def test_observe_reads_a_traffic_snapshot():
+    from rayhet.control import attainment, observe
+
+    snap = {"window_s": 20.0, "arrivals": [[0, 0, 40], [1, 1, 10]],
+            "pools": {"fast": {"in_flight": 3, "ok": 9, "errors": 1, "slo_ok": 8},
+                      "slow": {"in_flight": 0, "ok": 0, "errors": 0, "slo_ok": None}}}
+    o = observe(snap, {"slow": (2, 5.0)})
+    assert o.rates() == {SHORT: 2.0, LONG: 0.5}
+    assert o.in_flight == {"fast": 3.0, "slow": 5.0} and o.running == {"slow": 2}
+    assert attainment(snap) == {"fast": 0.8}
