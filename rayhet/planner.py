@@ -1,0 +1,354 @@
+"""Planner: the Mélange MILP (CVXPY + HiGHS) that picks the cheapest replicas per pool and a routing table.
+
+Formulation (Griggs et al. 2024, §5). The load of bucket b (rate · fraction_b) is cut into K equal slices.
+x[b, j] is the number of b's slices pool j serves and n[j] its replicas:
+
+    minimise   Σ_j price_j · n_j
+    subject to Σ_j x[b, j] = K                                   for every bucket b with a capable pool (C1)
+               Σ_b x[b, j] · (rate · fraction_b / K) / cap[b, j] ≤ n_j   for every pool j               (C2)
+               x integer in [0, K] (0 where j cannot serve b), n integer in [min_j, max_j]
+
+`form="aggregated"` (default) solves that; `form="binary"` is the paper's literal form with one binary per
+slice and pool (same optimum, much bigger model; kept as the reference the tests compare against).
+By default the aggregated form is solved *relaxation first*: x continuous, n integer, which is a
+relaxation, so its optimum is a lower bound; its split is then rounded to whole slices within the same
+replicas. When that rounding fits, the plan costs the lower bound and is therefore optimal for the
+integer problem; when it does not, the integer model is solved directly.
+
+Grids: pools may have different grids; `common_grid` is the union of their edges, and a pool's capacity
+for a common bucket is its capacity at its own bucket holding that bucket's upper edge (None beyond its
+last edge). A Distribution on any grid is re-binned onto the common grid by the same rule (exact when
+its grid refines the common one; mass above the last common edge goes to the last bucket).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+from rayhet.errors import PlanningError
+from rayhet.plan import Plan
+from rayhet.profiles import Profile, bucket_index
+from rayhet.workload import Distribution
+
+log = logging.getLogger(__name__)
+Form = Literal["aggregated", "binary"]
+
+
+@dataclass
+class PoolOption:
+    """One pool the planner may use: its profile, price and replica bounds."""
+
+    name: str
+    profile: Profile
+    price_per_hour: float | None = None  # overrides profile.price_per_hour
+    min_replicas: int = 0
+    max_replicas: int | None = None
+
+    @property
+    def price(self) -> float:
+        return self.profile.price_per_hour if self.price_per_hour is None else self.price_per_hour
+
+
+def common_grid(profiles: Sequence[Profile]) -> tuple[list[int], list[int]]:
+    """The union of the profiles' input edges and of their output edges (sorted)."""
+    if not profiles:
+        raise PlanningError("no profiles given")
+    return (sorted({e for p in profiles for e in p.input_edges}), sorted({e for p in profiles for e in p.output_edges}))
+
+
+def capacity_on_grid(profile: Profile, input_edges: Sequence[int], output_edges: Sequence[int]) -> np.ndarray:
+    """Max req/s per replica on the given grid (NaN where the profile cannot serve), see module docstring."""
+    rows = [bucket_index(e, profile.input_edges) for e in input_edges]
+    cols = [bucket_index(e, profile.output_edges) for e in output_edges]
+    cap = np.full((len(rows), len(cols)), np.nan)
+    for a, i in enumerate(rows):
+        for b, j in enumerate(cols):
+            if i is not None and j is not None and profile.rate(i, j):
+                cap[a, b] = profile.rate(i, j)
+    return cap
+
+
+def _onto(edges_from: Sequence[int], edges_to: Sequence[int]) -> np.ndarray:
+    """For each bucket of `edges_from`, the bucket of `edges_to` holding its upper edge (the last one if above)."""
+    k = np.searchsorted(np.asarray(edges_to), np.asarray(edges_from), side="left")
+    return np.minimum(k, len(edges_to) - 1)
+
+
+def rebin(distribution: Distribution, input_edges: Sequence[int], output_edges: Sequence[int]) -> np.ndarray:
+    """Fractions of `distribution` moved onto the grid `input_edges` x `output_edges` (upper-edge rule)."""
+    if list(distribution.input_edges) == list(input_edges) and list(distribution.output_edges) == list(output_edges):
+        return np.array(distribution.fractions, dtype=float)
+    rows, cols = _onto(distribution.input_edges, input_edges), _onto(distribution.output_edges, output_edges)
+    out = np.zeros((len(input_edges), len(output_edges)))
+    np.add.at(out, (np.asarray(rows)[:, None], np.asarray(cols)[None, :]), distribution.fractions)
+    return out
+
+
+# -- the optimisation model, built once per structure and re-solved with new load coefficients ------------
+class _Model:
+    """A compiled CVXPY problem over the allowed (bucket, pool) pairs; `coef` is a cp.Parameter."""
+
+    def __init__(self, allowed: np.ndarray, prices, mins, maxs, slices: int, kind: str):
+        import cvxpy as cp
+        import scipy.sparse as sp
+
+        self.kind, self.slices, self.lock = kind, slices, threading.Lock()
+        self.rows = np.flatnonzero(allowed.any(axis=1))  # buckets with at least one capable pool
+        b_idx, p_idx = np.nonzero(allowed[self.rows])
+        self.pairs = (self.rows[b_idx], p_idx)
+        n_pairs, n_pools = len(b_idx), allowed.shape[1]
+        S = sp.csr_matrix((np.ones(n_pairs), (b_idx, np.arange(n_pairs))), shape=(len(self.rows), n_pairs))
+        M = sp.csr_matrix((np.ones(n_pairs), (p_idx, np.arange(n_pairs))), shape=(n_pools, n_pairs))
+        self.coef = cp.Parameter(n_pairs, nonneg=True)  # load of one slice on that pool, in replicas
+        self.n = cp.Variable(n_pools, integer=True)
+        cons = [self.n >= np.asarray(mins, float)]
+        finite = [j for j, m in enumerate(maxs) if m is not None]
+        if finite:
+            cons.append(self.n[finite] <= np.asarray([maxs[j] for j in finite], float))
+        if kind == "binary":  # one 0/1 per (bucket, pool, slice): every slice goes to exactly one pool
+            y = cp.Variable((n_pairs, slices), boolean=True)
+            cons.append(S @ y == 1)
+            self.x = cp.sum(y, axis=1)
+        else:
+            self.x = cp.Variable(n_pairs, integer=(kind == "integer"))
+            cons += [self.x >= 0, self.x <= slices, S @ self.x == slices]
+        cons.append(M @ cp.multiply(self.coef, self.x) <= self.n)
+        self.problem = cp.Problem(cp.Minimize(np.asarray(prices, float) @ self.n), cons)
+
+    def solve(self, coef_matrix: np.ndarray, time_limit_s: float | None, mip_rel_gap: float, extra: dict | None = None):
+        """(status, n, x as a (B, P) matrix, gap, dual bound, seconds); status 'optimal'|'time_limit'|'infeasible'."""
+        import cvxpy as cp
+
+        opts = {"mip_rel_gap": mip_rel_gap, **(extra or {})}
+        if time_limit_s is not None:
+            opts["time_limit"] = float(max(time_limit_s, 1e-3))
+        with self.lock:
+            self.coef.value = coef_matrix[self.pairs]
+            t0 = time.perf_counter()
+            try:
+                self.problem.solve(solver=cp.HIGHS, **opts)
+            except cp.error.SolverError as e:
+                raise PlanningError(f"HiGHS failed: {e}") from e
+            seconds = time.perf_counter() - t0
+            status = self.problem.status
+            info = self.problem.solver_stats.extra_stats
+            if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE, "infeasible_or_unbounded"):
+                return "infeasible", None, None, None, None, seconds
+            if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.USER_LIMIT) or self.n.value is None:
+                if status == cp.USER_LIMIT:
+                    raise PlanningError(f"the solver's time limit ({time_limit_s} s) passed before any plan was found")
+                raise PlanningError(f"HiGHS returned status {status!r}")
+            n = np.rint(self.n.value).astype(int)
+            x = np.zeros(coef_matrix.shape)
+            x[self.pairs] = np.asarray(self.x.value, float)
+            gap = float(getattr(info, "mip_gap", 0.0)) if status == cp.USER_LIMIT else 0.0
+            bound = getattr(info, "mip_dual_bound", None)
+            return ("time_limit" if status == cp.USER_LIMIT else "optimal"), n, x, gap, bound, seconds
+
+
+_MODELS: OrderedDict[tuple, _Model] = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+
+
+def _model(allowed, prices, mins, maxs, slices, kind) -> _Model:
+    key = (allowed.shape, allowed.tobytes(), tuple(prices), tuple(mins), tuple(maxs), slices, kind)
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
+    model = _Model(allowed, prices, mins, maxs, slices, kind)
+    with _MODELS_LOCK:
+        _MODELS[key] = model
+        while len(_MODELS) > 32:
+            _MODELS.popitem(last=False)
+    return model
+
+
+def _round_slices(xc: np.ndarray, coef: np.ndarray, n: np.ndarray, allowed: np.ndarray, slices: int) -> np.ndarray | None:
+    """Whole slice counts close to the continuous split `xc` that fit in replicas `n`, or None."""
+    x = np.floor(xc + 1e-7)
+    x[~allowed] = 0
+    rem = np.maximum(np.rint(slices - x.sum(axis=1)), 0).astype(int)
+    rem[~allowed.any(axis=1)] = 0
+    slack = n - (coef * x).sum(axis=0)
+    frac = xc - x
+    for b in np.argsort(-coef.max(axis=1, where=allowed, initial=0)):  # heaviest slices first
+        for _ in range(rem[b]):
+            fits = allowed[b] & (slack >= coef[b] - 1e-9)
+            if not fits.any():
+                return None
+            j = int(np.argmax(np.where(fits, frac[b] * 1e6 + slack, -np.inf)))
+            x[b, j] += 1
+            frac[b, j] = 0.0
+            slack[j] -= coef[b, j]
+    return x
+
+
+def _describe(buckets, f, input_edges, output_edges) -> str:
+    def span(edges, k):
+        return f"({edges[k - 1] if k else 0}, {edges[k]}]"
+
+    return "; ".join(
+        f"({i}, {j}): input {span(input_edges, i)}, output {span(output_edges, j)} tokens, {100 * f[i, j]:.3g}% of requests"
+        for i, j in buckets
+    )
+
+
+def _solve_on_grid(pools, grid, f, rate, *, slices, headroom, drop_unservable, time_limit_s, form, relax_first, mip_rel_gap,
+                   highs_options: dict | None = None) -> Plan:
+    t0 = time.perf_counter()
+    input_edges, output_edges = grid
+    names = [p.name for p in pools]
+    mins = [p.min_replicas for p in pools]
+    maxs = [p.max_replicas for p in pools]
+    prices = [p.price for p in pools]
+    cap = np.stack([capacity_on_grid(p.profile, input_edges, output_edges) for p in pools], axis=-1)
+    allowed = ~np.isnan(cap) & np.array([m != 0 for m in maxs])[None, None, :]
+    f = np.array(f, dtype=float)
+    unservable = [tuple(map(int, b)) for b in np.argwhere((f > 0) & ~allowed.any(axis=-1))]
+    message = ""
+    if unservable:
+        text = _describe(unservable, f, input_edges, output_edges)
+        if not drop_unservable:
+            raise PlanningError(f"no pool can serve {len(unservable)} bucket(s) that carry load: {text}. "
+                                "Pass drop_unservable=True (rayhet plan --drop-unservable) to plan the rest.")
+        log.warning("dropping %d bucket(s) no pool can serve: %s", len(unservable), text)
+        message = f"dropped {100 * sum(f[b] for b in unservable):.3g}% of requests that no pool can serve"
+        for b in unservable:
+            f[b] = 0.0
+    eff_rate = rate * (1.0 + headroom)
+    shape = allowed.shape[:2]
+    flat_allowed = allowed.reshape(-1, len(pools))
+    if eff_rate == 0 or f.sum() == 0:
+        n, x, status, gap = np.asarray(mins, int), np.zeros(flat_allowed.shape), "optimal", None
+        coef = np.zeros(flat_allowed.shape)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coef = np.where(flat_allowed, eff_rate * f.reshape(-1, 1) / (slices * cap.reshape(-1, len(pools))), 0.0)
+        deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
+        remaining = lambda: None if deadline is None else deadline - time.perf_counter()  # noqa: E731
+        x = None
+        if form == "aggregated" and relax_first:
+            status, n, xc, gap, _, _ = _model(flat_allowed, prices, mins, maxs, slices, "relaxed").solve(coef, remaining(), mip_rel_gap, highs_options)
+            if status == "infeasible":
+                raise PlanningError(_infeasible_hint(names, maxs, eff_rate))
+            x = _round_slices(xc, coef, n, flat_allowed, slices)
+            message = "; ".join(filter(None, [message, "relaxation bound met with whole slices" if x is not None else ""]))
+        if x is None:
+            kind = "binary" if form == "binary" else "integer"
+            status, n, x, gap, _, _ = _model(flat_allowed, prices, mins, maxs, slices, kind).solve(coef, remaining(), mip_rel_gap, highs_options)
+            if status == "infeasible":
+                raise PlanningError(_infeasible_hint(names, maxs, eff_rate))
+            x = np.rint(x)
+    load = (coef * x).sum(axis=0)
+    routing: dict[tuple[int, int], dict[str, float]] = {}
+    active = n > 0
+    for b in range(flat_allowed.shape[0]):
+        ij = (b // shape[1], b % shape[1])
+        if f.reshape(-1)[b] > 0:
+            routing[ij] = {names[j]: float(x[b, j] / slices) for j in np.flatnonzero(x[b] > 0.5)}
+        elif (flat_allowed[b] & active).any():  # no planned load: spread by the capacity the plan runs
+            w = np.where(flat_allowed[b] & active, np.nan_to_num(cap.reshape(-1, len(pools))[b]) * n, 0.0)
+            routing[ij] = {names[j]: float(w[j] / w.sum()) for j in np.flatnonzero(w > 0)}
+    return Plan(
+        replicas={names[j]: int(n[j]) for j in range(len(pools))},
+        routing=routing,
+        input_edges=list(input_edges),
+        output_edges=list(output_edges),
+        cost_per_hour=float(np.dot(prices, n)),
+        rate=float(eff_rate),
+        utilisation={names[j]: float(load[j] / n[j]) if n[j] else 0.0 for j in range(len(pools))},
+        status=status,
+        gap=gap if status == "time_limit" else None,
+        solve_time_s=time.perf_counter() - t0,
+        dropped_buckets=unservable if drop_unservable else [],
+        message=message,
+    )
+
+
+def _infeasible_hint(names, maxs, rate) -> str:
+    capped = [f"{n}<={m}" for n, m in zip(names, maxs) if m is not None]
+    return f"no plan serves {rate:g} req/s" + (f" within max_replicas ({', '.join(capped)})" if capped else "")
+
+
+def _check(pools: Sequence[PoolOption], rate: float, slices: int, headroom: float, form: str) -> None:
+    if not pools:
+        raise PlanningError("no pools given")
+    if len({p.name for p in pools}) != len(pools):
+        raise PlanningError(f"pool names must be unique: {[p.name for p in pools]}")
+    models = {p.profile.model for p in pools}
+    if len(models) > 1:
+        raise PlanningError(f"profiles are for different models: {sorted(models)}")
+    for p in pools:
+        if p.min_replicas < 0 or (p.max_replicas is not None and p.max_replicas < p.min_replicas):
+            raise PlanningError(f"pool {p.name}: need 0 <= min_replicas <= max_replicas, got {p.min_replicas}, {p.max_replicas}")
+        if p.price < 0 or not math.isfinite(p.price):
+            raise PlanningError(f"pool {p.name}: price must be finite and >= 0, got {p.price}")
+    if not math.isfinite(rate) or rate < 0:
+        raise PlanningError(f"rate must be a finite number >= 0 req/s, got {rate}")
+    if slices < 1:
+        raise PlanningError(f"slices must be >= 1, got {slices}")
+    if not math.isfinite(headroom) or headroom < 0:
+        raise PlanningError(f"headroom must be >= 0, got {headroom}")
+    if form not in ("aggregated", "binary"):
+        raise PlanningError(f"form must be 'aggregated' or 'binary', got {form!r}")
+
+
+def solve(
+    pools: Sequence[PoolOption],
+    distribution: Distribution,
+    rate: float,
+    *,
+    slices: int = 8,
+    headroom: float = 0.0,
+    drop_unservable: bool = False,
+    time_limit_s: float | None = 10.0,
+    form: Form = "aggregated",
+    relax_first: bool = True,
+    mip_rel_gap: float = 1e-6,
+) -> Plan:
+    """The cheapest plan serving `rate` · (1 + headroom) req/s of `distribution` (on any grid, re-binned)."""
+    _check(pools, rate, slices, headroom, form)
+    grid = common_grid([p.profile for p in pools])
+    f = rebin(distribution, *grid)
+    return _solve_on_grid(pools, grid, f, rate, slices=slices, headroom=headroom, drop_unservable=drop_unservable,
+                          time_limit_s=time_limit_s, form=form, relax_first=relax_first, mip_rel_gap=mip_rel_gap)
+
+
+def baselines(pools: Sequence[PoolOption], distribution: Distribution, rate: float, **kwargs) -> dict[str, Plan]:
+    """One single-pool plan per pool, on the same grid and load as the mix.
+
+    Buckets that *no* pool can serve are dropped exactly as `solve` drops them (only with drop_unservable);
+    a pool that cannot serve some bucket the mix serves gets a Plan with status 'infeasible' and infinite cost.
+    """
+    opts = dict(slices=8, headroom=0.0, drop_unservable=False, time_limit_s=10.0, form="aggregated", relax_first=True, mip_rel_gap=1e-6)
+    opts.update(kwargs)
+    _check(pools, rate, opts["slices"], opts["headroom"], opts["form"])
+    grid = common_grid([p.profile for p in pools])
+    f = rebin(distribution, *grid)
+    anyone = np.zeros(f.shape, bool)
+    for p in pools:
+        anyone |= ~np.isnan(capacity_on_grid(p.profile, *grid)) & (p.max_replicas != 0)
+    if opts["drop_unservable"]:
+        f = np.where(anyone, f, 0.0)
+    out = {}
+    for p in pools:
+        try:
+            out[p.name] = _solve_on_grid([p], grid, f, rate, **{**opts, "drop_unservable": False})
+        except PlanningError as e:
+            own = ~np.isnan(capacity_on_grid(p.profile, *grid)) & (p.max_replicas != 0)
+            missing = [tuple(map(int, b)) for b in np.argwhere((f > 0) & ~own)]
+            why = (f"{p.name} alone cannot serve {100 * sum(f[b] for b in missing):.3g}% of requests "
+                   f"({len(missing)} bucket(s) beyond its profile)") if missing else str(e)
+            out[p.name] = Plan(replicas={p.name: 0}, routing={}, input_edges=grid[0], output_edges=grid[1],
+                               cost_per_hour=math.inf, rate=rate * (1 + opts["headroom"]), status="infeasible",
+                               dropped_buckets=missing, message=why)
+    return out
