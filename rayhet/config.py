@@ -1,0 +1,354 @@
+"""Config: the pydantic models a user writes to describe a rayhet deployment (model, pools, SLO, knobs).
+
+A config is a YAML or JSON file (`load_config`) or the same data inline (a Serve config's `args`, a dict
+from Python). Every error names the field that is wrong (`pools[1].engine_settings.n_threads: ...`).
+Engine settings are passed through as a dict and validated by the engine's own settings model, imported
+lazily so that this module stays free of engines, Ray and the solver.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rayhet.control import ControlSettings
+from rayhet.errors import ConfigError
+from rayhet.profiles import SLO
+
+EMBEDDED_MODEL = "embedded:tiny"
+"""`model.gguf` value meaning: the tiny random-weight GGUF that rayhet generates on first use."""
+
+EngineName = Literal["llama_cpp", "vllm", "fake"]
+
+# engine name -> (module, engine class, settings class); imported only when a pool of that engine is used.
+ENGINES: dict[str, tuple[str, str, str]] = {
+    "llama_cpp": ("rayhet.engines.llama_cpp", "LlamaCppEngine", "LlamaCppSettings"),
+    "vllm": ("rayhet.engines.vllm", "VllmEngine", "VllmSettings"),
+    "fake": ("rayhet.testing.fake_engine", "FakeEngine", "FakeEngineSettings"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """The model every pool serves (one model per app)."""
+
+    id: str = Field("rayhet-model", min_length=1, description="Model name clients pass as `model` and see in /v1/models.")
+    gguf: str | None = Field(
+        None,
+        description=f"GGUF file for llama_cpp pools. '{EMBEDDED_MODEL}' means the tiny random-weight model rayhet "
+        "generates on first use (for trying rayhet out; its output is gibberish).",
+    )
+    hf: str | None = Field(None, description="Hugging Face model id or local directory for vllm pools.")
+    tokenizer: str | None = Field(
+        None,
+        description="Where the ingress gets its tokenizer (a GGUF file, or an HF id/directory). Default: `gguf` "
+        "if set, else `hf`. The ingress counts tokens exactly with it to route by size.",
+    )
+
+    @property
+    def tokenizer_source(self) -> str | None:
+        return self.tokenizer or self.gguf or self.hf
+
+
+class PoolConfig(_Strict):
+    """One pool: a set of identical replicas on one hardware type, each running one engine."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Pool name (lowercase, digits, '-', '_').")
+    engine: EngineName = Field(..., description="llama_cpp (CPU), vllm (GPU), or fake (a test double: no model).")
+    accelerator_type: str | None = Field(
+        None,
+        description="Ray accelerator type the replicas must run on (e.g. 'A10G', 'L4', 'H100'); null for CPU. "
+        "Pins replicas to nodes carrying the `accelerator_type:<X>` resource.",
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Extra Ray custom resources per replica, e.g. {'rayhet_pool_cpu': 0.001} to pin the pool to a "
+        "node group that declares that resource.",
+    )
+    num_cpus: float | None = Field(
+        None, ge=0, description="CPUs reserved per replica. Default: the engine's threads (llama_cpp) or 1 (vllm)."
+    )
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per replica. Default: 1 for vllm, 0 otherwise.")
+    engine_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings passed to the engine, validated by its settings model (e.g. LlamaCppSettings). "
+        "model_path / model default to the app's `model`.",
+    )
+    price_per_hour: float | None = Field(
+        None, ge=0, description="USD per replica-hour; default: the profile's price. Needed by the planner."
+    )
+    profile: str | None = Field(
+        None, description="Profile JSON of this pool type (see `rayhet profile`). Without one the pool gets a static share."
+    )
+    min_replicas: int = Field(0, ge=0, description="Fewest replicas the planner may choose.")
+    max_replicas: int | None = Field(None, ge=1, description="Most replicas the planner may choose (null: no limit).")
+    initial_replicas: int | None = Field(
+        None, ge=0, description="Replicas at start-up. Default: the start-up plan's choice, or 1 without profiles."
+    )
+    queue_per_replica: int = Field(
+        4, ge=0, description="Requests a replica accepts beyond its batch slots (added to max_ongoing_requests)."
+    )
+    max_queued_requests: int = Field(
+        8,
+        ge=-1,
+        description="Requests waiting at the ingress for this pool before Serve pushes back and the ingress spills "
+        "them to the next pool (-1: unbounded, never spill on queue length).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "PoolConfig":
+        if self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        if self.initial_replicas is not None:
+            if self.initial_replicas < self.min_replicas or (
+                self.max_replicas is not None and self.initial_replicas > self.max_replicas
+            ):
+                raise ValueError(f"initial_replicas ({self.initial_replicas}) outside [min_replicas, max_replicas]")
+        return self
+
+
+class RoutingConfig(_Strict):
+    """How the ingress turns a request into a bucket and a pool."""
+
+    predictor: str = Field(
+        "bucket_quantile",
+        description="Output-length predictor: 'bucket_quantile' (learned online per input bucket, as Mélange's "
+        "balancer), 'max_tokens' (assume every request uses its max_tokens), or 'module:Class' of your own.",
+    )
+    predictor_quantile: float = Field(
+        0.5, gt=0, le=1, description="Quantile of recent output lengths of the input bucket that bucket_quantile predicts."
+    )
+    predictor_window: int = Field(256, ge=1, description="Recent outputs remembered per input bucket.")
+    predictor_min_samples: int = Field(
+        8, ge=1, description="Until an input bucket has this many outputs, predict max_tokens (conservative)."
+    )
+    default_max_tokens: int = Field(
+        256, ge=1, description="max_tokens for chat requests that give none (capped by the context left)."
+    )
+    spill: bool = Field(True, description="On backpressure or a failed pool, retry the next pool that serves the bucket.")
+    max_attempts: int = Field(3, ge=1, description="Pools tried per request (first choice + spill-overs).")
+
+
+class PlannerConfig(_Strict):
+    """What the start-up plan is solved for (the controller re-plans from live traffic later)."""
+
+    expected_rate: float = Field(1.0, gt=0, description="Expected request rate (req/s) at start-up.")
+    workload: str | None = Field(
+        None, description="A request-size sample file (see `rayhet plan --workload`) for the start-up distribution."
+    )
+    distribution: list[list[float]] | None = Field(
+        None,
+        description="Fractions of requests per (input bucket, output bucket) on the profiles' common grid, "
+        "instead of `workload`. Default (neither): uniform over the buckets some pool can serve.",
+    )
+    headroom: float = Field(0.2, ge=0, description="Plan for expected_rate * (1 + headroom).")
+    slices: int = Field(8, ge=1, description="Slices per bucket in the MILP (Mélange's slice factor).")
+    time_limit_s: float = Field(10.0, gt=0, description="Solver time limit.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PlannerConfig":
+        if self.workload is not None and self.distribution is not None:
+            raise ValueError("give workload or distribution, not both")
+        return self
+
+
+class ServerConfig(_Strict):
+    """The HTTP face: API keys, limits, and the ingress deployment."""
+
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted bearer tokens; empty (and no api_keys_env) means no auth."
+    )
+    api_keys_env: str | None = Field(
+        None, description="Environment variable (read in the ingress replica) holding comma-separated API keys."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted (413 above).")
+    ingress_replicas: int = Field(1, ge=1, description="Ingress replicas.")
+    ingress_max_ongoing_requests: int = Field(1000, ge=1, description="Concurrent requests per ingress replica.")
+    ingress_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per ingress replica.")
+    traffic_window_s: float = Field(60.0, gt=0, description="Sliding window of the traffic the ingress records.")
+
+    def resolved_api_keys(self) -> set[str]:
+        keys = set(self.api_keys)
+        if self.api_keys_env and os.environ.get(self.api_keys_env):
+            keys |= {k.strip() for k in os.environ[self.api_keys_env].split(",") if k.strip()}
+        return keys
+
+
+class RayhetConfig(_Strict):
+    """A whole rayhet deployment."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model served.")
+    pools: list[PoolConfig] = Field(..., min_length=1, description="The pools (one Serve deployment each).")
+    slo: SLO | None = Field(None, description="Latency objective (tpot_ms / ttft_ms) the profiles were measured under.")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    planner: PlannerConfig = Field(default_factory=PlannerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    controller: ControlSettings = Field(
+        default_factory=ControlSettings, description="The controller that re-plans from live traffic (README)."
+    )
+
+    @field_validator("pools")
+    @classmethod
+    def _unique_names(cls, pools: list[PoolConfig]) -> list[PoolConfig]:
+        seen = set()
+        for p in pools:
+            if p.name in seen:
+                raise ValueError(f"pool name {p.name!r} is used twice")
+            seen.add(p.name)
+        return pools
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "RayhetConfig":
+        with_profile = [p.name for p in self.pools if p.profile]
+        if with_profile and len(with_profile) != len(self.pools):
+            missing = [p.name for p in self.pools if not p.profile]
+            raise ValueError(
+                f"pools {missing} have no profile but {with_profile} do: give every pool a profile "
+                "(planned routing) or none (static routing)"
+            )
+        for p in self.pools:
+            if p.engine == "llama_cpp" and not (p.engine_settings.get("model_path") or self.model.gguf):
+                raise ValueError(f"pool {p.name!r} runs llama_cpp: set model.gguf (or its engine_settings.model_path)")
+            if p.engine == "vllm" and not (p.engine_settings.get("model") or self.model.hf):
+                raise ValueError(f"pool {p.name!r} runs vllm: set model.hf (or its engine_settings.model)")
+        return self
+
+    def pool(self, name: str) -> PoolConfig:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+# -- engines -------------------------------------------------------------------------------------
+def engine_classes(engine: str) -> tuple[type, type[BaseModel]]:
+    """(engine class, settings model) of an engine name; imports its module."""
+    module, engine_cls, settings_cls = ENGINES[engine]
+    mod = importlib.import_module(module)
+    return getattr(mod, engine_cls), getattr(mod, settings_cls)
+
+
+def engine_settings_dict(config: RayhetConfig, pool: PoolConfig) -> dict[str, Any]:
+    """The pool's engine settings with the app's model filled in (model_path for llama_cpp, model for vllm)."""
+    s = dict(pool.engine_settings)
+    if pool.engine == "llama_cpp":
+        s.setdefault("model_path", config.model.gguf)
+    elif pool.engine == "vllm":
+        s.setdefault("model", config.model.hf)
+    return s
+
+
+def validate_engine_settings(config: RayhetConfig, source: str = "config") -> dict[str, BaseModel]:
+    """Validate every pool's engine settings with its engine's own model; returns pool name -> settings.
+
+    The embedded model path is left unresolved (the replica generates it). An engine whose module cannot
+    be imported here (vLLM on a CPU-only head) is skipped: its replicas validate again when they start.
+    """
+    out: dict[str, BaseModel] = {}
+    for k, pool in enumerate(config.pools):
+        try:
+            _, settings_cls = engine_classes(pool.engine)
+        except ImportError:
+            continue
+        data = engine_settings_dict(config, pool)
+        if data.get("model_path") == EMBEDDED_MODEL:
+            data["model_path"] = "/embedded-model-resolved-in-replica.gguf"
+        try:
+            out[pool.name] = settings_cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_format_errors(e, source, prefix=f"pools[{k}].engine_settings")) from None
+    return out
+
+
+# -- loading -------------------------------------------------------------------------------------
+def _format_loc(loc: tuple, prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def _format_errors(e: ValidationError, source: str, prefix: str = "") -> str:
+    lines = [f"{source}: {_format_loc(err['loc'], prefix)}: {err['msg']}" for err in e.errors()]
+    return "invalid rayhet config\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: object, source: str = "config") -> RayhetConfig:
+    """Validate decoded data as a RayhetConfig; a ConfigError names `source` and each wrong field."""
+    try:
+        return RayhetConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def load_config(path: str | Path) -> RayhetConfig:
+    """Read a YAML (.yaml/.yml) or JSON config. Relative file paths inside it (profiles, workload, GGUF)
+    are resolved against the config file's directory."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    config = parse_config(data, str(path))
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: RayhetConfig, base: Path) -> RayhetConfig:
+    """Make relative profile/workload/model paths absolute against `base` (only those that exist there)."""
+
+    def fix(p: str | None) -> str | None:
+        if p is None or p == EMBEDDED_MODEL or Path(p).is_absolute():
+            return p
+        cand = (base / p).resolve()
+        return str(cand) if cand.exists() else p
+
+    data = config.model_dump()
+    data["model"]["gguf"] = fix(data["model"]["gguf"])
+    data["model"]["tokenizer"] = fix(data["model"]["tokenizer"])
+    if data["model"]["hf"] and (base / data["model"]["hf"]).exists():
+        data["model"]["hf"] = fix(data["model"]["hf"])
+    data["planner"]["workload"] = fix(data["planner"]["workload"])
+    for p in data["pools"]:
+        p["profile"] = fix(p["profile"])
+        if "model_path" in p["engine_settings"]:
+            p["engine_settings"]["model_path"] = fix(p["engine_settings"]["model_path"])
+    return RayhetConfig.model_validate(data)
+
+
+def embedded_config(gguf: str = EMBEDDED_MODEL, n_threads: int = 1) -> RayhetConfig:
+    """The default with no config: one CPU pool of one llama_cpp replica on `gguf`, static routing."""
+    return RayhetConfig.model_validate(
+        {
+            "model": {"id": "rayhet-tiny" if gguf == EMBEDDED_MODEL else Path(gguf).stem, "gguf": gguf},
+            "pools": [
+                {
+                    "name": "cpu",
+                    "engine": "llama_cpp",
+                    "num_cpus": n_threads,
+                    "engine_settings": {"n_threads": n_threads},
+                    "initial_replicas": 1,
+                    "max_replicas": 1,
+                }
+            ],
+        }
+    )

@@ -1,0 +1,134 @@
+"""FakeEngine: a TEST DOUBLE of the engine protocol (no model) for logic tests and the ingress benchmark.
+
+It "generates" the letter 'a' per token at a configured speed, tokenizes one token per UTF-8 byte, has
+bounded batch slots and a bounded waiting queue (EngineOverloadedError beyond it), and can be told to
+fail. Never used to serve users: the config accepts `engine: fake` only so tests and benchmarks can run
+the real serving app around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rayhet.engines.base import (
+    EngineError,
+    EngineOverloadedError,
+    EngineStats,
+    GenerationDelta,
+    GenerationRequest,
+    InvalidRequestError,
+    Usage,
+)
+
+
+class FakeEngineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_context: int = Field(4096, ge=2, description="Prompt + max_tokens must fit.")
+    n_slots: int = Field(8, ge=1, description="Concurrent generations (batch slots).")
+    max_waiting: int = Field(64, ge=0, description="Requests waiting for a slot before EngineOverloadedError.")
+    ttft_s: float = Field(0.0, ge=0, description="Delay before the first token.")
+    tpot_s: float = Field(0.0, ge=0, description="Delay between tokens.")
+    natural_output_tokens: int | None = Field(
+        None, ge=1, description="Stop ('stop') after this many tokens unless max_tokens is lower or ignore_eos."
+    )
+    fail: bool = Field(False, description="Every generation raises EngineError (to test spill-over).")
+    unhealthy: bool = Field(False, description="check_health raises.")
+    model_path: str | None = Field(None, description="Ignored (accepted so configs can share settings).")
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte; the FakeEngine's tokenizer, also used by the ingress for fake pools."""
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def render_chat(self, messages: list[dict]) -> str:
+        return "".join(f"<{m.get('role', 'user')}>{m.get('content') or ''}\n" for m in messages) + "<assistant>"
+
+
+class FakeEngine:
+    """Engine protocol, fake tokens (see module docstring)."""
+
+    def __init__(self, settings: FakeEngineSettings | None = None):
+        self.settings = settings or FakeEngineSettings()
+        self.max_context = self.settings.max_context
+        self.max_batch = self.settings.n_slots
+        self._slots = asyncio.Semaphore(self.settings.n_slots)
+        self._tok = ByteTokenizer()
+        self._stats = EngineStats(max_running=self.settings.n_slots)
+        self.started = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    def render_chat(self, messages: list[dict]) -> str:
+        return self._tok.render_chat(messages)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._tok.encode(text)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tok.encode(text))
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        s = request.sampling.validate()
+        if request.prompt_token_ids is not None:
+            ids = list(request.prompt_token_ids)
+        elif request.messages is not None:
+            ids = self.tokenize(self.render_chat(request.messages))
+        else:
+            ids = self.tokenize(request.prompt or "")
+        if len(ids) + s.max_tokens > self.max_context:
+            raise InvalidRequestError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({s.max_tokens}) exceeds the context ({self.max_context})",
+                "max_tokens")
+        if self._stats.waiting >= self.settings.max_waiting and self._slots.locked():
+            raise EngineOverloadedError("fake engine queue is full")
+        self._stats.requests_total += 1
+        if self.settings.fail:
+            self._stats.requests_failed += 1
+            raise EngineError("fake engine told to fail")
+        self._stats.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._stats.waiting -= 1
+        self._stats.running += 1
+        try:
+            n = s.max_tokens
+            finish = "length"
+            if self.settings.natural_output_tokens is not None and not s.ignore_eos \
+                    and self.settings.natural_output_tokens < n:
+                n, finish = self.settings.natural_output_tokens, "stop"
+            if self.settings.ttft_s:
+                await asyncio.sleep(self.settings.ttft_s)
+            first = time.monotonic()
+            self._stats.prompt_tokens_total += len(ids)
+            for k in range(n):
+                if k and self.settings.tpot_s:
+                    await asyncio.sleep(self.settings.tpot_s)
+                last = k == n - 1
+                self._stats.generated_tokens_total += 1
+                yield GenerationDelta(
+                    text="a", token_ids=[97], first_token_time=first,
+                    finish_reason=finish if last else None,  # type: ignore[arg-type]
+                    usage=Usage(len(ids), n) if last else None,
+                )
+        finally:
+            self._stats.running -= 1
+            self._slots.release()
+
+    async def check_health(self) -> None:
+        if self.settings.unhealthy:
+            raise EngineError("fake engine told to be unhealthy")
+
+    def stats(self) -> EngineStats:
+        return EngineStats(**vars(self._stats))
+
+    async def shutdown(self) -> None:
+        self.started = False
