@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # `plan` reports dropped buckets once in its output instead of once per solve
+        logging.getLogger("rayhet.planner").setLevel(logging.ERROR)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -137,7 +139,7 @@ def _pool_options(args: argparse.Namespace):
         if price is None and args.vcpu_price is not None and p.is_cpu:
             price = p.hardware.vcpus * args.vcpu_price
         out.append(PoolOption(p.pool, p, price, int(mins.get(p.pool, 0)), maxs.get(p.pool)))
-    return out
+    return sorted(out, key=lambda p: (p.price, p.name))
 
 
 def _finite(x):
@@ -219,7 +221,8 @@ def _table(results, pools, workload, dist, args) -> str:
     lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     notes = {b.message for _, _, base in results for b in base.values() if b.status == "infeasible"}
-    notes |= {m.message for _, m, _ in results if m.dropped_buckets}
+    dropped = {m.message.split(";")[0] for _, m, _ in results if m.dropped_buckets}
+    notes |= {d + " (--drop-unservable)" for d in dropped}
     if len(results) == 1:
         r, mix, _ = results[0]
         lines += ["", f"at {r:g} req/s: " + ", ".join(
