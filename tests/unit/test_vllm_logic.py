@@ -1,0 +1,394 @@
+"""vLLM engine logic that needs no GPU: settings, request translation, deltas, stats, error mapping.
+
+The engine-level tests drive VllmEngine over a small stand-in `vllm` module (an AsyncLLM that streams
+canned tokens); they run only where the real vLLM is absent, since the GPU tests cover the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import importlib.util
+import sys
+import types
+
+import pytest
+from pydantic import ValidationError
+
+from rayhet.engines import vllm as ve
+from rayhet.engines.base import (
+    EngineError,
+    EngineOverloadedError,
+    GenerationRequest,
+    InvalidRequestError,
+    SamplingParams,
+)
+
+HAVE_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+# -- settings ------------------------------------------------------------------------------------
+def test_engine_args_defaults_leave_vllm_defaults_alone():
+    args = ve.engine_args_dict(ve.VllmSettings(model="/m"))
+    assert args["model"] == "/m" and args["tensor_parallel_size"] == 1 and args["max_num_seqs"] == 256
+    assert "max_model_len" not in args and "quantization" not in args and "tokenizer" not in args
+    assert "max_waiting" not in args and "engine_args" not in args
+
+
+def test_engine_args_pass_through_and_named_fields():
+    s = ve.VllmSettings(model="m", tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=4096,
+                        dtype="bfloat16", quantization="fp8", engine_args={"kv_cache_dtype": "fp8"})
+    args = ve.engine_args_dict(s)
+    assert args["quantization"] == "fp8" and args["kv_cache_dtype"] == "fp8" and args["max_model_len"] == 4096
+    assert s.gpus_per_replica == 2
+
+
+def test_settings_reject_unknown_and_shadowed_fields():
+    with pytest.raises(ValidationError, match="n_threads"):
+        ve.VllmSettings(model="m", n_threads=4)
+    with pytest.raises(ValidationError, match="repeats"):
+        ve.VllmSettings(model="m", engine_args={"max_num_seqs": 8})
+    with pytest.raises(ValidationError):
+        ve.VllmSettings(model="m", gpu_memory_utilization=1.5)
+
+
+def test_gpus_per_replica_counts_pipeline_stages():
+    assert ve.VllmSettings(model="m", tensor_parallel_size=2, pipeline_parallel_size=2).gpus_per_replica == 4
+
+
+# -- request translation -------------------------------------------------------------------------
+def test_sampling_kwargs_translate_every_field():
+    kw = ve.sampling_kwargs(SamplingParams(max_tokens=7, temperature=0, top_p=0.5, seed=3, stop=["\n"],
+                                           ignore_eos=True))
+    assert kw == {"n": 1, "max_tokens": 7, "temperature": 0.0, "top_p": 0.5, "ignore_eos": True,
+                  "skip_special_tokens": True, "seed": 3, "stop": ["\n"]}
+    kw = ve.sampling_kwargs(SamplingParams())
+    assert "seed" not in kw and "stop" not in kw and kw["ignore_eos"] is False
+
+
+def test_check_fits():
+    ve.check_fits(10, 6, 16)
+    with pytest.raises(InvalidRequestError, match="exceeds the context") as e:
+        ve.check_fits(10, 7, 16)
+    assert e.value.param == "max_tokens"
+    with pytest.raises(InvalidRequestError, match="empty"):
+        ve.check_fits(0, 1, 16)
+
+
+def _out(ids, text="", finished=False, reason=None, prompt=None):
+    comp = types.SimpleNamespace(token_ids=ids, text=text, finish_reason=reason)
+    return types.SimpleNamespace(outputs=[comp], finished=finished, prompt_token_ids=prompt)
+
+
+def test_delta_builder_counts_tokens_and_stamps_first_token():
+    t = iter([5.0, 6.0, 7.0])
+    b = ve.DeltaBuilder(prompt_tokens=3, clock=lambda: next(t))
+    assert b.feed(_out([], prompt=[1, 2, 3, 4])) is None  # nothing yet: nothing to send
+    d1 = b.feed(_out([10, 11], "ab"))
+    assert d1.text == "ab" and d1.token_ids == [10, 11] and d1.first_token_time == 5.0 and d1.finish_reason is None
+    d2 = b.feed(_out([12], "c", finished=True, reason="length"))
+    assert d2.finish_reason == "length" and d2.first_token_time == 5.0
+    assert (d2.usage.prompt_tokens, d2.usage.completion_tokens) == (4, 3) and b.finished
+
+
+@pytest.mark.parametrize("reason,ours", [("stop", "stop"), ("length", "length"), ("abort", "abort"),
+                                         ("error", "error"), (None, "stop"), ("something-new", "stop")])
+def test_finish_reasons(reason, ours):
+    assert ve.finish_reason_of(reason) == ours
+
+
+# -- errors --------------------------------------------------------------------------------------
+# Classes named as vLLM names them (mapping is by name along the MRO, so no vLLM is needed).
+class VLLMValidationError(ValueError):
+    def __init__(self, msg, parameter=None):
+        super().__init__(msg)
+        self.parameter = parameter
+
+
+class EngineDeadError(Exception):
+    pass
+
+
+class EngineGenerateError(Exception):
+    pass
+
+
+def test_error_mapping():
+    e = ve.map_vllm_error(VLLMValidationError("too long", parameter="max_tokens"))
+    assert isinstance(e, InvalidRequestError) and e.param == "max_tokens"
+    e = ve.map_vllm_error(EngineDeadError("boom"))
+    assert type(e) is EngineError and "restart" in str(e)
+    wrapped = EngineGenerateError()
+    wrapped.__cause__ = ValueError("bad logprobs")
+    assert isinstance(ve.map_vllm_error(wrapped), InvalidRequestError)
+    opaque = EngineGenerateError()
+    assert type(ve.map_vllm_error(opaque)) is EngineError
+    assert type(ve.map_vllm_error(RuntimeError("cuda"))) is EngineError
+    ours = EngineOverloadedError("full")
+    assert ve.map_vllm_error(ours) is ours
+
+
+# -- stats ---------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self, t=100.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_token_rate_window():
+    c = Clock()
+    r = ve.TokenRate(window_s=5, clock=c)
+    c.t = 110.2
+    r.add(100)
+    c.t = 111.5
+    r.add(50)
+    assert r.rate() == pytest.approx(150 / 5)
+    c.t = 116.0  # the bin of second 110 left the window, second 111's is still in
+    assert r.rate() == pytest.approx(50 / 5)
+    c.t = 130.0
+    assert r.rate() == 0
+
+
+def test_scheduler_snapshot_reads_old_and_new_names():
+    s = ve.SchedulerSnapshot()
+    assert not s.fresh()
+    s.update(types.SimpleNamespace(num_running_reqs=3, num_waiting_reqs=2, kv_cache_usage=0.25), now=10.0)
+    assert (s.running, s.waiting, s.kv_usage) == (3, 2, 0.25) and s.fresh(now=11.0) and not s.fresh(now=13.0)
+    s.update(types.SimpleNamespace(num_running_reqs=1, num_waiting_reqs=0, gpu_cache_usage=0.5), now=20.0)
+    assert s.kv_usage == 0.5
+    s.update(None)
+    assert s.at == 20.0
+
+
+# -- the engine over a stand-in vLLM -------------------------------------------------------------
+class FakeTokenizer:
+    """One token per byte, plus BOS = 256; a ChatML-like template."""
+
+    bos_token, eos_token = "<s>", "</s>"
+    chat_template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}[assistant]"
+
+    def __len__(self):
+        return 260
+
+    def encode(self, text, add_special_tokens=True):
+        ids = []
+        if text.startswith("<s>"):
+            ids, text = [256], text[3:]
+        return ([256] if add_special_tokens else []) + ids + list(text.encode())
+
+
+def _stand_in_vllm(state: dict) -> dict[str, types.ModuleType]:
+    class RequestOutputKind(enum.Enum):
+        CUMULATIVE = 0
+        DELTA = 1
+        FINAL_ONLY = 2
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    class AsyncEngineArgs:
+        def __init__(self, **kw):
+            state["engine_args"] = kw
+            self.kw = kw
+
+    class StatLoggerBase:
+        pass
+
+    class AsyncLLM:
+        def __init__(self, args, stat_loggers):
+            self.loggers = [f(None, 0) for f in stat_loggers or []]
+            self.vllm_config = types.SimpleNamespace(
+                model_config=types.SimpleNamespace(max_model_len=args.kw.get("max_model_len", 1024)),
+                scheduler_config=types.SimpleNamespace(max_num_seqs=args.kw["max_num_seqs"]))
+            self.errored = False
+            self.shut = False
+
+        @classmethod
+        def from_engine_args(cls, args, stat_loggers=None):
+            if state.get("fail_start"):
+                raise RuntimeError("no GPU")
+            llm = cls(args, stat_loggers)
+            state["llm"] = llm
+            return llm
+
+        async def generate(self, prompt, params, request_id):
+            state.setdefault("requests", []).append((request_id, prompt, params))
+            try:
+                if state.get("fail_with"):
+                    raise state["fail_with"]
+                for lg in self.loggers:
+                    lg.record(types.SimpleNamespace(num_running_reqs=1, num_waiting_reqs=0, kv_cache_usage=0.1), None)
+                n = params.max_tokens
+                for k in range(n):
+                    await asyncio.sleep(state.get("tpot", 0))
+                    last = k == n - 1
+                    yield _out([65 + k % 26], chr(65 + k % 26), finished=last, reason="length" if last else None,
+                               prompt=prompt["prompt_token_ids"] if k == 0 else None)
+            except (asyncio.CancelledError, GeneratorExit):
+                state.setdefault("aborted", []).append(request_id)  # what vLLM does: abort in the engine
+                raise
+
+        async def check_health(self):
+            if self.errored:
+                raise EngineDeadError()
+
+        def shutdown(self):
+            self.shut = True
+
+    mods = {name: types.ModuleType(name) for name in (
+        "vllm", "vllm.engine", "vllm.engine.arg_utils", "vllm.sampling_params", "vllm.v1", "vllm.v1.engine",
+        "vllm.v1.engine.async_llm", "vllm.v1.metrics", "vllm.v1.metrics.loggers")}
+    mods["vllm"].SamplingParams = SamplingParams
+    mods["vllm.engine.arg_utils"].AsyncEngineArgs = AsyncEngineArgs
+    mods["vllm.sampling_params"].RequestOutputKind = RequestOutputKind
+    mods["vllm.v1.engine.async_llm"].AsyncLLM = AsyncLLM
+    mods["vllm.v1.metrics.loggers"].StatLoggerBase = StatLoggerBase
+    return mods
+
+
+needs_stand_in = pytest.mark.skipif(HAVE_VLLM, reason="the real vLLM is installed: tests/gpu covers the engine")
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    state: dict = {}
+    for name, mod in _stand_in_vllm(state).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(ve, "_load_tokenizer", lambda settings: FakeTokenizer())
+    return state
+
+
+async def _started(**kw):
+    eng = ve.VllmEngine(ve.VllmSettings(model="/m", **kw))
+    await eng.start()
+    return eng
+
+
+@needs_stand_in
+async def test_engine_streams_deltas_with_usage(fake):
+    eng = await _started(max_num_seqs=4, max_model_len=64)
+    assert (eng.max_context, eng.max_batch) == (64, 4)
+    assert fake["engine_args"]["model"] == "/m" and "max_waiting" not in fake["engine_args"]
+    req = GenerationRequest("r1", prompt="hi", sampling=SamplingParams(max_tokens=3, ignore_eos=True, seed=1))
+    deltas = [d async for d in eng.generate(req)]
+    assert "".join(d.text for d in deltas) == "ABC" and deltas[-1].finish_reason == "length"
+    assert (deltas[-1].usage.prompt_tokens, deltas[-1].usage.completion_tokens) == (3, 3)  # BOS + 'h' + 'i'
+    rid, prompt, params = fake["requests"][0]
+    assert rid.startswith("r1-") and prompt == {"prompt_token_ids": [256, 104, 105]}
+    assert params.output_kind.name == "DELTA" and params.seed == 1 and params.ignore_eos is True
+    st = eng.stats()
+    assert st.requests_total == 1 and st.generated_tokens_total == 3 and st.prompt_tokens_total == 3
+    assert st.kv_usage == pytest.approx(0.1) and st.max_running == 4
+    await eng.shutdown()
+    assert fake["llm"].shut
+
+
+@needs_stand_in
+async def test_engine_chat_and_token_prompts(fake):
+    eng = await _started()
+    assert eng.render_chat([{"role": "user", "content": "x"}]) == "<s>[user]x[assistant]"
+    ids = eng.tokenize("ab")
+    assert ids == [256, 97, 98] and eng.count_tokens("ab") == 3
+    req = GenerationRequest("c", messages=[{"role": "user", "content": "x"}], sampling=SamplingParams(max_tokens=1))
+    [d async for d in eng.generate(req)]
+    # the template's own BOS, none added on top
+    assert fake["requests"][-1][1]["prompt_token_ids"][:2] == [256, ord("[")]
+    req = GenerationRequest("t", prompt_token_ids=[1, 2], sampling=SamplingParams(max_tokens=1))
+    [d async for d in eng.generate(req)]
+    assert fake["requests"][-1][1] == {"prompt_token_ids": [1, 2]}
+    with pytest.raises(InvalidRequestError):
+        [d async for d in eng.generate(GenerationRequest("bad", prompt_token_ids=[999]))]
+    with pytest.raises(InvalidRequestError):
+        [d async for d in eng.generate(GenerationRequest("none"))]
+
+
+@needs_stand_in
+async def test_engine_rejects_what_does_not_fit(fake):
+    eng = await _started(max_model_len=16)
+    with pytest.raises(InvalidRequestError, match="exceeds the context"):
+        [d async for d in eng.generate(GenerationRequest("r", prompt="0123456789", sampling=SamplingParams(max_tokens=8)))]
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        [d async for d in eng.generate(GenerationRequest("r", prompt="0", sampling=SamplingParams(temperature=5)))]
+    assert "requests" not in fake  # nothing reached vLLM
+
+
+@needs_stand_in
+async def test_closing_the_stream_aborts_the_request(fake):
+    fake["tpot"] = 0.001
+    eng = await _started()
+    gen = eng.generate(GenerationRequest("gone", prompt="x", sampling=SamplingParams(max_tokens=50)))
+    first = await gen.__anext__()
+    assert first.text == "A" and eng.stats().running == 1
+    await gen.aclose()
+    assert fake["aborted"] == [fake["requests"][0][0]]
+    assert eng._inflight == 0
+
+
+@needs_stand_in
+async def test_cancelled_consumer_aborts_the_request(fake):
+    fake["tpot"] = 0.01
+    eng = await _started()
+
+    async def consume():
+        async for _ in eng.generate(GenerationRequest("c", prompt="x", sampling=SamplingParams(max_tokens=500))):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(fake["aborted"]) == 1 and eng._inflight == 0
+
+
+@needs_stand_in
+async def test_overload_and_errors_are_typed(fake):
+    fake["tpot"] = 0.01
+    eng = await _started(max_num_seqs=1, max_waiting=1)
+    gens = [eng.generate(GenerationRequest(f"r{k}", prompt="x", sampling=SamplingParams(max_tokens=100)))
+            for k in range(3)]
+    await gens[0].__anext__()
+    await gens[1].__anext__()
+    with pytest.raises(EngineOverloadedError):
+        await gens[2].__anext__()
+    for g in gens[:2]:
+        await g.aclose()
+    fake["tpot"] = 0
+    fake["fail_with"] = VLLMValidationError("bad", parameter="top_p")
+    with pytest.raises(InvalidRequestError):
+        [d async for d in eng.generate(GenerationRequest("v", prompt="x"))]
+    fake["fail_with"] = EngineDeadError()
+    with pytest.raises(EngineError, match="restart"):
+        [d async for d in eng.generate(GenerationRequest("d", prompt="x"))]
+    assert eng.stats().requests_failed == 2
+
+
+@needs_stand_in
+async def test_health_and_start_failures(fake):
+    eng = ve.VllmEngine(ve.VllmSettings(model="/m"))
+    with pytest.raises(EngineError, match="not started"):
+        await eng.check_health()
+    with pytest.raises(EngineError, match="not started"):
+        eng.tokenize("x")
+    await eng.start()
+    await eng.check_health()
+    fake["llm"].errored = True
+    with pytest.raises(EngineError, match="restart"):
+        await eng.check_health()
+    fake["fail_start"] = True
+    with pytest.raises(EngineError, match="could not start"):
+        await _started()
+
+
+def test_start_without_vllm_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    eng = ve.VllmEngine(ve.VllmSettings(model="/m"))
+    with pytest.raises(EngineError, match="rayhet\\[gpu\\]"):
+        asyncio.run(eng.start())
+
+
+def test_module_imports_without_vllm():
+    assert "vllm" not in ve.__dict__  # only the engine's start() imports vLLM
