@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -134,7 +135,9 @@ class _Model:
             self.coef.value = coef_matrix[self.pairs]
             t0 = time.perf_counter()
             try:
-                self.problem.solve(solver=cp.HIGHS, **opts)
+                with warnings.catch_warnings():  # an early stop is reported in the Plan, not as a CVXPY warning
+                    warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                    self.problem.solve(solver=cp.HIGHS, **opts)
             except cp.error.SolverError as e:
                 raise PlanningError(f"HiGHS failed: {e}") from e
             seconds = time.perf_counter() - t0
@@ -253,8 +256,11 @@ def _solve_on_grid(pools, grid, f, rate, *, slices, headroom, drop_unservable, t
     active = n > 0
     for b in range(flat_allowed.shape[0]):
         ij = (b // shape[1], b % shape[1])
-        if f.reshape(-1)[b] > 0:
-            routing[ij] = {names[j]: float(x[b, j] / slices) for j in np.flatnonzero(x[b] > 0.5)}
+        # planned load: the solution's slices (a pool without replicas only gets slices whose load is below
+        # the solver's tolerance, so those are left out)
+        if eff_rate > 0 and f.reshape(-1)[b] > 0 and (x[b] * active).sum() > 0.5:
+            on = np.flatnonzero((x[b] > 0.5) & active)
+            routing[ij] = {names[j]: float(x[b, j] / x[b, on].sum()) for j in on}
         elif (flat_allowed[b] & active).any():  # no planned load: spread by the capacity the plan runs
             w = np.where(flat_allowed[b] & active, np.nan_to_num(cap.reshape(-1, len(pools))[b]) * n, 0.0)
             routing[ij] = {names[j]: float(w[j] / w.sum()) for j in np.flatnonzero(w > 0)}
