@@ -1,0 +1,30 @@
+"""Make the ~1B random-weight Llama in both formats (same weights and tokenizer): HF for vLLM, GGUF for llama.cpp."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rayhet.testing.models import SIZES, write_gguf, write_hf
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", default="/tmp/models")
+    p.add_argument("--size", default="1b", choices=sorted(SIZES))
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    out = Path(a.out)
+    hf, gg = out / f"rayhet-{a.size}-hf", out / f"rayhet-{a.size}-f16.gguf"
+    t0 = time.monotonic()
+    if not (hf / "model.safetensors").exists():
+        write_hf(hf, a.size, seed=a.seed, dtype="float16")
+    if not gg.exists():
+        write_gguf(gg, a.size, seed=a.seed, dtype="f16")
+    print(f"model {a.size}: {SIZES[a.size].n_params() / 1e9:.2f} B parameters; {hf} and {gg} "
+          f"in {time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One GPU step per call (GPU machine, after setup.sh, same warm machine); everything lands in $OUT.
+#   test        the GPU tests (tests/gpu: VllmEngine on a real GPU)
+#   bench       VllmEngine vs vLLM's LLM.generate, same 1000 LMSYS-sized requests (bench_engine.py)
+#   llama       llama.cpp smoke test and single-stream speed on the cores (the cpu pool's engine)
+#   profile-h100 / profile-cpu   `rayhet profile` of the two pool types -> profiles/rayhet-1b/{h100,cpu16}.json
+#   app         the two-pool rayhet app under open-loop LMSYS load, low and high rate (run_app.py)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/rayhet-out}"; mkdir -p "$OUT"
+source benchmarks/gpu/env.sh
+step="$1"; shift
+case "$step" in
+  test)  python3 -m pytest -q -m gpu tests/gpu -rs -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu-tests.log" ;;
+  bench) python3 benchmarks/gpu/bench_engine.py --mode both --out "$OUT/gpu-engine-vs-llm.json" "$@" 2>&1 \
+           | grep -v -E "^\(EngineCore|it/s\]$" | tail -60 ;;
+  llama) python3 benchmarks/gpu/llama_smoke.py "$@" 2>&1 | tee "$OUT/llama-smoke.log" ;;
+  profile-h100|profile-cpu|app) bash "benchmarks/gpu/$step.sh" "$@" ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+esac
