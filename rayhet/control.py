@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rayhet.plan import Plan
 
 Bucket = tuple[int, int]
-Reason = Literal["initial", "wake", "overload", "queue", "drift", "idle", "hold", "young"]
+Reason = Literal["initial", "wake", "overload", "queue", "drift", "idle", "hold", "young", "forced"]
 
 
 class ControlSettings(BaseModel):
@@ -254,15 +254,19 @@ def tick(
     solver: Solver,
     now: float,
     s: ControlSettings,
+    force: str | None = None,
 ) -> tuple[ControlState, TickReport]:
     """One control period: smooth, decide, maybe solve, keep the last good plan on failure, set targets.
 
     `solver` is the only side effect and is injected, so a test can hand in a fake; the state in is not mutated.
+    `force` (a reason) solves whenever there is traffic, whatever the plan's age.
     """
     observed = obs.rates()
     rates = smooth(state.smoothed, observed, s.smoothing) if observed else {}
     floors = {p: queue_floor(obs.in_flight.get(p, 0.0), b.slots, s.queue_factor) for p, b in bounds.items()}
     replan = decide_replan(state, rates, bool(observed), floors, now, s)
+    if force and observed and not replan.solve:  # e.g. the config changed: solve even if the plan is young
+        replan = ReplanDecision(True, "forced", force)
     new = replace(state, smoothed=rates)
     outcome, kept, new_plan = None, False, False
     if replan.solve:

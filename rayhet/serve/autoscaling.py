@@ -1,0 +1,88 @@
+"""Autoscaling: the Ray Serve policy that gives each pool the controller's replica target, never blocking Serve.
+
+Serve builds one `PlanPolicy` per pool deployment inside its controller process (from the deployment's
+`autoscaling_config.policy`, so `serve run`, `serve deploy` config files and the Python API all get it) and
+calls it every control-loop tick. The call only reads what a daemon thread last fetched from the rayhet
+controller actor; the thread also reports the pool's running replicas and in-flight requests back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from rayhet.control import policy_target
+
+log = logging.getLogger("ray.serve")
+
+CONTROLLER_NAME = "rayhet-controller"
+NAMESPACE = "rayhet"
+
+
+def policy_config(pool: str, *, controller: str = CONTROLLER_NAME, namespace: str = NAMESPACE,
+                  poll_s: float = 1.0) -> dict:
+    """The `autoscaling_config["policy"]` value that attaches `PlanPolicy` to a pool's deployment."""
+    return {
+        "policy_function": "rayhet.serve.autoscaling:PlanPolicy",
+        "policy_kwargs": {"pool": pool, "controller": controller, "namespace": namespace, "poll_s": poll_s},
+    }
+
+
+def get_controller(name: str = CONTROLLER_NAME, namespace: str = NAMESPACE):
+    """The running controller's actor handle (ValueError if there is none)."""
+    import ray
+
+    return ray.get_actor(name, namespace=namespace)
+
+
+def _value(x: Any) -> float:
+    # AutoscalingContext fields may be lazy callables (Ray 2.60 evaluates some metrics on demand).
+    return float((x() if callable(x) else x) or 0)
+
+
+class PlanPolicy:
+    """Returns the controller's target for `pool`; its last known target while the controller is away."""
+
+    def __init__(self, pool: str, controller: str = CONTROLLER_NAME, namespace: str = NAMESPACE,
+                 poll_s: float = 1.0, timeout_s: float = 5.0):
+        self.pool, self.controller, self.namespace = pool, controller, namespace
+        self.poll_s, self.timeout_s = poll_s, timeout_s
+        self.target: int | None = None  # last target the controller gave; None until it first answers
+        self.fetched_at: float | None = None
+        self._seen = (0, 0.0)  # (running replicas, in-flight requests) as Serve saw them last
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_forever, name=f"rayhet-policy-{pool}", daemon=True)
+        self._thread.start()
+
+    def __call__(self, ctx) -> tuple[int, dict]:
+        running = len(ctx.running_replicas or [])
+        in_flight = _value(ctx.total_num_requests)
+        self._seen = (running, in_flight)
+        target = policy_target(self.target, ctx.current_num_replicas, ctx.capacity_adjusted_min_replicas,
+                               ctx.capacity_adjusted_max_replicas, in_flight)
+        return target, {"rayhet_target": self.target, "rayhet_fetched_at": self.fetched_at}
+
+    def _poll_forever(self) -> None:
+        import ray
+
+        handle, failures = None, 0
+        while not self._stop.is_set():
+            try:
+                if handle is None:
+                    handle = ray.get_actor(self.controller, namespace=self.namespace)
+                running, in_flight = self._seen
+                got = ray.get(handle.poll.remote(self.pool, running, in_flight), timeout=self.timeout_s)
+                if got is not None:
+                    self.target, self.fetched_at = int(got), time.time()
+                failures = 0
+            except Exception as e:  # unreachable, restarting, not created yet: keep the last target
+                handle, failures = None, failures + 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning("rayhet policy %s: controller %r unreachable (%s); keeping target %s",
+                                self.pool, self.controller, type(e).__name__, self.target)
+            self._stop.wait(self.poll_s)
+
+    def close(self) -> None:
+        self._stop.set()

@@ -1,0 +1,337 @@
+"""Controller: the detached actor that re-plans from live traffic and hands replica targets to the pools' policies.
+
+Every `period_s` it reads the ingress's traffic snapshot, lets `rayhet.control.tick` decide, solves when told
+to, publishes a new plan to the ingress, keeps the targets that each pool's `PlanPolicy` polls, persists its
+state in Ray's internal KV (a restarted actor resumes from it, replicas untouched) and exports Ray metrics.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import ray
+
+from rayhet.control import (
+    ControlSettings,
+    ControlState,
+    PoolBounds,
+    SolveOutcome,
+    TickReport,
+    attainment,
+    observe,
+    tick,
+)
+from rayhet.errors import PlanningError
+from rayhet.serve.autoscaling import CONTROLLER_NAME, NAMESPACE, get_controller  # noqa: F401 (re-exported)
+from rayhet.serve.ingress import Ingress
+
+log = logging.getLogger("ray.serve")
+KV_NAMESPACE = b"rayhet"
+
+
+def _kv_key(app: str) -> bytes:
+    return f"controller/{app}/state".encode()
+
+
+class _Metrics:
+    """Ray metrics (exported to Prometheus by Ray's metrics agent); names start with `rayhet_`."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        pool, bucket = ("app", "pool"), ("app", "input_bucket", "output_bucket")
+        self.target = Gauge("rayhet_replicas_target", "Replica target the controller set, per pool.", pool)
+        self.running = Gauge("rayhet_replicas_running", "Running replicas Serve reports, per pool.", pool)
+        self.in_flight = Gauge("rayhet_pool_in_flight_requests", "Ongoing + queued requests, per pool.", pool)
+        self.attainment = Gauge("rayhet_slo_attainment", "Share of requests in the window that met the SLO.", pool)
+        self.spill = Gauge("rayhet_spillovers_per_second", "Requests spilled away from a pool (window rate).", pool)
+        self.cost = Gauge("rayhet_plan_cost_per_hour", "USD per hour of the plan in force.", ("app",))
+        self.rate = Gauge("rayhet_observed_rate", "Smoothed arrival rate (req/s) per size bucket.", bucket)
+        self.solve_s = Gauge("rayhet_solve_seconds", "Duration of the last solve.", ("app",))
+        self.kept = Gauge("rayhet_plan_kept_previous", "1 when the last solve failed and the previous plan runs.",
+                          ("app",))
+        self.solves = Counter("rayhet_solves_total", "Solves, by status and reason.", ("app", "status", "reason"))
+        self._buckets: set = set()
+
+    def record(self, app: str, state: ControlState, rep: TickReport, snap: dict, reported: dict) -> None:
+        a = {"app": app}
+        for p, n in state.targets.items():
+            self.target.set(n, {**a, "pool": p})
+        for p, (running, in_flight) in reported.items():
+            self.running.set(running, {**a, "pool": p})
+            self.in_flight.set(in_flight, {**a, "pool": p})
+        for p, x in attainment(snap).items():
+            self.attainment.set(x, {**a, "pool": p})
+        w = snap.get("window_s") or 1.0
+        for p, v in snap.get("pools", {}).items():
+            self.spill.set((v.get("spilled_out") or 0) / w, {**a, "pool": p})
+        if state.plan:
+            self.cost.set(state.plan["cost_per_hour"], a)
+        for b in self._buckets - set(rep.rates):  # a bucket that went quiet reads 0, not its last value
+            self.rate.set(0.0, {**a, "input_bucket": str(b[0]), "output_bucket": str(b[1])})
+        for (i, j), r in rep.rates.items():
+            self.rate.set(r, {**a, "input_bucket": str(i), "output_bucket": str(j)})
+        self._buckets = set(rep.rates)
+        if rep.solve is not None:
+            self.solve_s.set(rep.solve.seconds, a)
+            self.kept.set(1.0 if rep.kept_previous else 0.0, a)
+            self.solves.inc(1.0, {**a, "status": rep.solve.status, "reason": rep.replan.reason})
+
+
+class PlanController:
+    """The control loop (see module docstring). Runs as a named, detached, restartable actor."""
+
+    def __init__(self, spec: dict):
+        self._lock = threading.RLock()
+        self._reported: dict[str, tuple[int, float]] = {}  # pool -> (running, in-flight) from its policy
+        self._last: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._force: str | None = None
+        saved = self._load(spec.get("app", "default"))
+        if saved and saved.get("spec", {}).get("created_at", 0) > spec.get("created_at", 0):
+            spec = saved["spec"]  # reconfigured after this actor was first created: the newer spec wins
+        self._configure(spec)
+        self.state = self._state_from(saved)
+        self.resumed = self.state.plan is not None
+        if self.resumed:
+            log.info("rayhet controller: resumed the plan of %s (targets %s)",
+                     time.ctime(self.state.plan_at), self.state.targets)
+        self.metrics = _Metrics()
+        self._thread = threading.Thread(target=self._run, name="rayhet-controller", daemon=True)
+        self._thread.start()
+
+    # -- configuration -------------------------------------------------------------------------
+    def _configure(self, spec: dict) -> None:
+        from rayhet.planner import PoolOption
+        from rayhet.profiles import parse_profile
+
+        self.spec = spec
+        self.app = spec.get("app", "default")
+        self.settings = ControlSettings.model_validate(spec.get("settings", {}))
+        self.bounds = {p: PoolBounds(**b) for p, b in spec["bounds"].items()}
+        self.planner = spec.get("planner", {})
+        self.options = [
+            PoolOption(name=p, profile=parse_profile(spec["profiles"][p], f"pool {p} profile"),
+                       price_per_hour=spec.get("prices", {}).get(p), min_replicas=b.min_replicas,
+                       max_replicas=b.max_replicas)
+            for p, b in self.bounds.items()
+        ]
+
+    def reconfigure(self, spec: dict) -> bool:
+        """Adopt a new spec (a redeploy): new bounds, profiles, knobs; the next period re-plans."""
+        with self._lock:
+            self._configure(spec)
+            self._force = "configuration changed"
+            self._save()
+        return True
+
+    def spec_of(self) -> dict:
+        return self.spec
+
+    # -- the policies' side --------------------------------------------------------------------
+    def poll(self, pool: str, running: int, in_flight: float) -> int | None:
+        """Called by each pool's PlanPolicy: records what Serve sees, returns the pool's target (None: none yet)."""
+        self._reported[pool] = (int(running), float(in_flight))
+        return self.state.targets.get(pool)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                self.step()
+            except Exception:  # a bad period must not end the loop; the next one tries again
+                log.exception("rayhet controller: period failed")
+            self._stop.wait(max(0.0, self.settings.period_s - (time.monotonic() - t0)))
+
+    def step(self) -> dict:
+        """One period, now (the loop calls it; tests and `rayhet status` may too). Returns its summary."""
+        with self._lock:
+            ingress = self._ingress()
+            snap = ingress.traffic_snapshot.remote().result(timeout_s=10)
+            if isinstance(snap, list):  # several ingress replicas answered through one call
+                from rayhet.traffic import merge_snapshots
+
+                snap = merge_snapshots(snap)
+            grid = (snap["input_edges"], snap["output_edges"])
+            reported = dict(self._reported)
+            if self.state.plan is None:  # first period ever: the ingress's start-up plan is the last good one
+                self.state.plan, self.state.plan_at = ingress.get_plan.remote().result(timeout_s=10), time.time()
+                self.state.last_solve = {"at": self.state.plan_at, "status": self.state.plan.get("status"),
+                                         "reason": "start-up plan (solved by the app builder)",
+                                         "seconds": self.state.plan.get("solve_time_s", 0.0), "message": ""}
+            force, self._force = getattr(self, "_force", None), None
+            now = time.time()
+            new, rep = tick(self.state, observe(snap, reported), self.bounds, lambda r, t: self._solve(grid, r, t),
+                            now, self.settings, force=force)
+            # Publish when the ingress runs another plan: a new one, or a restarted ingress replica that came
+            # back with its start-up plan.
+            running_plan = ingress.get_plan.remote().result(timeout_s=10)
+            if new.plan and running_plan.get("created_at") != new.plan.get("created_at"):
+                ingress.update_plan.remote(new.plan).result(timeout_s=10)
+            self.state = new
+            self._save()
+            self._log(rep)
+            self.metrics.record(self.app, new, rep, snap, reported)
+            self._last = {
+                "at": now, "reason": rep.replan.reason, "detail": rep.replan.detail, "solved": rep.replan.solve,
+                "kept_previous": rep.kept_previous, "rates": [[i, j, r] for (i, j), r in sorted(rep.rates.items())],
+                "held": rep.targets.held, "bumped": rep.targets.bumped, "attainment": attainment(snap),
+                "spilled": {p: v.get("spilled_out", 0) for p, v in snap.get("pools", {}).items()},
+                "window_s": snap.get("window_s"),
+            }
+            return self._last
+
+    def _ingress(self):
+        from ray import serve
+
+        return serve.get_deployment_handle(self.spec["ingress"], app_name=self.app)
+
+    def _solve(self, grid, rates: dict, total: float) -> SolveOutcome:
+        """Run the planner on the observed mix, bounded in time; failures come back as an outcome, not raised."""
+        from rayhet.planner import solve
+        from rayhet.workload import Distribution
+
+        t0 = time.perf_counter()
+        frac = np.zeros((len(grid[0]), len(grid[1])))
+        for (i, j), r in rates.items():
+            frac[i, j] = r / total
+        limit = self.settings.solve_time_limit_s
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        fut = pool.submit(solve, self.options, Distribution(list(grid[0]), list(grid[1]), frac), total,
+                          headroom=0.0, slices=int(self.planner.get("slices", 8)), drop_unservable=True,
+                          time_limit_s=limit)
+        try:
+            plan = fut.result(timeout=2 * limit + 5)  # the solver's own limit, plus a guard against a hang
+            return SolveOutcome(plan, plan.status, time.perf_counter() - t0, plan.message)
+        except concurrent.futures.TimeoutError:
+            return SolveOutcome(None, "time_limit", time.perf_counter() - t0, f"solver did not return in {2 * limit + 5:g}s")
+        except PlanningError as e:
+            return SolveOutcome(None, "infeasible", time.perf_counter() - t0, str(e))
+        except Exception as e:
+            return SolveOutcome(None, "error", time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+        finally:
+            pool.shutdown(wait=False)
+
+    def _log(self, rep: TickReport) -> None:
+        if rep.solve is None:
+            log.debug("rayhet controller: %s (%s); targets %s", rep.replan.reason, rep.replan.detail, self.state.targets)
+        elif rep.kept_previous:
+            log.warning("rayhet controller: solve (%s: %s) failed with %s: %s; keeping the previous plan",
+                        rep.replan.reason, rep.replan.detail, rep.solve.status, rep.solve.message)
+        else:
+            log.info("rayhet controller: new plan (%s: %s) in %.3fs, $%.2f/h, targets %s", rep.replan.reason,
+                     rep.replan.detail, rep.solve.seconds, self.state.plan["cost_per_hour"], self.state.targets)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _save(self) -> None:
+        from ray.experimental import internal_kv
+
+        blob = {"version": 1, "spec": self.spec, "state": self.state.to_dict()}
+        internal_kv._internal_kv_put(_kv_key(self.app), json.dumps(blob).encode(), overwrite=True,
+                                     namespace=KV_NAMESPACE)
+
+    @staticmethod
+    def _load(app: str) -> dict | None:
+        from ray.experimental import internal_kv
+
+        raw = internal_kv._internal_kv_get(_kv_key(app), namespace=KV_NAMESPACE)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            log.exception("rayhet controller: persisted state unreadable; starting afresh")
+            return None
+
+    @staticmethod
+    def _state_from(saved: dict | None) -> ControlState:
+        try:
+            return ControlState.from_dict(saved["state"]) if saved else ControlState()
+        except Exception:
+            log.exception("rayhet controller: persisted state unreadable; starting afresh")
+            return ControlState()
+
+    # -- reading -------------------------------------------------------------------------------
+    def status(self) -> dict:
+        """Everything `rayhet status` shows, as plain data."""
+        st = self.state
+        return {
+            "app": self.app, "now": time.time(), "resumed": self.resumed, "settings": self.settings.model_dump(),
+            "plan": st.plan, "plan_at": st.plan_at, "targets": st.targets, "idle": st.idle,
+            "reported": {p: {"running": r, "in_flight": q} for p, (r, q) in self._reported.items()},
+            "bounds": {p: vars(b) for p, b in self.bounds.items()},
+            "last_solve": st.last_solve, "last_period": self._last,
+        }
+
+    def ready(self) -> bool:
+        return True
+
+
+def spec_for(config, profiles: dict, bounds: dict[str, PoolBounds], *, app: str, ingress: str) -> dict:
+    """The controller's spec from a RayhetConfig, its loaded profiles and the pools' bounds as deployed."""
+    return {
+        "created_at": time.time(),
+        "app": app,
+        "ingress": ingress,
+        "settings": config.controller.model_dump() if hasattr(config, "controller") else {},
+        "planner": {"slices": config.planner.slices},
+        "bounds": {p: vars(b) for p, b in bounds.items()},
+        "profiles": {p: prof.model_dump(mode="json") for p, prof in profiles.items()},
+        "prices": {p.name: p.price_per_hour for p in config.pools if p.price_per_hour is not None},
+    }
+
+
+def ensure_controller(spec: dict, *, name: str = CONTROLLER_NAME, namespace: str = NAMESPACE):
+    """Get the running controller (reconfigured with `spec` if it changed) or start it; returns its handle."""
+    actor = ray.remote(PlanController).options(
+        name=name, namespace=namespace, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        max_task_retries=-1, max_concurrency=8, num_cpus=0,
+    ).remote(spec)
+    running = ray.get(actor.spec_of.remote(), timeout=60)
+    if _same(running, spec):
+        return actor
+    ray.get(actor.reconfigure.remote(spec), timeout=60)
+    return actor
+
+
+def _same(a: dict, b: dict) -> bool:
+    strip = lambda d: {k: v for k, v in d.items() if k != "created_at"}  # noqa: E731
+    return json.dumps(strip(a), sort_keys=True, default=str) == json.dumps(strip(b), sort_keys=True, default=str)
+
+
+def stop_controller(app: str = "default", *, name: str = CONTROLLER_NAME, namespace: str = NAMESPACE,
+                    forget: bool = True) -> None:
+    """Kill the controller for good (it outlives `serve shutdown`); `forget` also drops its persisted state."""
+    from ray.experimental import internal_kv
+
+    try:
+        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+    except ValueError:
+        pass
+    if forget:
+        internal_kv._internal_kv_del(_kv_key(app), namespace=KV_NAMESPACE)
+
+
+def _start_quietly(spec: dict) -> None:
+    try:
+        ensure_controller(spec)
+    except Exception:  # serving goes on without a controller: the pools keep their replicas
+        log.exception("rayhet: could not start the controller; pools keep their current replicas")
+
+
+class ControlledIngress(Ingress):
+    """The ingress, plus: its constructor makes sure the controller runs. Started from here because only a
+    replica knows its Serve app's name, whichever way (serve run, a config file, Python) the app was deployed."""
+
+    def __init__(self, *args, controller_spec: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if controller_spec:
+            from ray import serve
+
+            spec = dict(controller_spec, app=serve.get_replica_context().app_name)
+            threading.Thread(target=_start_quietly, args=(spec,), name="rayhet-start-controller", daemon=True).start()

@@ -1,0 +1,101 @@
+"""Status: `rayhet status`, the running app's plan, replica targets vs running, cost, attainment and last solve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from rayhet.errors import RayhetError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto, the local cluster)")
+    p.add_argument("--watch", type=float, metavar="N", help="refresh every N seconds until Ctrl-C")
+    p.add_argument("--json", action="store_true", help="print the controller's status as JSON")
+
+
+def _ago(now: float, t: float | None) -> str:
+    if not t:
+        return "never"
+    s = max(0.0, now - t)
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f} min ago" if s < 7200 else f"{s / 3600:.1f} h ago"
+
+
+def _span(edges: list[int], k: int) -> str:
+    lo = edges[k - 1] + 1 if k else 1
+    return f"{lo}-{edges[k]}"
+
+
+def render(st: dict) -> str:
+    """The human-readable status (pure: a dict from `PlanController.status()` in, text out)."""
+    now = st.get("now") or time.time()
+    plan, last, solve = st.get("plan") or {}, st.get("last_period") or {}, st.get("last_solve") or {}
+    lines = [f"app {st.get('app')}: " + ("idle (no traffic: pools at their minimum)" if st.get("idle") else "serving")
+             + ("; controller resumed a persisted plan" if st.get("resumed") else "")]
+    if plan:
+        lines.append(f"plan      {plan.get('status')}, ${plan.get('cost_per_hour', 0):.2f}/hour, sized for "
+                     f"{plan.get('rate', 0):.2f} req/s, adopted {_ago(now, st.get('plan_at'))}"
+                     + (f" ({plan['message']})" if plan.get("message") else ""))
+    else:
+        lines.append("plan      none yet")
+    if solve:
+        lines.append(f"solve     {solve.get('status')} in {solve.get('seconds', 0):.3f}s, {_ago(now, solve.get('at'))}, "
+                     f"because {solve.get('reason')}" + (f": {solve['message']}" if solve.get("message") else ""))
+    if last:
+        lines.append(f"period    {_ago(now, last.get('at'))}: {last.get('reason')} ({last.get('detail')})")
+    rates = last.get("rates") or []
+    total = sum(r for _, _, r in rates)
+    lines.append(f"traffic   {total:.2f} req/s (smoothed)")
+    lines.append("")
+    lines.append(f"{'pool':<16}{'target':>7}{'running':>8}{'planned':>8}{'in-flight':>10}{'SLO met':>9}  note")
+    reported, att = st.get("reported") or {}, last.get("attainment") or {}
+    held, bumped = last.get("held") or {}, last.get("bumped") or {}
+    pools = sorted(set(st.get("bounds") or {}) | set(st.get("targets") or {}) | set(plan.get("replicas") or {}))
+    for p in pools:
+        rep = reported.get(p, {})
+        note = (f"scale-down to {held[p]} delayed" if p in held else "") or (f"raised for queue" if p in bumped else "")
+        a = att.get(p)
+        lines.append(f"{p:<16}{st.get('targets', {}).get(p, '-'):>7}{rep.get('running', '-'):>8}"
+                     f"{(plan.get('replicas') or {}).get(p, '-'):>8}{rep.get('in_flight', '-'):>10}"
+                     f"{'-' if a is None else f'{100 * a:.0f}%':>9}  {note}")
+    if plan.get("routing"):
+        lines.append("")
+        lines.append("routing (input tokens x output tokens -> pool shares; * = traffic seen)")
+        seen = {(i, j) for i, j, _ in rates}
+        for i, j, shares in plan["routing"]:
+            mix = ", ".join(f"{p} {100 * s:.0f}%" for p, s in sorted(shares.items(), key=lambda kv: -kv[1]))
+            mark = "*" if (i, j) in seen else " "
+            lines.append(f" {mark} in {_span(plan['input_edges'], i):>11} out {_span(plan['output_edges'], j):>9}  {mix}")
+    return "\n".join(lines)
+
+
+def fetch(address: str) -> dict:
+    import ray
+
+    from rayhet.serve.autoscaling import get_controller
+
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        ctl = get_controller()
+    except ValueError:
+        raise RayhetError("no rayhet controller is running on this cluster (is the app deployed, "
+                          "with controller.enabled?)") from None
+    return ray.get(ctl.status.remote(), timeout=30)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        while True:
+            st = fetch(args.address)
+            out = json.dumps(st, indent=1, default=str) if args.json else render(st)
+            if args.watch and sys.stdout.isatty():
+                print("\033[2J\033[H", end="")
+            print(out, flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
