@@ -1,0 +1,399 @@
+"""LlamaCppEngine: a CPU engine on llama.cpp's low-level API with continuous batching.
+
+One llama context holds `n_slots` sequences in a unified KV cache. A background thread runs the step
+loop: admit waiting requests into free slots, build one `llama_batch` with the next token of every
+running sequence plus prompt chunks of newly admitted ones, `llama_decode` it (ctypes releases the GIL),
+sample each sequence with its own sampler chain, and hand deltas to the asyncio side with
+`loop.call_soon_threadsafe`. A finished or cancelled sequence's KV cells are removed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import os
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rayhet.engines.base import (
+    EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
+    InvalidRequestError, Usage,
+)
+from rayhet.engines.chat import ChatTemplate
+from rayhet.engines.text import StreamText
+
+
+def default_threads() -> int:
+    """The replica's CPU allotment: Ray sets OMP_NUM_THREADS to an actor's num_cpus; else the affinity."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0))
+
+
+class LlamaCppSettings(BaseModel):
+    """Settings of a llama.cpp CPU replica."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str = Field(description="Path of the GGUF model file.")
+    n_ctx: int = Field(2048, ge=16, description="Context per sequence: prompt + max_tokens must fit in it.")
+    n_slots: int = Field(8, ge=1, le=256, description="Sequences decoded together (the batch size).")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; default: the replica's CPU allotment.")
+    n_batch: int = Field(256, ge=1, description="Most tokens in one decode step (decode tokens first, then "
+                         "prompt chunks): bounds how long a long prompt stalls the running sequences.")
+    max_waiting: int = Field(64, ge=0, description="Requests that may wait for a slot; beyond it, overloaded.")
+    seed: int | None = Field(None, description="Default sampling seed for requests without one (None: random).")
+    verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LlamaCppSettings":
+        if self.n_batch < self.n_slots:
+            raise ValueError(f"n_batch ({self.n_batch}) must be >= n_slots ({self.n_slots}): every running "
+                             "sequence feeds one token per step")
+        if not Path(self.model_path).is_file():
+            raise ValueError(f"model_path {self.model_path!r} is not a file")
+        return self
+
+
+class _Seq:
+    """A request's state, shared by the asyncio side and the step thread."""
+
+    def __init__(self, req: GenerationRequest, prompt: list[int], loop: asyncio.AbstractEventLoop):
+        self.req, self.prompt, self.loop = req, prompt, loop
+        self.out: asyncio.Queue = asyncio.Queue()
+        self.slot = -1
+        self.n_fed = 0  # tokens of prompt + output already in the KV cache
+        self.last_token = -1  # sampled, not yet fed
+        self.n_generated = 0
+        self.text = StreamText(req.sampling.stop)
+        self.sampler = None
+        self.first_token_time: float | None = None
+        self.cancelled = False  # set by the consumer; read by the step thread
+        self.done = False
+
+    def send(self, item: GenerationDelta | BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the consumer's event loop is closed: nobody is listening any more
+            self.cancelled = True
+
+
+class LlamaCppEngine:
+    """The Engine protocol on llama.cpp: continuous batching of `n_slots` sequences in one context."""
+
+    def __init__(self, settings: LlamaCppSettings):
+        self.settings = settings
+        self.max_context = settings.n_ctx
+        self.max_batch = settings.n_slots
+        self.n_threads = settings.n_threads or default_threads()
+        self._cv = threading.Condition()
+        self._waiting: collections.deque[_Seq] = collections.deque()
+        self._n_running = 0
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._stats = EngineStats(max_running=settings.n_slots)
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) per step
+        self._kv_tokens = 0
+        self._model = self._ctx = self._vocab = None
+
+    # ------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        await asyncio.to_thread(self._load)
+        self._thread = threading.Thread(target=self._run, name="rayhet-llama-cpp", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        import llama_cpp as lc
+        import llama_cpp._logger as lc_log
+
+        lc_log.set_verbose(self.settings.verbose)
+        lc.llama_backend_init()
+        self._lc = lc
+        mp = lc.llama_model_default_params()
+        self._model = lc.llama_model_load_from_file(self.settings.model_path.encode(), mp)
+        if not self._model:
+            raise EngineError(f"llama.cpp could not load the model {self.settings.model_path!r}")
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.n_vocab = lc.llama_vocab_n_tokens(self._vocab)
+        cp = lc.llama_context_default_params()
+        s = self.settings
+        cp.n_ctx = s.n_ctx * s.n_slots  # every slot can hold a full context: admission never runs out of KV
+        cp.n_batch = cp.n_ubatch = s.n_batch
+        cp.n_seq_max = s.n_slots
+        cp.kv_unified = True  # one KV stream: a batch of any sequence ids splits into few ubatches
+        cp.n_threads = cp.n_threads_batch = self.n_threads
+        cp.no_perf = True
+        self._ctx = lc.llama_init_from_model(self._model, cp)
+        if not self._ctx:
+            raise EngineError("llama.cpp could not create a context (out of memory?)")
+        self._mem = lc.llama_get_memory(self._ctx)
+        self._batch = lc.llama_batch_init(s.n_batch, 0, 1)
+        self._piece = ctypes.create_string_buffer(256)
+        self._add_bos = lc.llama_vocab_get_add_bos(self._vocab)
+        template = lc.llama_model_chat_template(self._model, None)
+        self._chat = ChatTemplate(template.decode() if template else None,
+                                  bos_token=self._special_text(lc.llama_vocab_bos(self._vocab)),
+                                  eos_token=self._special_text(lc.llama_vocab_eos(self._vocab)))
+
+    async def shutdown(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._ctx is not None:
+            lc = self._lc
+            lc.llama_batch_free(self._batch)
+            lc.llama_free(self._ctx)
+            lc.llama_model_free(self._model)
+            self._ctx = self._model = None
+
+    async def check_health(self) -> None:
+        if self._failure is not None:
+            raise EngineError(f"the llama.cpp step loop failed: {self._failure!r}")
+        if self._thread is None or not self._thread.is_alive():
+            raise EngineError("the llama.cpp engine is not running (start() it first)")
+
+    # ------------------------------------------------------------ text
+
+    def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
+        """Token ids of `text` as a prompt (BOS added when the model wants it; special tokens parsed)."""
+        lc, data = self._lc, text.encode()
+        add = self._add_bos if add_bos is None else add_bos
+        cap = len(data) + 8
+        buf = (lc.llama_token * cap)()
+        n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add, True)
+        if n < 0:
+            raise EngineError(f"tokenize needed {-n} tokens, more than {cap}")
+        return list(buf[:n])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def render_chat(self, messages: list[dict]) -> str:
+        return self._chat.render(messages)
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return b"".join(self._token_bytes(t) for t in token_ids).decode("utf-8", errors="replace")
+
+    def _token_bytes(self, token: int, special: bool = False) -> bytes:
+        lc = self._lc
+        n = lc.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, special)
+        if n < 0:
+            self._piece = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, special)
+        return self._piece.raw[:n]
+
+    def _special_text(self, token: int) -> str:
+        return self._token_bytes(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def _prompt_ids(self, req: GenerationRequest) -> list[int]:
+        given = [x is not None for x in (req.prompt, req.prompt_token_ids, req.messages)]
+        if sum(given) != 1:
+            raise InvalidRequestError("give exactly one of prompt, prompt_token_ids or messages", "prompt")
+        if req.messages is not None:
+            return self.tokenize(self.render_chat(req.messages), add_bos=False)  # the template has BOS
+        if req.prompt is not None:
+            return self.tokenize(req.prompt)
+        ids = list(req.prompt_token_ids)
+        bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < self.n_vocab]
+        if bad:
+            raise InvalidRequestError(f"prompt_token_ids holds ids outside [0, {self.n_vocab}): {bad[:5]}",
+                                      "prompt_token_ids")
+        return ids
+
+    # ------------------------------------------------------------ generation
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Stream deltas; closing this generator early cancels the request and frees its slot."""
+        await self.check_health()
+        request.sampling.validate()
+        prompt = self._prompt_ids(request)
+        if not prompt:
+            raise InvalidRequestError("the prompt is empty", "prompt")
+        need = len(prompt) + request.sampling.max_tokens
+        if need > self.max_context:
+            raise InvalidRequestError(
+                f"prompt ({len(prompt)} tokens) + max_tokens ({request.sampling.max_tokens}) = {need} exceeds "
+                f"the context of {self.max_context} tokens", "max_tokens")
+        seq = _Seq(request, prompt, asyncio.get_running_loop())
+        with self._cv:
+            if len(self._waiting) + self._n_running >= self.settings.n_slots + self.settings.max_waiting:
+                raise EngineOverloadedError(
+                    f"{self._n_running} running and {len(self._waiting)} waiting: the queue "
+                    f"(max_waiting={self.settings.max_waiting}) is full")
+            self._waiting.append(seq)
+            self._stats.requests_total += 1
+            self._cv.notify()
+        try:
+            while True:
+                item = await seq.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            if not seq.done:
+                with self._cv:
+                    seq.cancelled = True
+                    self._cv.notify()
+
+    def stats(self) -> EngineStats:
+        with self._cv:
+            st = EngineStats(**vars(self._stats))
+            st.running, st.waiting = self._n_running, len(self._waiting)
+            now = time.monotonic()
+            recent = [(t, n) for t, n in list(self._recent) if t > now - 5.0]
+        if recent:
+            span = max(now - recent[0][0], 1e-3)
+            st.tokens_per_s = sum(n for _, n in recent) / span
+        st.kv_usage = self._kv_tokens / (self.settings.n_ctx * self.settings.n_slots)
+        return st
+
+    # ------------------------------------------------------------ step thread
+
+    def _run(self) -> None:
+        running: dict[int, _Seq] = {}
+        free = list(range(self.settings.n_slots - 1, -1, -1))
+        try:
+            while True:
+                with self._cv:
+                    while not self._stop and not self._waiting and not running:
+                        self._cv.wait()
+                    if self._stop:
+                        break
+                    while self._waiting and free:
+                        seq = self._waiting.popleft()
+                        if seq.cancelled:
+                            continue
+                        seq.slot = free.pop()
+                        seq.sampler = self._make_sampler(seq)
+                        running[seq.slot] = seq
+                        self._stats.prompt_tokens_total += len(seq.prompt)
+                    self._n_running = len(running)
+                for seq in [s for s in running.values() if s.cancelled]:
+                    self._release(seq, running, free)
+                if running:
+                    self._step(running, free)
+        except BaseException as e:  # a llama.cpp failure: fail every request rather than hang them
+            self._failure = e
+            for seq in running.values():
+                seq.send(EngineError(f"llama.cpp step failed: {e!r}"))
+        finally:
+            with self._cv:
+                leftovers = list(running.values()) + list(self._waiting)
+                self._waiting.clear()
+            for seq in leftovers:
+                if not seq.done:
+                    seq.send(EngineError("the engine shut down"))
+            for seq in running.values():
+                self._free_sampler(seq)
+
+    def _make_sampler(self, seq: _Seq):
+        lc, sp = self._lc, seq.req.sampling
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if sp.temperature == 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        else:  # OpenAI/vLLM order: temperature, then top_p over the tempered distribution
+            seed = sp.seed if sp.seed is not None else self.settings.seed
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(sp.temperature))
+            if sp.top_p < 1:
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(sp.top_p, 1))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(
+                lc.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF))
+        return chain
+
+    def _free_sampler(self, seq: _Seq) -> None:
+        if seq.sampler is not None:
+            self._lc.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+
+    def _release(self, seq: _Seq, running: dict[int, _Seq], free: list[int]) -> None:
+        self._lc.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        self._kv_tokens -= seq.n_fed
+        self._free_sampler(seq)
+        del running[seq.slot]
+        free.append(seq.slot)
+        with self._cv:
+            self._n_running = len(running)
+
+    def _step(self, running: dict[int, _Seq], free: list[int]) -> None:
+        """One llama_decode: a token of each decoding sequence, then prompt chunks up to n_batch."""
+        lc, b, budget = self._lc, self._batch, self.settings.n_batch
+        outputs: list[tuple[int, _Seq]] = []  # (batch index, sequence) whose logits are sampled
+        n = 0
+        decoding = [s for s in running.values() if s.n_fed >= len(s.prompt)]
+        prefilling = sorted((s for s in running.values() if s.n_fed < len(s.prompt)),
+                            key=lambda s: s.req.arrival_time)
+        for s in decoding:
+            n = self._put(b, n, s.last_token, s.n_fed, s.slot, True)
+            outputs.append((n - 1, s))
+            s.n_fed += 1
+        for s in prefilling:
+            if n >= budget:
+                break
+            take = min(len(s.prompt) - s.n_fed, budget - n)
+            for i in range(s.n_fed, s.n_fed + take):
+                n = self._put(b, n, s.prompt[i], i, s.slot, i == len(s.prompt) - 1)
+            s.n_fed += take
+            if s.n_fed == len(s.prompt):
+                outputs.append((n - 1, s))
+        b.n_tokens = n
+        self._kv_tokens += n
+        rc = lc.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise EngineError(f"llama_decode returned {rc} for a batch of {n} tokens")
+        now = time.monotonic()
+        deltas = []
+        for idx, s in outputs:
+            deltas.append(self._next(s, lc.llama_sampler_sample(s.sampler, self._ctx, idx), now))
+            if s.done:  # free the slot before the last delta goes out: a client never sees it still held
+                self._release(s, running, free)
+        with self._cv:
+            self._stats.generated_tokens_total += len(outputs)
+            self._recent.append((now, len(outputs)))
+            while self._recent and self._recent[0][0] < now - 5.0:
+                self._recent.popleft()
+        for (_, s), delta in zip(outputs, deltas):
+            s.send(delta)
+
+    @staticmethod
+    def _put(b, n: int, token: int, pos: int, seq_id: int, logits: bool) -> int:
+        b.token[n], b.pos[n], b.n_seq_id[n], b.logits[n] = token, pos, 1, logits
+        b.seq_id[n][0] = seq_id
+        return n + 1
+
+    def _next(self, s: _Seq, token: int, now: float) -> GenerationDelta:
+        """The delta a newly sampled token makes (text held back near stop strings); marks `done`."""
+        sp = s.req.sampling
+        s.n_generated += 1
+        s.last_token = token
+        if s.first_token_time is None:
+            s.first_token_time = now
+        finish = None
+        if not sp.ignore_eos and self._lc.llama_vocab_is_eog(self._vocab, token):
+            text, finish = s.text.flush(), "stop"
+        else:
+            text = s.text.push(self._token_bytes(token))
+            if s.text.stopped:
+                finish = "stop"
+            elif s.n_generated >= sp.max_tokens:
+                text, finish = text + s.text.flush(), "length"
+        delta = GenerationDelta(text=text, token_ids=[token], first_token_time=s.first_token_time)
+        if finish is not None:
+            delta.finish_reason = finish
+            delta.usage = Usage(prompt_tokens=len(s.prompt), completion_tokens=s.n_generated)
+            s.done = True
+        return delta

@@ -1,0 +1,184 @@
+"""LlamaCppEngine on the tiny random-weight model: real llama.cpp generation, no timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from rayhet.engines.base import (
+    EngineOverloadedError, GenerationRequest, InvalidRequestError, SamplingParams,
+)
+from rayhet.engines.text import StreamText
+from rayhet.testing.models import prompt_of_tokens
+
+
+def req(rid: str = "r", prompt: str = "hello world", **sampling) -> GenerationRequest:
+    sampling.setdefault("temperature", 0.0)
+    return GenerationRequest(request_id=rid, prompt=prompt, sampling=SamplingParams(**sampling))
+
+
+async def collect(engine, request):
+    deltas = [d async for d in engine.generate(request)]
+    return "".join(d.text for d in deltas), [t for d in deltas for t in d.token_ids], deltas
+
+
+async def wait_for(cond, timeout: float = 30.0):
+    """Wait until cond() holds (no bare sleeps: poll on the event loop with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+async def test_streams_deltas_with_usage(engine):
+    text, ids, deltas = await collect(engine, req(max_tokens=12, ignore_eos=True))
+    assert len(deltas) == 12 and len(ids) == 12
+    assert all(d.finish_reason is None for d in deltas[:-1])
+    last = deltas[-1]
+    assert last.finish_reason == "length"
+    assert last.usage.prompt_tokens == engine.count_tokens("hello world")
+    assert last.usage.completion_tokens == 12
+    assert text == engine.detokenize(ids)
+    assert all(d.first_token_time is not None for d in deltas)
+
+
+async def test_greedy_batched_equals_alone(engine):
+    prompts = [f"the {w} of" + " a" * i for i, w in enumerate("abcdefgh")]
+    alone = [await collect(engine, req(f"a{i}", p, max_tokens=24, ignore_eos=True)) for i, p in enumerate(prompts)]
+    together = await asyncio.gather(*(collect(engine, req(f"b{i}", p, max_tokens=24, ignore_eos=True))
+                                      for i, p in enumerate(prompts)))
+    assert [a[1] for a in alone] == [t[1] for t in together]
+    assert engine.stats().running == 0
+
+
+async def test_seeded_sampling_reproducible_in_a_batch(engine):
+    r = lambda i: req(f"s{i}", "once upon", max_tokens=16, temperature=1.0, top_p=0.9, seed=7, ignore_eos=True)
+    first = await collect(engine, r(0))
+    many = await asyncio.gather(*(collect(engine, r(i)) for i in range(4)))
+    assert all(m[1] == first[1] for m in many)
+
+
+async def test_stop_string_cuts_and_is_not_emitted(engine):
+    full, _, _ = await collect(engine, req(max_tokens=40, ignore_eos=True))
+    stop = next(full[i:i + 2] for i in range(4, len(full) - 2) if full[i:i + 2].isprintable())
+    text, _, deltas = await collect(engine, req(max_tokens=40, ignore_eos=True, stop=[stop]))
+    assert text == full[: full.find(stop)]
+    assert deltas[-1].finish_reason == "stop"
+    assert stop not in text
+
+
+async def test_cancel_frees_the_slot(engine_factory):
+    engine = await engine_factory(n_slots=1)
+    gen = engine.generate(req("long", max_tokens=400, ignore_eos=True))
+    await gen.__anext__()
+    assert engine.stats().running == 1
+    await gen.aclose()
+    await wait_for(lambda: engine.stats().running == 0)
+    assert engine.stats().kv_usage == 0
+    _, ids, _ = await collect(engine, req("next", max_tokens=4, ignore_eos=True))
+    assert len(ids) == 4
+
+
+async def test_context_overflow_is_a_clear_error(engine_factory):
+    engine = await engine_factory(n_ctx=64)
+    with pytest.raises(InvalidRequestError, match="exceeds the context of 64") as e:
+        await collect(engine, req(prompt=prompt_of_tokens(60), max_tokens=5))
+    assert e.value.param == "max_tokens"
+    _, ids, _ = await collect(engine, req(prompt=prompt_of_tokens(60), max_tokens=4, ignore_eos=True))
+    assert len(ids) == 4
+
+
+@pytest.mark.parametrize("bad, param", [({"temperature": -1.0}, "temperature"), ({"top_p": 0.0}, "top_p"),
+                                        ({"max_tokens": 0}, "max_tokens"), ({"temperature": float("nan")}, "temperature"),
+                                        ({"stop": [""]}, "stop")])
+async def test_bad_sampling_values_rejected(engine, bad, param):
+    with pytest.raises(InvalidRequestError, match=param) as e:
+        await collect(engine, req(**bad))
+    assert e.value.param == param
+
+
+async def test_bad_prompts_rejected(engine):
+    with pytest.raises(InvalidRequestError, match="prompt_token_ids"):
+        await collect(engine, GenerationRequest("x", prompt_token_ids=[1, 10**6]))
+    with pytest.raises(InvalidRequestError, match="exactly one"):
+        await collect(engine, GenerationRequest("x", prompt="a", prompt_token_ids=[1]))
+    with pytest.raises(InvalidRequestError, match="empty"):
+        await collect(engine, GenerationRequest("x", prompt_token_ids=[]))
+
+
+async def test_queue_bound_overloads(engine_factory):
+    engine = await engine_factory(n_slots=1, max_waiting=1)
+    running = engine.generate(req("a", max_tokens=400, ignore_eos=True))
+    await running.__anext__()
+    waiting = engine.generate(req("b", max_tokens=4))
+    pending = asyncio.ensure_future(waiting.__anext__())
+    await wait_for(lambda: engine.stats().waiting == 1)
+    with pytest.raises(EngineOverloadedError, match="max_waiting=1"):
+        await collect(engine, req("c"))
+    await running.aclose()
+    await pending  # the waiting request got the freed slot
+    await waiting.aclose()
+    await wait_for(lambda: engine.stats().running == 0 and engine.stats().waiting == 0)
+
+
+async def test_chat_uses_the_models_template(engine):
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    rendered = engine.render_chat(msgs)
+    assert rendered == ("<|begin_of_text|><|im_start|>system\nbe brief<|im_end|>\n"
+                        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    _, _, deltas = await collect(engine, GenerationRequest("c", messages=msgs,
+                                                           sampling=SamplingParams(max_tokens=3, ignore_eos=True)))
+    assert deltas[-1].usage.prompt_tokens == len(engine.tokenize(rendered, add_bos=False))
+    assert engine.tokenize(rendered, add_bos=False)[0] == engine.tokenize("")[0]  # BOS once, from the template
+
+
+async def test_token_counting_and_exact_length_prompts(engine):
+    for n in (1, 2, 37, 128):
+        assert engine.count_tokens(prompt_of_tokens(n)) == n
+    _, _, deltas = await collect(engine, req(prompt=prompt_of_tokens(37), max_tokens=2, ignore_eos=True))
+    assert deltas[-1].usage.prompt_tokens == 37
+    ids = list(range(5, 105))
+    _, _, deltas = await collect(engine, GenerationRequest("t", prompt_token_ids=ids,
+                                                           sampling=SamplingParams(max_tokens=2, ignore_eos=True)))
+    assert deltas[-1].usage.prompt_tokens == 100
+
+
+async def test_long_prompt_is_prefilled_in_chunks_beside_running(engine_factory):
+    engine = await engine_factory(n_batch=16, n_slots=2)
+    alone = await collect(engine, req("x", prompt_of_tokens(100), max_tokens=8, ignore_eos=True))
+    short, long_ = await asyncio.gather(collect(engine, req("s", max_tokens=30, ignore_eos=True)),
+                                        collect(engine, req("l", prompt_of_tokens(100), max_tokens=8, ignore_eos=True)))
+    assert long_[1] == alone[1] and len(short[1]) == 30
+
+
+async def test_stats_count_requests(engine):
+    await collect(engine, req(max_tokens=5, ignore_eos=True))
+    st = engine.stats()
+    assert st.requests_total == 1 and st.generated_tokens_total == 5 and st.max_running == 8
+    assert st.prompt_tokens_total == engine.count_tokens("hello world") and st.tokens_per_s > 0
+    await engine.check_health()
+
+
+async def test_shutdown_ends_open_streams(engine_factory):
+    engine = await engine_factory(n_slots=1)
+    gen = engine.generate(req("a", max_tokens=400, ignore_eos=True))
+    await gen.__anext__()
+    await engine.shutdown()
+    with pytest.raises(Exception, match="shut down"):
+        async for _ in gen:
+            pass
+
+
+def test_stream_text_holds_back_partial_stops():
+    st = StreamText(["END"])
+    assert st.push(b"abcE") == "abc"
+    assert st.push(b"N") == ""
+    assert st.push(b"x") == "ENx"
+    assert st.push(b"yEND tail") == "y" and st.stopped
+    st = StreamText([])
+    assert st.push("é".encode()[:1]) == "" and st.push("é".encode()[1:]) == "é"
+    st = StreamText(["ab", "b"])
+    assert st.push(b"xab") == "x" and st.stopped  # the earliest stop wins
