@@ -1,0 +1,254 @@
+"""Command: `rayhet profile` arguments, and the run that ties engine, sweep, profile file and plot together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from rayhet.errors import RayhetError
+from rayhet.profiles import SLO, Hardware, load_profile, save_profile
+from rayhet.profiling.grid import MELANGE_INPUT_EDGES, MELANGE_OUTPUT_EDGES, QUICK_INPUT_EDGES, QUICK_OUTPUT_EDGES
+from rayhet.profiling.report import build_profile, cpu_model, host_memory_gb
+from rayhet.profiling.search import SearchParams
+from rayhet.profiling.sweep import FINAL, ProfilingError, SweepSettings, SweepState, fingerprint, load_state, run_sweep, save_state
+
+# (full, --quick) defaults of the per-point and search knobs
+_DEFAULTS = {
+    "min_requests": (20, 8),
+    "min_duration": (20.0, 8.0),
+    "max_window": (120.0, 40.0),
+    "warmup": (3.0, 2.0),
+    "tolerance": (0.15, 0.3),
+    "max_points": (8, 5),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `rayhet profile` options (cli.py calls this on its subparser)."""
+    g = p.add_argument_group("what to profile")
+    g.add_argument("--engine", choices=["llama_cpp", "vllm"], default="llama_cpp", help="serving engine (default llama_cpp)")
+    g.add_argument("--model", help="model path (GGUF for llama_cpp; HF id or path for vllm); the model name sent with --url")
+    g.add_argument("--model-name", help="model id written in the profile (default: --model's file name)")
+    g.add_argument("--n-ctx", type=int, help="llama_cpp: context size")
+    g.add_argument("--n-slots", type=int, help="llama_cpp: batch slots (sequences decoded together)")
+    g.add_argument("--n-threads", type=int, help="llama_cpp: CPU threads (also the profile's vCPUs)")
+    g.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any engine settings field (LlamaCppSettings / VllmSettings), repeatable; VALUE parsed as JSON if it can be")
+    g.add_argument("--url", help="profile a running rayhet pool or ingress over HTTP (/v1/completions) instead of in-process")
+    g.add_argument("--max-context", type=int, help="with --url: the model's context length (prompt + output)")
+    g = p.add_argument_group("SLO")
+    g.add_argument("--slo-tpot-ms", type=float, help="mean time per output token (ms) a point must stay under")
+    g.add_argument("--slo-ttft-ms", type=float, help="time to first token (ms) at --ttft-quantile a point must stay under")
+    g.add_argument("--ttft-quantile", type=float, default=0.9, help="TTFT quantile the SLO is on (default 0.9)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="profile JSON to write, e.g. profiles/MODEL/POOL.json (a sidecar OUT.partial holds progress)")
+    g.add_argument("--pool", help="pool type name in the profile (default: --out's file name)")
+    g.add_argument("--price-per-hour", type=float, help="USD per replica-hour (required to measure)")
+    g.add_argument("--price-source", help="where the price comes from")
+    g.add_argument("--accelerator", help="accelerator type as Ray names it (e.g. H100); omit for a CPU pool")
+    g.add_argument("--accelerator-count", type=int, default=1, help="accelerators per replica (default 1)")
+    g.add_argument("--vcpus", type=int, help="vCPUs per replica (default: --n-threads, else this machine's CPUs)")
+    g.add_argument("--hardware-description", help="free text added to the CPU model in the profile")
+    g.add_argument("--notes", help="caveats written into the profile's provenance")
+    g.add_argument("--plot", metavar="F.png", help="also draw the capacity heatmap to this file")
+    g.add_argument("--from", dest="from_profile", metavar="PROFILE.json", help="with --plot: plot an existing profile, measure nothing")
+    g = p.add_argument_group("grid, search and time")
+    g.add_argument("--quick", action="store_true", help="coarse 3x3 grid, shorter points, looser search (a first look in minutes)")
+    g.add_argument("--input-edges", type=_int_list, help="input bucket upper edges, comma-separated (default: Melange's 10)")
+    g.add_argument("--output-edges", type=_int_list, help="output bucket upper edges, comma-separated (default: Melange's 6)")
+    g.add_argument("--time-budget", type=parse_duration, help="stop after this long (e.g. 20m, 1h, 900s): unmeasured buckets stay null")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial (same settings)")
+    for name, (full, quick) in _DEFAULTS.items():
+        g.add_argument(f"--{name.replace('_', '-')}", type=type(full), help=f"{_HELP[name]} (default {full}, --quick {quick})")
+    g.add_argument("--seed", type=int, default=0, help="random seed of arrivals and prompts (default 0)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+_HELP = {
+    "min_requests": "measured requests per point, at least",
+    "min_duration": "measurement window per point in s, at least",
+    "max_window": "measurement window per point in s, at most (low rates then measure fewer requests)",
+    "warmup": "warm-up per point in s, at least (also at least one request's latency)",
+    "tolerance": "stop the search when lowest failing / highest passing rate <= 1 + this",
+    "max_points": "rates measured per bucket, at most",
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `rayhet profile`; returns the exit status."""
+    try:
+        if args.from_profile:
+            if not args.plot:
+                raise ProfilingError("--from only plots an existing profile: add --plot F.png")
+            from rayhet.profiling.plot import plot_profile
+
+            print(f"wrote {plot_profile(load_profile(args.from_profile), args.plot)}")
+            return 0
+        return _measure(args)
+    except RayhetError as e:
+        print(f"rayhet profile: {e}", file=sys.stderr)
+        return 2
+
+
+def _measure(args: argparse.Namespace) -> int:
+    missing = [f for f, v in [("--model", args.model), ("--out", args.out), ("--price-per-hour", args.price_per_hour)] if v is None]
+    if missing:
+        raise ProfilingError(f"missing {', '.join(missing)} (or give --from PROFILE --plot F.png to only plot)")
+    if args.slo_tpot_ms is None and args.slo_ttft_ms is None:
+        raise ProfilingError("give an SLO: --slo-tpot-ms and/or --slo-ttft-ms")
+    if args.url and not args.max_context:
+        raise ProfilingError("--url needs --max-context (the served model's context length)")
+    settings = sweep_settings(args)
+    out = Path(args.out)
+    sidecar = out.with_name(out.name + ".partial")
+    target_id = {"engine": args.engine, "model": args.model, "url": args.url, "engine_args": engine_kwargs(args)}
+    expected = fingerprint(settings, target_id)
+    if sidecar.exists() and not args.resume:
+        raise ProfilingError(f"{sidecar} holds an interrupted run: add --resume to continue it, or delete it")
+    state = load_state(sidecar, expected) if args.resume and sidecar.exists() else SweepState(fingerprint=expected)
+
+    try:
+        asyncio.run(_sweep(args, settings, state, sidecar))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(state.points)} points kept in {sidecar}; rerun with --resume", file=sys.stderr)
+        return 130
+    profile = build_profile(
+        state, settings,
+        model=args.model_name or Path(args.model).stem,
+        pool=args.pool or out.stem,
+        engine=args.engine,
+        engine_version=engine_version(args),
+        hardware=hardware(args),
+        price_per_hour=args.price_per_hour,
+        price_source=args.price_source,
+        notes=args.notes,
+    )
+    save_profile(profile, out)
+    if all(state.status.get(k, "").startswith(FINAL) for k in _all_keys(settings)):
+        sidecar.unlink(missing_ok=True)
+    else:
+        print(f"budget spent before every bucket was measured: --resume with a larger --time-budget continues from {sidecar}")
+    print(f"wrote {out} ({len(state.points)} points, {state.elapsed_s / 60:.1f} min)")
+    if args.plot:
+        from rayhet.profiling.plot import plot_profile
+
+        print(f"wrote {plot_profile(profile, args.plot)}")
+    return 0
+
+
+async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path) -> None:
+    target, close = await make_target(args)
+    try:
+        await run_sweep(target, settings, state, save=lambda s: save_state(s, sidecar), progress=not args.no_progress)
+    finally:
+        await close()
+
+
+def sweep_settings(args: argparse.Namespace) -> SweepSettings:
+    q = 1 if args.quick else 0
+    knob = {name: (getattr(args, name) if getattr(args, name) is not None else pair[q]) for name, pair in _DEFAULTS.items()}
+    try:
+        slo = SLO(tpot_ms=args.slo_tpot_ms, ttft_ms=args.slo_ttft_ms, ttft_quantile=args.ttft_quantile)
+    except ValueError as e:
+        raise ProfilingError(f"invalid SLO: {e}") from None
+    return SweepSettings(
+        slo=slo,
+        input_edges=args.input_edges or (QUICK_INPUT_EDGES if args.quick else MELANGE_INPUT_EDGES),
+        output_edges=args.output_edges or (QUICK_OUTPUT_EDGES if args.quick else MELANGE_OUTPUT_EDGES),
+        search=SearchParams(tolerance=knob["tolerance"], max_points=knob["max_points"]),
+        min_requests=knob["min_requests"],
+        min_duration_s=knob["min_duration"],
+        max_window_s=knob["max_window"],
+        min_warmup_s=knob["warmup"],
+        time_budget_s=args.time_budget,
+        seed=args.seed,
+    )
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    kw = {k: v for k, v in [("n_ctx", args.n_ctx), ("n_slots", args.n_slots), ("n_threads", args.n_threads)] if v is not None}
+    for item in args.engine_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ProfilingError(f"--engine-arg {item!r}: expected KEY=VALUE")
+        try:
+            kw[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kw[key] = value
+    return kw
+
+
+async def make_target(args: argparse.Namespace):
+    """The target to drive and an async function that releases it."""
+    from rayhet.profiling.targets import EngineTarget, HttpTarget
+
+    if args.url:
+        t = HttpTarget(args.url, args.model, args.max_context)
+        return t, t.aclose
+    kw = engine_kwargs(args)
+    if args.engine == "llama_cpp":
+        from rayhet.engines.llama_cpp import LlamaCppEngine as Engine, LlamaCppSettings as Settings
+    else:
+        from rayhet.engines.vllm import VllmEngine as Engine, VllmSettings as Settings
+    try:
+        settings = Settings(model_path=args.model, **kw) if args.engine == "llama_cpp" else Settings(model=args.model, **kw)
+    except (TypeError, ValueError) as e:
+        raise ProfilingError(f"engine settings: {e}") from None
+    engine = Engine(settings)
+    await engine.start()
+    return EngineTarget(engine), engine.shutdown
+
+
+def engine_version(args: argparse.Namespace) -> str:
+    dist = {"llama_cpp": "llama_cpp_python", "vllm": "vllm"}[args.engine]
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def hardware(args: argparse.Namespace) -> Hardware:
+    extra = f"; {args.hardware_description}" if args.hardware_description else ""
+    if args.url:
+        where = f"measured over HTTP at {args.url}{extra}"
+    else:
+        kw = engine_kwargs(args)
+        where = f"{cpu_model()}; {args.engine} {', '.join(f'{k}={v}' for k, v in kw.items())}{extra}"
+    if args.accelerator:
+        return Hardware(accelerator=args.accelerator, accelerator_count=args.accelerator_count, description=where)
+    vcpus = args.vcpus or args.n_threads or _engine_threads(args) or os.cpu_count() or 1
+    return Hardware(vcpus=vcpus, memory_gb=host_memory_gb(), description=where)
+
+
+def _engine_threads(args: argparse.Namespace) -> int | None:
+    """The threads an in-process llama.cpp engine used when --n-threads was not given."""
+    if args.url or args.engine != "llama_cpp":
+        return None
+    from rayhet.engines.llama_cpp import default_threads
+
+    return engine_kwargs(args).get("n_threads") or default_threads()
+
+
+def _all_keys(settings: SweepSettings) -> list[str]:
+    return [f"{i},{j}" for i in range(len(settings.input_edges)) for j in range(len(settings.output_edges))]
+
+
+def parse_duration(text: str) -> float:
+    """'20m' -> 1200.0; also 's', 'h', and bare seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 20m, 1h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None

@@ -1,0 +1,127 @@
+"""Measure: turn the timings of one open-loop run into a `SweepPoint` (pure; the driving is in load.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rayhet.profiles import SLO, SweepPoint
+from rayhet.profiling.capacity import meets_slo, quantile_key
+from rayhet.profiling.grid import Bucket
+
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+@dataclass
+class RequestTiming:
+    """One request of a run; times in seconds from the start of the run, `arrival` as scheduled (so that
+    a late sender counts against latency instead of hiding it)."""
+
+    arrival: float
+    measured: bool  # arrived inside the measurement window (not warm-up, not tail)
+    first_token: float | None = None
+    end: float | None = None
+    output_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.end is not None and self.first_token is not None
+
+
+@dataclass(frozen=True)
+class PointPlan:
+    """How long one rate is driven: warm-up, then `num_requests` measured arrivals over `window_s`."""
+
+    warmup_s: float
+    num_requests: int
+    window_s: float
+    drain_s: float  # how long to wait for measured requests after the window before calling them failed
+
+
+def plan_point(
+    rate: float,
+    single_latency_s: float,
+    *,
+    min_requests: int,
+    min_duration_s: float,
+    max_window_s: float,
+    min_warmup_s: float,
+    latency_bound_s: float,
+) -> PointPlan:
+    """Steady state needs a warm-up of at least one request's lifetime, and a window holding at least
+    `min_requests` arrivals and lasting `min_duration_s` (capped at `max_window_s` for very low rates,
+    where fewer requests are measured: the point reports how many)."""
+    window = max(min_duration_s, min_requests / rate)
+    window = min(window, max(max_window_s, min_duration_s))
+    n = max(2, round(rate * window))
+    return PointPlan(
+        warmup_s=max(min_warmup_s, single_latency_s),
+        num_requests=n,
+        window_s=n / rate,
+        drain_s=max(5.0, 2.0 * latency_bound_s),
+    )
+
+
+def check_timing(t: RequestTiming, output_tokens: int) -> RequestTiming:
+    """Mark a request that came back with the wrong number of tokens (ignore_eos not honoured) as failed."""
+    if t.error is None and t.end is not None and t.output_tokens != output_tokens:
+        t.error = f"returned {t.output_tokens} tokens, expected {output_tokens}"
+    return t
+
+
+def achieved_rate(offered_rate: float, arrivals: list[float], ends: list[float]) -> float:
+    """Completion rate of the measured requests: the offered rate scaled by how fast they completed
+    compared to how fast they arrived (slopes of arrival and completion times over their rank).
+
+    In steady state completions follow arrivals one latency later and the ratio is 1; when the replica
+    cannot keep up, a queue builds, completions spread out and the ratio is the fraction it serves.
+    Slopes (least squares) rather than first/last times, so that one slow request does not decide it.
+    """
+    if len(ends) < 3:
+        return offered_rate if len(ends) == len(arrivals) and ends else 0.0
+    k = np.arange(len(arrivals))
+    arrival_slope = np.polyfit(k, np.sort(arrivals), 1)[0]
+    end_slope = np.polyfit(np.arange(len(ends)), np.sort(ends), 1)[0]
+    if end_slope <= 0:
+        return offered_rate
+    return float(offered_rate * arrival_slope / end_slope)
+
+
+def summarize(
+    timings: list[RequestTiming], bucket: Bucket, offered_rate: float, plan: PointPlan, slo: SLO
+) -> SweepPoint:
+    """The SweepPoint of one run: statistics over the measured requests, judged against `slo`."""
+    measured = [check_timing(t, bucket.output_tokens) for t in timings if t.measured]
+    done = [t for t in measured if t.ok]
+    ttft = np.array([(t.first_token - t.arrival) * 1e3 for t in done])
+    tpot = np.array([(t.end - t.first_token) * 1e3 / (t.output_tokens - 1) for t in done if t.output_tokens > 1])
+    rate = achieved_rate(offered_rate, [t.arrival for t in measured], [t.end for t in done]) if done else 0.0
+    quantiles = sorted(set(QUANTILES) | {slo.ttft_quantile})
+    point = SweepPoint(
+        input_bucket=bucket.i,
+        output_bucket=bucket.j,
+        input_tokens=bucket.input_tokens,
+        output_tokens=bucket.output_tokens,
+        offered_rate=offered_rate,
+        achieved_rate=round(rate, 6),
+        num_requests=len(done),
+        duration_s=round(plan.window_s, 3),
+        warmup_s=round(plan.warmup_s, 3),
+        ttft_ms=_stats(ttft, quantiles),
+        tpot_ms=_stats(tpot, quantiles),
+        output_tokens_per_s=round(rate * bucket.output_tokens, 3),
+        errors=len(measured) - len(done),
+        meets_slo=False,
+    )
+    return point.model_copy(update={"meets_slo": meets_slo(point, slo)})
+
+
+def _stats(x: np.ndarray, quantiles: list[float]) -> dict[str, float]:
+    if x.size == 0:
+        return {}
+    out = {"mean": round(float(x.mean()), 3)}
+    for q in quantiles:
+        out[quantile_key(q)] = round(float(np.quantile(x, q)), 3)
+    return out

@@ -1,0 +1,101 @@
+"""Report: assemble the profile JSON from a sweep (capacities derived, hardware and provenance recorded)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rayhet.profiles import Hardware, Profile, Provenance
+from rayhet.profiling.capacity import MIN_THROUGHPUT_RATIO, derive_max_rate
+from rayhet.profiling.grid import representative
+from rayhet.profiling.sweep import SweepSettings, SweepState
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def host_memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def settings_note(settings: SweepSettings) -> str:
+    s = settings.search
+    return (
+        f"Measured by `rayhet profile`: per bucket, one request alone, then open-loop Poisson arrivals (count fixed "
+        f"per interval) of prompts of exactly the bucket's upper-edge input tokens (random token ids) and "
+        f"ignore_eos outputs of exactly its upper-edge output tokens. Rate search: exponential bracket x{s.growth:g} "
+        f"from 1/(one request's latency), then geometric bisection to {s.tolerance:.0%}, at most {s.max_points} "
+        f"points. Each point: warm-up >= max({settings.min_warmup_s:g} s, one request's latency) excluded, then >= "
+        f"{settings.min_requests} requests and >= {settings.min_duration_s:g} s (window <= {settings.max_window_s:g} s). "
+        f"A point meets the SLO if mean TPOT and TTFT quantile are within it, achieved >= "
+        f"{MIN_THROUGHPUT_RATIO:.0%} of offered, and no request failed; max_rate = the highest passing rate "
+        f"(rayhet.profiling.capacity.derive_max_rate over `sweep`)."
+    )
+
+
+def bucket_notes(state: SweepState, settings: SweepSettings) -> str:
+    """One line per bucket that is null or cut short, saying why."""
+    lines = []
+    for key, status in sorted(state.status.items(), key=lambda kv: tuple(map(int, kv[0].split(",")))):
+        if status.startswith("measured"):
+            continue
+        i, j = map(int, key.split(","))
+        size = f"in {representative(settings.input_edges, i)} / out {representative(settings.output_edges, j)}"
+        lines.append(f"({i},{j}) {size}: {status}")
+    return "; ".join(lines)
+
+
+def build_profile(
+    state: SweepState,
+    settings: SweepSettings,
+    *,
+    model: str,
+    pool: str,
+    engine: str,
+    engine_version: str,
+    hardware: Hardware,
+    price_per_hour: float,
+    price_source: str | None,
+    notes: str | None = None,
+    argv: list[str] | None = None,
+) -> Profile:
+    """The profile of a (possibly partial) sweep; `max_rate` is derived from the sweep, never copied."""
+    n_in, n_out = len(settings.input_edges), len(settings.output_edges)
+    took = f"Sweep took {state.elapsed_s / 60:.1f} min ({len(state.points)} points)."
+    per_bucket = bucket_notes(state, settings)
+    return Profile(
+        model=model,
+        pool=pool,
+        engine=engine,
+        engine_version=engine_version,
+        hardware=hardware,
+        price_per_hour=price_per_hour,
+        price_source=price_source,
+        slo=settings.slo,
+        input_edges=settings.input_edges,
+        output_edges=settings.output_edges,
+        max_rate=derive_max_rate(state.points, n_in, n_out),
+        provenance=Provenance(
+            measured_by="rayhet profile",
+            measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            command=shlex.join(argv if argv is not None else ["rayhet", *sys.argv[1:]]),
+            notes=" ".join(x for x in [notes, took, settings_note(settings),
+                                       f"Null or partial buckets: {per_bucket}." if per_bucket else ""] if x),
+        ),
+        sweep=state.points,
+    )

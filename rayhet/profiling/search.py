@@ -1,0 +1,58 @@
+"""Search: the next offered rate to try for one bucket, from the points measured so far.
+
+An exponential bracket from a starting estimate, then geometric bisection between the highest passing
+and the lowest failing rate until they are within a relative tolerance. A pure function of the history,
+so an interrupted sweep resumes by replaying the points it already has.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    tolerance: float = 0.15  # stop when lowest fail / highest pass <= 1 + tolerance
+    growth: float = 2.0  # bracketing factor, up or down
+    max_points: int = 8  # per bucket; the highest pass so far is kept when reached
+    min_rate: float = 1e-3  # req/s; below this the bucket is declared unservable
+    min_fraction: float = 1 / 8  # ... and below this fraction of the start rate (3 halvings by default)
+    max_rate: float = 1e4  # req/s; a bucket passing here is reported at this rate
+
+
+def start_rate(single_request_latency_s: float) -> float:
+    """First rate to try: one request in flight on average, which a replica should sustain if one
+    request alone meets the SLO; batching usually allows more, and the bracket finds how much."""
+    return 1.0 / max(single_request_latency_s, 1e-6)
+
+
+def next_rate(history: list[tuple[float, bool]], start: float, params: SearchParams = SearchParams()) -> float | None:
+    """The next rate to measure, given (rate, met SLO) pairs measured so far; None when the search is over.
+
+    Over when: the bracket [highest pass, lowest fail] is within the tolerance; `max_points` are spent;
+    the rate would fall below `min_rate` (or `min_fraction` of the start) with nothing passing; or
+    `max_rate` passed.
+    """
+    if not history:
+        return min(max(start, params.min_rate), params.max_rate)
+    if len(history) >= params.max_points:
+        return None
+    lo, hi = bracket(history)
+    if hi is None:  # everything passed so far: go up
+        if lo >= params.max_rate:
+            return None
+        return min(lo * params.growth, params.max_rate)
+    if lo is None:  # everything failed so far: go down
+        nxt = hi / params.growth
+        return nxt if nxt >= max(params.min_rate, start * params.min_fraction) * (1 - 1e-9) else None
+    if hi <= lo * (1 + params.tolerance):
+        return None
+    return math.sqrt(lo * hi)
+
+
+def bracket(history: list[tuple[float, bool]]) -> tuple[float | None, float | None]:
+    """(highest pass below the lowest fail, lowest fail); None for a side not found yet."""
+    hi = min((r for r, ok in history if not ok), default=None)
+    lo = max((r for r, ok in history if ok and (hi is None or r < hi)), default=None)
+    return lo, hi

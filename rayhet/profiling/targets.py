@@ -1,0 +1,125 @@
+"""Targets: what a profiling run sends requests to — an engine in this process, or a rayhet pool over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from contextlib import aclosing
+from typing import Protocol
+
+from rayhet.engines.base import Engine, EngineError, GenerationRequest, SamplingParams
+from rayhet.profiling.measure import RequestTiming
+
+# Text whose tokens make up the random prompts (any model's tokenizer gives a few dozen distinct ids).
+_FILLER = (
+    "The quick brown fox jumps over the lazy dog while seven wizards quietly judge boxing matches. "
+    "Profiles measure how many requests per second one replica sustains under a latency objective, "
+    "bucket by bucket, for prompts and outputs of many lengths; 0123456789 ,.;:!?()[]{}<>+-*/=%$#@&"
+)
+# Over HTTP the prompt is sent as token ids too; ids 3..258 exist in every vocabulary of 259+ tokens
+# (the byte tokens of llama-style tokenizers, single characters elsewhere).
+HTTP_TOKEN_IDS = list(range(3, 259))
+
+
+class Target(Protocol):
+    """Something that serves one request and fills its timing. `t0` is the run's time.monotonic() origin."""
+
+    max_context: int
+
+    def token_ids(self) -> list[int]: ...
+
+    async def send(self, prompt_ids: list[int], max_tokens: int, timing: RequestTiming, t0: float) -> None: ...
+
+
+class EngineTarget:
+    """Drives an engine (rayhet.engines) in this process: no Ray, no HTTP, the engine's own timing."""
+
+    def __init__(self, engine: Engine, temperature: float = 1.0):
+        self.engine = engine
+        self.max_context = engine.max_context
+        self.temperature = temperature
+
+    def token_ids(self) -> list[int]:
+        special = set(self.engine.tokenize(""))  # BOS and the like, if the tokenizer adds them
+        ids = sorted(set(self.engine.tokenize(_FILLER)) - special)
+        return ids
+
+    async def send(self, prompt_ids: list[int], max_tokens: int, timing: RequestTiming, t0: float) -> None:
+        request = GenerationRequest(
+            request_id=f"profile-{uuid.uuid4().hex[:12]}",
+            prompt_token_ids=prompt_ids,
+            sampling=SamplingParams(max_tokens=max_tokens, temperature=self.temperature, ignore_eos=True),
+            arrival_time=t0 + timing.arrival,
+        )
+        n = 0
+        try:
+            async with aclosing(self.engine.generate(request)) as stream:
+                async for delta in stream:
+                    if delta.token_ids and timing.first_token is None:
+                        timing.first_token = (delta.first_token_time or time.monotonic()) - t0
+                    n += len(delta.token_ids)
+                    if delta.finish_reason is not None:
+                        if delta.finish_reason in ("abort", "error"):
+                            timing.error = f"finish_reason={delta.finish_reason}"
+                        if delta.usage is not None:
+                            n = delta.usage.completion_tokens
+        except EngineError as e:
+            timing.error = f"{type(e).__name__}: {e}"
+            return
+        timing.end = time.monotonic() - t0
+        timing.output_tokens = n
+
+
+class HttpTarget:
+    """Drives a running rayhet ingress (or any OpenAI-compatible server accepting `ignore_eos`) by
+    streaming /v1/completions with token-id prompts."""
+
+    def __init__(self, url: str, model: str, max_context: int, timeout_s: float = 600.0):
+        import httpx  # only the HTTP mode needs it
+
+        self.url = url.rstrip("/") + "/v1/completions"
+        self.model = model
+        self.max_context = max_context
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0), limits=httpx.Limits(
+            max_connections=None, max_keepalive_connections=64))
+
+    def token_ids(self) -> list[int]:
+        return HTTP_TOKEN_IDS
+
+    async def send(self, prompt_ids: list[int], max_tokens: int, timing: RequestTiming, t0: float) -> None:
+        import httpx
+
+        body = {
+            "model": self.model,
+            "prompt": prompt_ids,
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        n, usage = 0, None
+        try:
+            async with self.client.stream("POST", self.url, json=body) as r:
+                if r.status_code != 200:
+                    timing.error = f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
+                    return
+                async for line in r.aiter_lines():
+                    if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[5:])
+                    if chunk.get("usage"):
+                        usage = chunk["usage"].get("completion_tokens")
+                    for choice in chunk.get("choices") or []:
+                        if choice.get("text"):
+                            if timing.first_token is None:
+                                timing.first_token = time.monotonic() - t0
+                            n += 1
+        except (httpx.HTTPError, json.JSONDecodeError) as e:
+            timing.error = f"{type(e).__name__}: {e}"
+            return
+        timing.end = time.monotonic() - t0
+        timing.output_tokens = usage if usage is not None else n
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,255 @@
+"""Tests of `rayhet profile`: the SLO judgement, capacity derivation and rate search (pure, with synthetic
+latency models), the sweep's budget and resume (with a simulated load), and a real tiny-model profile."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rayhet.profiles import SLO, SweepPoint, load_profile
+from rayhet.profiling import add_arguments, run
+from rayhet.profiling.capacity import bucket_capacity, derive_max_rate, meets_slo, slo_violations
+from rayhet.profiling.grid import MELANGE_INPUT_EDGES, MELANGE_OUTPUT_EDGES, buckets
+from rayhet.profiling.load import arrival_times
+from rayhet.profiling.measure import PointPlan, RequestTiming, achieved_rate, plan_point, summarize
+from rayhet.profiling.search import SearchParams, bracket, next_rate
+from rayhet.profiling.sweep import SweepSettings, SweepState, fingerprint, load_state, run_sweep, save_state, ProfilingError
+
+SLO_TPOT = SLO(tpot_ms=50)
+
+
+def point(rate: float, *, achieved: float | None = None, tpot: float = 10.0, ttft90: float = 100.0, errors: int = 0,
+          ok: bool | None = None, i: int = 0, j: int = 0) -> SweepPoint:
+    p = SweepPoint(input_bucket=i, output_bucket=j, input_tokens=100, output_tokens=25, offered_rate=rate,
+                   achieved_rate=rate if achieved is None else achieved, num_requests=20, duration_s=10,
+                   ttft_ms={"mean": ttft90 / 2, "p90": ttft90}, tpot_ms={"mean": tpot}, errors=errors, meets_slo=False)
+    return p.model_copy(update={"meets_slo": meets_slo(p, SLO(tpot_ms=50, ttft_ms=500)) if ok is None else ok})
+
+
+# -- SLO judgement ------------------------------------------------------------------------------------------
+def test_slo_judgement_each_rule():
+    slo = SLO(tpot_ms=50, ttft_ms=500, ttft_quantile=0.9)
+    assert slo_violations(point(2.0), slo) == []
+    assert "TPOT" in slo_violations(point(2.0, tpot=51), slo)[0]
+    assert "TTFT p90" in slo_violations(point(2.0, ttft90=501), slo)[0]
+    assert "90%" in slo_violations(point(2.0, achieved=1.79), slo)[0]
+    assert slo_violations(point(2.0, achieved=1.8), slo) == []  # exactly 90% passes
+    assert "failed" in slo_violations(point(2.0, errors=1), slo)[0]
+    assert meets_slo(point(2.0, tpot=500), SLO(ttft_ms=500))  # TPOT not part of a TTFT-only SLO
+
+
+# -- capacity derivation --------------------------------------------------------------------------------------
+def test_capacity_is_highest_pass_below_lowest_fail():
+    assert bucket_capacity([]) is None
+    assert bucket_capacity([point(1, ok=False)]) is None
+    assert bucket_capacity([point(1, ok=True), point(2, ok=True), point(4, ok=False), point(2.8, ok=True)]) == 2.8
+    # noisy: a pass above a fail is not trusted
+    assert bucket_capacity([point(1, ok=True), point(2, ok=False), point(3, ok=True)]) == 1
+
+
+def test_derive_max_rate_shape_and_nulls():
+    sweep = [point(1, ok=True, i=0, j=1), point(2, ok=False, i=0, j=1), point(5, ok=False, i=1, j=0)]
+    assert derive_max_rate(sweep, 2, 3) == [[None, 1, None], [None, None, None]]
+
+
+# -- rate search against synthetic capacities ------------------------------------------------------------------
+@pytest.mark.parametrize("capacity,start", [(3.7, 1.0), (0.31, 1.0), (40.0, 0.5), (1.0, 1.0)])
+def test_search_brackets_capacity_within_tolerance(capacity, start):
+    params = SearchParams(tolerance=0.1, max_points=20)
+    history = []
+    while (r := next_rate(history, start, params)) is not None:
+        history.append((r, r <= capacity))  # a replica that meets the SLO exactly up to `capacity`
+    lo, hi = bracket(history)
+    assert lo is not None and lo <= capacity
+    assert hi is None or (hi > capacity and hi <= lo * 1.1 + 1e-12)
+    assert len(history) <= 12  # a search, not a ladder
+    # every pass lies below every fail, so the derivation agrees with the search's bracket
+    pts = [point(r, ok=ok) for r, ok in history]
+    assert bucket_capacity(pts) == lo
+
+
+def test_search_gives_up_when_nothing_passes_and_caps_points():
+    params = SearchParams(tolerance=0.1, max_points=20, min_fraction=1 / 8)
+    history = []
+    while (r := next_rate(history, 2.0, params)) is not None:
+        history.append((r, False))
+    assert [r for r, _ in history] == [2.0, 1.0, 0.5, 0.25]
+    history = []
+    while (r := next_rate(history, 1.0, SearchParams(max_points=3))) is not None:
+        history.append((r, True))
+    assert len(history) == 3
+
+
+# -- measurement of one point ---------------------------------------------------------------------------------
+def _timings(arrivals, latency, service_gap=None, tokens=25, measured=None):
+    """Synthetic run: each request takes `latency`; with `service_gap`, the replica completes one request
+    per gap at most (a queue builds when arrivals are faster)."""
+    out, free_at = [], 0.0
+    for k, a in enumerate(arrivals):
+        start = a if service_gap is None else max(a, free_at)
+        end = start + latency
+        free_at = start + (service_gap or 0)
+        m = True if measured is None else bool(measured[k])
+        out.append(RequestTiming(float(a), measured=m, first_token=start + 0.1, end=end, output_tokens=tokens))
+    return out
+
+
+def test_achieved_rate_steady_and_overloaded():
+    rng = np.random.default_rng(0)
+    arrivals = np.sort(rng.uniform(0, 20, size=40))  # 2 req/s
+    steady = _timings(arrivals, latency=3.0)
+    assert achieved_rate(2.0, arrivals, [t.end for t in steady]) == pytest.approx(2.0, rel=1e-6)
+    over = _timings(arrivals, latency=1.0, service_gap=1.0)  # serves 1 req/s
+    assert achieved_rate(2.0, arrivals, [t.end for t in over]) == pytest.approx(1.0, rel=0.1)
+
+
+def test_summarize_excludes_warmup_and_judges():
+    bucket = buckets([100], [25], 4096)[0][0]
+    plan = PointPlan(warmup_s=2, num_requests=10, window_s=5, drain_s=5)
+    warm = [RequestTiming(0.5, measured=False, first_token=5.0, end=50.0, output_tokens=25)]  # awful, but warm-up
+    arrivals = np.linspace(2, 7, 10)
+    measured = _timings(arrivals, latency=0.1 + 24 * 0.02)  # TTFT 100 ms, TPOT 20 ms
+    p = summarize(warm + measured, bucket, 2.0, plan, SLO(tpot_ms=50, ttft_ms=200))
+    assert p.num_requests == 10 and p.errors == 0 and p.warmup_s == 2 and p.duration_s == 5
+    assert p.tpot_ms["mean"] == pytest.approx(20.0) and p.ttft_ms["p90"] == pytest.approx(100.0)
+    assert p.meets_slo
+    short = measured[:9] + [RequestTiming(7, True, first_token=7.1, end=7.3, output_tokens=3)]  # EOS not ignored
+    assert summarize(short, bucket, 2.0, plan, SLO_TPOT).errors == 1
+
+
+def test_plan_point_minimums():
+    p = plan_point(0.5, 2.0, min_requests=20, min_duration_s=10, max_window_s=120, min_warmup_s=3, latency_bound_s=4)
+    assert p.num_requests == 20 and p.window_s == 40 and p.warmup_s == 3
+    p = plan_point(0.05, 30.0, min_requests=20, min_duration_s=10, max_window_s=100, min_warmup_s=3, latency_bound_s=40)
+    assert p.window_s <= 100 and p.num_requests == 5 and p.warmup_s == 30  # capped: fewer requests, reported
+
+
+def test_grid_trimmed_to_context_cheapest_first():
+    fit, too_long = buckets(MELANGE_INPUT_EDGES, MELANGE_OUTPUT_EDGES, 2048)
+    assert len(fit) + len(too_long) == 60
+    assert all(b.input_tokens + b.output_tokens <= 2048 for b in fit)
+    assert all(b.input_tokens + b.output_tokens > 2048 for b in too_long)
+    assert (fit[0].input_tokens, fit[0].output_tokens) == (25, 25)
+
+
+# -- the sweep, with a simulated replica (no engine, no clock) ------------------------------------------------
+class SimulatedReplica:
+    """Test double: a replica whose capacity per bucket is `capacity(in, out)` req/s and whose requests take
+    `latency(in, out)` s; `drive` returns the timings such a replica would give, instantly."""
+
+    max_context = 600
+
+    def __init__(self):
+        self.calls = 0
+
+    @staticmethod
+    def capacity(n_in, n_out):
+        return 40.0 / (1 + n_in / 100) / (1 + n_out / 25)
+
+    @staticmethod
+    def latency(n_in, n_out):
+        return 0.01 + n_in * 1e-4 + n_out * 0.005
+
+    def token_ids(self):
+        return [1, 2, 3]
+
+    async def probe(self, target, n_in, n_out, rng):
+        lat = self.latency(n_in, n_out)
+        return RequestTiming(0.0, True, first_token=0.01, end=lat, output_tokens=n_out)
+
+    async def drive(self, target, n_in, n_out, rate, plan, rng):
+        self.calls += 1
+        warm, window = arrival_times(rate, plan, rng)  # the real schedule: warm-up, then the window
+        measured = [False] * len(warm) + [True] * len(window)
+        cap = self.capacity(n_in, n_out)
+        return _timings(np.concatenate([warm, window]), self.latency(n_in, n_out), service_gap=1 / cap,
+                        tokens=n_out, measured=measured)
+
+
+def _settings(**kw):
+    base = dict(slo=SLO(tpot_ms=50), input_edges=[100, 500, 1000], output_edges=[25, 100],
+                search=SearchParams(tolerance=0.1), min_requests=40, min_duration_s=1.0)
+    return SweepSettings(**(base | kw))
+
+
+def test_sweep_finds_each_bucket_capacity_and_trims_context():
+    sim, settings = SimulatedReplica(), _settings()
+    state = asyncio.run(run_sweep(sim, settings, SweepState(fingerprint={}), progress=False,
+                                  drive=sim.drive, probe=sim.probe))
+    rates = derive_max_rate(state.points, 3, 2)
+    for i, n_in in enumerate([100, 500, 1000]):
+        for j, n_out in enumerate([25, 100]):
+            if n_in + n_out > 600:
+                assert rates[i][j] is None and state.status[f"{i},{j}"].startswith("too long")
+                continue
+            true = sim.capacity(n_in, n_out)  # the 90% rule lets offered rates up to true / 0.9 pass
+            assert rates[i][j] is not None and true * 0.8 <= rates[i][j] <= true / 0.9 * 1.1, (i, j, rates[i][j], true)
+
+
+def test_sweep_resumes_after_interrupt(tmp_path):
+    settings = _settings()
+    fp = fingerprint(settings, {"engine": "simulated"})
+    full_sim = SimulatedReplica()
+    full = asyncio.run(run_sweep(full_sim, settings, SweepState(fingerprint=fp), progress=False,
+                                 drive=full_sim.drive, probe=full_sim.probe))
+    sidecar = tmp_path / "pool.json.partial"
+    sim, saves = SimulatedReplica(), []
+
+    def save_then_interrupt(state):
+        save_state(state, sidecar)
+        saves.append(len(state.points))
+        if len(state.points) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(run_sweep(sim, settings, SweepState(fingerprint=fp), save=save_then_interrupt, progress=False,
+                              drive=sim.drive, probe=sim.probe))
+    resumed_state = load_state(sidecar, fp)
+    assert len(resumed_state.points) == 5
+    sim2 = SimulatedReplica()
+    done = asyncio.run(run_sweep(sim2, settings, resumed_state, progress=False, drive=sim2.drive, probe=sim2.probe))
+    assert sim2.calls == len(full.points) - 5  # nothing measured twice
+    assert [(p.input_bucket, p.output_bucket, p.offered_rate) for p in done.points] == \
+        [(p.input_bucket, p.output_bucket, p.offered_rate) for p in full.points]
+    with pytest.raises(ProfilingError, match="other settings"):
+        load_state(sidecar, fingerprint(_settings(min_requests=3), {"engine": "simulated"}))
+
+
+def test_time_budget_leaves_unmeasured_buckets_null():
+    sim = SimulatedReplica()
+    settings = _settings(time_budget_s=0.0)
+    state = asyncio.run(run_sweep(sim, settings, SweepState(fingerprint={}), progress=False,
+                                  drive=sim.drive, probe=sim.probe))
+    assert sim.calls == 0 and state.points == []
+    assert all(s.startswith(("not measured", "too long")) for s in state.status.values())
+
+
+def test_single_request_missing_slo_makes_bucket_null():
+    sim = SimulatedReplica()
+    settings = _settings(slo=SLO(ttft_ms=5))  # the simulated first token comes after 10 ms
+    state = asyncio.run(run_sweep(sim, settings, SweepState(fingerprint={}), progress=False,
+                                  drive=sim.drive, probe=sim.probe))
+    assert sim.calls == 0
+    assert all(s.startswith(("unservable", "too long")) for s in state.status.values())
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+def _parse(argv):
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args(argv)
+
+
+def test_command_refuses_missing_slo_and_plots_existing_profile(tmp_path, capsys):
+    assert run(_parse(["--model", "m.gguf", "--out", str(tmp_path / "p.json"), "--price-per-hour", "1"])) == 2
+    assert "SLO" in capsys.readouterr().err
+    src = Path(__file__).resolve().parents[2] / "profiles" / "llama-2-7b" / "a10g.json"
+    png = tmp_path / "a10g.png"
+    assert run(_parse(["--from", str(src), "--plot", str(png)])) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
