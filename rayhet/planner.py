@@ -97,7 +97,7 @@ def rebin(distribution: Distribution, input_edges: Sequence[int], output_edges: 
 class _Model:
     """A compiled CVXPY problem over the allowed (bucket, pool) pairs; `coef` is a cp.Parameter."""
 
-    def __init__(self, allowed: np.ndarray, prices, mins, maxs, slices: int, kind: str):
+    def __init__(self, allowed: np.ndarray, prices, slices: int, kind: str):
         import cvxpy as cp
         import scipy.sparse as sp
 
@@ -110,10 +110,8 @@ class _Model:
         M = sp.csr_matrix((np.ones(n_pairs), (p_idx, np.arange(n_pairs))), shape=(n_pools, n_pairs))
         self.coef = cp.Parameter(n_pairs, nonneg=True)  # load of one slice on that pool, in replicas
         self.n = cp.Variable(n_pools, integer=True)
-        cons = [self.n >= np.asarray(mins, float)]
-        finite = [j for j, m in enumerate(maxs) if m is not None]
-        if finite:
-            cons.append(self.n[finite] <= np.asarray([maxs[j] for j in finite], float))
+        self.lo, self.hi = cp.Parameter(n_pools), cp.Parameter(n_pools)  # replica bounds, set per solve
+        cons = [self.n >= self.lo, self.n <= self.hi]
         if kind == "binary":  # one 0/1 per (bucket, pool, slice): every slice goes to exactly one pool
             y = cp.Variable((n_pairs, slices), boolean=True)
             cons.append(S @ y == 1)
@@ -124,8 +122,8 @@ class _Model:
         cons.append(M @ cp.multiply(self.coef, self.x) <= self.n)
         self.problem = cp.Problem(cp.Minimize(np.asarray(prices, float) @ self.n), cons)
 
-    def solve(self, coef_matrix: np.ndarray, time_limit_s: float | None, mip_rel_gap: float, extra: dict | None = None):
-        """(status, n, x as a (B, P) matrix, gap, dual bound, seconds); status 'optimal'|'time_limit'|'infeasible'."""
+    def solve(self, coef_matrix: np.ndarray, lo, hi, time_limit_s: float | None, mip_rel_gap: float, extra: dict | None = None):
+        """(status, n, x as a (B, P) matrix, gap); status 'optimal' | 'time_limit' | 'infeasible' | 'no_solution'."""
         import cvxpy as cp
 
         opts = {"mip_rel_gap": mip_rel_gap, **(extra or {})}
@@ -133,41 +131,43 @@ class _Model:
             opts["time_limit"] = float(max(time_limit_s, 1e-3))
         with self.lock:
             self.coef.value = coef_matrix[self.pairs]
-            t0 = time.perf_counter()
+            self.lo.value = np.asarray(lo, float)
+            self.hi.value = np.asarray([_NO_MAX if h is None else h for h in hi], float)
             try:
                 with warnings.catch_warnings():  # an early stop is reported in the Plan, not as a CVXPY warning
                     warnings.filterwarnings("ignore", message="Solution may be inaccurate")
                     self.problem.solve(solver=cp.HIGHS, **opts)
             except cp.error.SolverError as e:
                 raise PlanningError(f"HiGHS failed: {e}") from e
-            seconds = time.perf_counter() - t0
             status = self.problem.status
             info = self.problem.solver_stats.extra_stats
             if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE, "infeasible_or_unbounded"):
-                return "infeasible", None, None, None, None, seconds
+                return "infeasible", None, None, None
+            if status == cp.USER_LIMIT and (self.n.value is None or not math.isfinite(getattr(info, "mip_gap", 0.0))):
+                return "no_solution", None, None, None
             if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.USER_LIMIT) or self.n.value is None:
-                if status == cp.USER_LIMIT:
-                    raise PlanningError(f"the solver's time limit ({time_limit_s} s) passed before any plan was found")
                 raise PlanningError(f"HiGHS returned status {status!r}")
             n = np.rint(self.n.value).astype(int)
             x = np.zeros(coef_matrix.shape)
             x[self.pairs] = np.asarray(self.x.value, float)
             gap = float(getattr(info, "mip_gap", 0.0)) if status == cp.USER_LIMIT else 0.0
-            bound = getattr(info, "mip_dual_bound", None)
-            return ("time_limit" if status == cp.USER_LIMIT else "optimal"), n, x, gap, bound, seconds
+            return ("time_limit" if status == cp.USER_LIMIT else "optimal"), n, x, gap
 
 
 _MODELS: OrderedDict[tuple, _Model] = OrderedDict()
 _MODELS_LOCK = threading.Lock()
 
 
-def _model(allowed, prices, mins, maxs, slices, kind) -> _Model:
-    key = (allowed.shape, allowed.tobytes(), tuple(prices), tuple(mins), tuple(maxs), slices, kind)
+_NO_MAX = 1e6  # stands for "no max_replicas" in the bound parameter
+
+
+def _model(allowed, prices, slices, kind) -> _Model:
+    key = (allowed.shape, allowed.tobytes(), tuple(prices), slices, kind)
     with _MODELS_LOCK:
         if key in _MODELS:
             _MODELS.move_to_end(key)
             return _MODELS[key]
-    model = _Model(allowed, prices, mins, maxs, slices, kind)
+    model = _Model(allowed, prices, slices, kind)
     with _MODELS_LOCK:
         _MODELS[key] = model
         while len(_MODELS) > 32:
@@ -193,6 +193,34 @@ def _round_slices(xc: np.ndarray, coef: np.ndarray, n: np.ndarray, allowed: np.n
             frac[b, j] = 0.0
             slack[j] -= coef[b, j]
     return x
+
+
+def _optimise(allowed, prices, mins, maxs, coef, slices, form, relax_first, deadline, gap_tol, extra):
+    """(n, x, status, gap, how). Relaxation first: its optimum is a lower bound, so whole slices that fit in
+    the same replicas prove optimality; try a greedy rounding, then a fixed-replicas feasibility MILP, and
+    only then the full integer model."""
+
+    def left(share: float = 1.0):
+        return None if deadline is None else max(deadline - time.perf_counter(), 0.0) * share
+
+    def run(kind, lo, hi, share=1.0):
+        return _model(allowed, prices, slices, kind).solve(coef, lo, hi, left(share), gap_tol, extra)
+
+    if form == "aggregated" and relax_first:
+        status, n, xc, gap = run("relaxed", mins, maxs)
+        if n is None:
+            return None, None, status, None, ""
+        x = _round_slices(xc, coef, n, allowed, slices)
+        if x is not None:
+            return n, x, status, gap, "relaxation bound met by rounding"
+        # same replicas, whole slices: usually a quick feasibility problem; bounded so that a hard one leaves
+        # time for the full model
+        st2, n2, x2, _ = run("integer", n, n, share=0.25)
+        if n2 is not None:
+            return n2, np.rint(x2), status, gap, "relaxation bound met with a fixed-replica MILP"
+    kind = "binary" if form == "binary" else "integer"
+    status, n, x, gap = run(kind, mins, maxs)
+    return n, (None if x is None else np.rint(x)), status, gap, ""
 
 
 def _describe(buckets, f, input_edges, output_edges) -> str:
@@ -238,19 +266,12 @@ def _solve_on_grid(pools, grid, f, rate, *, slices, headroom, drop_unservable, t
             coef = np.where(flat_allowed, eff_rate * f.reshape(-1, 1) / (slices * cap.reshape(-1, len(pools))), 0.0)
         deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
         remaining = lambda: None if deadline is None else deadline - time.perf_counter()  # noqa: E731
-        x = None
-        if form == "aggregated" and relax_first:
-            status, n, xc, gap, _, _ = _model(flat_allowed, prices, mins, maxs, slices, "relaxed").solve(coef, remaining(), mip_rel_gap, highs_options)
-            if status == "infeasible":
-                raise PlanningError(_infeasible_hint(names, maxs, eff_rate))
-            x = _round_slices(xc, coef, n, flat_allowed, slices)
-            message = "; ".join(filter(None, [message, "relaxation bound met with whole slices" if x is not None else ""]))
-        if x is None:
-            kind = "binary" if form == "binary" else "integer"
-            status, n, x, gap, _, _ = _model(flat_allowed, prices, mins, maxs, slices, kind).solve(coef, remaining(), mip_rel_gap, highs_options)
-            if status == "infeasible":
-                raise PlanningError(_infeasible_hint(names, maxs, eff_rate))
-            x = np.rint(x)
+        n, x, status, gap, how = _optimise(flat_allowed, prices, mins, maxs, coef, slices, form, relax_first,
+                                           deadline, mip_rel_gap, highs_options)
+        if n is None:
+            raise PlanningError(_infeasible_hint(names, maxs, eff_rate) if status == "infeasible" else
+                                f"the solver's time limit ({time_limit_s} s) passed before any plan was found")
+        message = "; ".join(filter(None, [message, how]))
     load = (coef * x).sum(axis=0)
     routing: dict[tuple[int, int], dict[str, float]] = {}
     active = n > 0

@@ -252,3 +252,19 @@ def _hard_instance(n_pools=8, seed=3):
         caps = [[speed * 900 / (i + 4 * o) * rng.uniform(0.7, 1.3) for o in edges_out] for i in edges_in]
         pools.append(PoolOption(f"g{j}", profile(f"g{j}", caps, edges_in, edges_out, round(speed * rng.uniform(0.7, 1.3), 3))))
     return pools, Distribution(edges_in, edges_out, rng.dirichlet(np.ones(30)).reshape(6, 5))
+
+
+def test_relaxation_first_paths_agree_with_the_integer_model():
+    """Rounding, the fixed-replica MILP and the full-model fallback all return the integer optimum.
+
+    This instance reaches all three paths with highspy 1.15 (no time limit, so the path is deterministic).
+    """
+    pools, dist = _hard_instance()
+    paths = set()
+    for rate in (5.0, 20.0, 40.0):
+        fast = solve(pools, dist, rate, time_limit_s=None)
+        direct = solve(pools, dist, rate, time_limit_s=None, relax_first=False)
+        assert fast.cost_per_hour == pytest.approx(direct.cost_per_hour, abs=1e-9)
+        _check_plan(fast, pools, dist.fractions, rate, 8)
+        paths.add(fast.message or "full model")
+    assert paths == {"relaxation bound met by rounding", "relaxation bound met with a fixed-replica MILP", "full model"}
