@@ -294,7 +294,7 @@ def policy_target(
 ) -> int:
     """What a pool's Serve autoscaling policy returns: the controller's target within Serve's bounds.
 
-    Before the controller has ever answered, keep the current count (never reset replicas on a restart);
+    Before the controller has ever answered, keep the current target (never reset replicas on a restart);
     a pool at zero that is holding requests gets one replica at once rather than waiting a period.
     """
     target = current if controller_target is None else controller_target

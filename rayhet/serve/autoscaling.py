@@ -21,20 +21,24 @@ CONTROLLER_NAME = "rayhet-controller"
 NAMESPACE = "rayhet"
 
 
-def policy_config(pool: str, *, controller: str = CONTROLLER_NAME, namespace: str = NAMESPACE,
-                  poll_s: float = 1.0) -> dict:
+def controller_name(app: str) -> str:
+    """One controller per Serve app: `rayhet-controller` for the default app, `rayhet-controller:<app>` else."""
+    return CONTROLLER_NAME if app in ("default", "", None) else f"{CONTROLLER_NAME}:{app}"
+
+
+def policy_config(pool: str, *, namespace: str = NAMESPACE, poll_s: float = 1.0) -> dict:
     """The `autoscaling_config["policy"]` value that attaches `PlanPolicy` to a pool's deployment."""
     return {
         "policy_function": "rayhet.serve.autoscaling:PlanPolicy",
-        "policy_kwargs": {"pool": pool, "controller": controller, "namespace": namespace, "poll_s": poll_s},
+        "policy_kwargs": {"pool": pool, "namespace": namespace, "poll_s": poll_s},
     }
 
 
-def get_controller(name: str = CONTROLLER_NAME, namespace: str = NAMESPACE):
-    """The running controller's actor handle (ValueError if there is none)."""
+def get_controller(app: str = "default", namespace: str = NAMESPACE):
+    """The running controller's actor handle for a Serve app (ValueError if there is none)."""
     import ray
 
-    return ray.get_actor(name, namespace=namespace)
+    return ray.get_actor(controller_name(app), namespace=namespace)
 
 
 def _value(x: Any) -> float:
@@ -45,9 +49,10 @@ def _value(x: Any) -> float:
 class PlanPolicy:
     """Returns the controller's target for `pool`; its last known target while the controller is away."""
 
-    def __init__(self, pool: str, controller: str = CONTROLLER_NAME, namespace: str = NAMESPACE,
+    def __init__(self, pool: str, controller: str | None = None, namespace: str = NAMESPACE,
                  poll_s: float = 1.0, timeout_s: float = 5.0):
-        self.pool, self.controller, self.namespace = pool, controller, namespace
+        self.pool, self.namespace = pool, namespace
+        self.controller = controller  # None: named after the app, learnt from the first call's context
         self.poll_s, self.timeout_s = poll_s, timeout_s
         self.target: int | None = None  # last target the controller gave; None until it first answers
         self.fetched_at: float | None = None
@@ -57,10 +62,13 @@ class PlanPolicy:
         self._thread.start()
 
     def __call__(self, ctx) -> tuple[int, dict]:
+        if self.controller is None:
+            self.controller = controller_name(ctx.app_name)
         running = len(ctx.running_replicas or [])
         in_flight = _value(ctx.total_num_requests)
         self._seen = (running, in_flight)
-        target = policy_target(self.target, ctx.current_num_replicas, ctx.capacity_adjusted_min_replicas,
+        # Fallback is Serve's current *target*, not the running count: replicas still starting are not running.
+        target = policy_target(self.target, ctx.target_num_replicas, ctx.capacity_adjusted_min_replicas,
                                ctx.capacity_adjusted_max_replicas, in_flight)
         return target, {"rayhet_target": self.target, "rayhet_fetched_at": self.fetched_at}
 
@@ -69,6 +77,9 @@ class PlanPolicy:
 
         handle, failures = None, 0
         while not self._stop.is_set():
+            if self.controller is None:  # Serve has not called the policy yet
+                self._stop.wait(0.1)
+                continue
             try:
                 if handle is None:
                     handle = ray.get_actor(self.controller, namespace=self.namespace)

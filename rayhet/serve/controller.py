@@ -28,7 +28,7 @@ from rayhet.control import (
     tick,
 )
 from rayhet.errors import PlanningError
-from rayhet.serve.autoscaling import CONTROLLER_NAME, NAMESPACE, get_controller  # noqa: F401 (re-exported)
+from rayhet.serve.autoscaling import NAMESPACE, controller_name, get_controller  # noqa: F401 (re-exported)
 from rayhet.serve.ingress import Ingress
 
 log = logging.getLogger("ray.serve")
@@ -272,13 +272,57 @@ class PlanController:
         return True
 
 
+DEFAULT_MAX_REPLICAS = 64  # Serve needs a bound; a pool without max_replicas gets this one
+
+
+class Wiring:
+    """What the builder does to put a config's pools under the controller (the only Ray Serve options it sets).
+
+    `wiring = Wiring.for_config(config)` is None when the controller is off or a pool has no profile (static
+    routing). Otherwise `wiring.pool_options(pool, opts)` swaps the pool's fixed `num_replicas` for an
+    `autoscaling_config` with `PlanPolicy`, and the ingress is `ControlledIngress` bound with
+    `**wiring.ingress_kwargs(ingress_name)`.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.bounds: dict[str, PoolBounds] = {}
+        self.profiles: dict = {}
+
+    @classmethod
+    def for_config(cls, config) -> "Wiring | None":
+        if not config.controller.enabled or not all(p.profile for p in config.pools):
+            return None
+        return cls(config)
+
+    def pool_options(self, pool, opts: dict) -> dict:
+        from rayhet.profiles import load_profile
+        from rayhet.serve.autoscaling import policy_config
+
+        opts = dict(opts)
+        initial = opts.pop("num_replicas")
+        hi = pool.max_replicas if pool.max_replicas is not None else max(DEFAULT_MAX_REPLICAS, initial)
+        opts["autoscaling_config"] = {
+            "min_replicas": pool.min_replicas, "max_replicas": hi, "initial_replicas": initial,
+            # the controller does the delaying (scale_down_delay_s): Serve applies targets as they come
+            "upscale_delay_s": 0, "downscale_delay_s": 0,
+            "policy": policy_config(pool.name, poll_s=self.config.controller.policy_poll_s),
+        }
+        self.bounds[pool.name] = PoolBounds(pool.min_replicas, hi, int(opts.get("max_ongoing_requests", 1)))
+        self.profiles[pool.name] = load_profile(pool.profile)
+        return opts
+
+    def ingress_kwargs(self, ingress: str) -> dict:
+        return {"controller_spec": spec_for(self.config, self.profiles, self.bounds, app="default", ingress=ingress)}
+
+
 def spec_for(config, profiles: dict, bounds: dict[str, PoolBounds], *, app: str, ingress: str) -> dict:
     """The controller's spec from a RayhetConfig, its loaded profiles and the pools' bounds as deployed."""
     return {
         "created_at": time.time(),
         "app": app,
         "ingress": ingress,
-        "settings": config.controller.model_dump() if hasattr(config, "controller") else {},
+        "settings": config.controller.model_dump(),
         "planner": {"slices": config.planner.slices},
         "bounds": {p: vars(b) for p, b in bounds.items()},
         "profiles": {p: prof.model_dump(mode="json") for p, prof in profiles.items()},
@@ -286,10 +330,10 @@ def spec_for(config, profiles: dict, bounds: dict[str, PoolBounds], *, app: str,
     }
 
 
-def ensure_controller(spec: dict, *, name: str = CONTROLLER_NAME, namespace: str = NAMESPACE):
-    """Get the running controller (reconfigured with `spec` if it changed) or start it; returns its handle."""
+def ensure_controller(spec: dict, *, namespace: str = NAMESPACE):
+    """Get the app's running controller (reconfigured with `spec` if it changed) or start it; returns its handle."""
     actor = ray.remote(PlanController).options(
-        name=name, namespace=namespace, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        name=controller_name(spec["app"]), namespace=namespace, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=-1, max_concurrency=8, num_cpus=0,
     ).remote(spec)
     running = ray.get(actor.spec_of.remote(), timeout=60)
@@ -304,13 +348,12 @@ def _same(a: dict, b: dict) -> bool:
     return json.dumps(strip(a), sort_keys=True, default=str) == json.dumps(strip(b), sort_keys=True, default=str)
 
 
-def stop_controller(app: str = "default", *, name: str = CONTROLLER_NAME, namespace: str = NAMESPACE,
-                    forget: bool = True) -> None:
-    """Kill the controller for good (it outlives `serve shutdown`); `forget` also drops its persisted state."""
+def stop_controller(app: str = "default", *, namespace: str = NAMESPACE, forget: bool = True) -> None:
+    """Kill an app's controller for good (it outlives `serve delete`); `forget` also drops its persisted state."""
     from ray.experimental import internal_kv
 
     try:
-        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        ray.kill(get_controller(app, namespace), no_restart=True)
     except ValueError:
         pass
     if forget:

@@ -12,6 +12,7 @@ from rayhet.errors import RayhetError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default="auto", help="Ray cluster address (default: auto, the local cluster)")
+    p.add_argument("--app", default="default", help="Serve application name (default: default)")
     p.add_argument("--watch", type=float, metavar="N", help="refresh every N seconds until Ctrl-C")
     p.add_argument("--json", action="store_true", help="print the controller's status as JSON")
 
@@ -71,7 +72,7 @@ def render(st: dict) -> str:
     return "\n".join(lines)
 
 
-def fetch(address: str) -> dict:
+def fetch(address: str, app: str = "default") -> dict:
     import ray
 
     from rayhet.serve.autoscaling import get_controller
@@ -79,17 +80,17 @@ def fetch(address: str) -> dict:
     if not ray.is_initialized():
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
-        ctl = get_controller()
+        ctl = get_controller(app)
     except ValueError:
-        raise RayhetError("no rayhet controller is running on this cluster (is the app deployed, "
-                          "with controller.enabled?)") from None
+        raise RayhetError(f"no rayhet controller runs for Serve app {app!r} on this cluster (is the app "
+                          "deployed, with profiles and controller.enabled?)") from None
     return ray.get(ctl.status.remote(), timeout=30)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         while True:
-            st = fetch(args.address)
+            st = fetch(args.address, args.app)
             out = json.dumps(st, indent=1, default=str) if args.json else render(st)
             if args.watch and sys.stdout.isatty():
                 print("\033[2J\033[H", end="")
