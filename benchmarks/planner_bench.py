@@ -116,10 +116,10 @@ def main() -> int:
                 r["same_cost_as_relax_first"] = all(abs(r["costs"][k] - ref[k]) <= 1e-6 * max(1, ref[k]) for k in ref)
     cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
                 if l.startswith("Model name")), platform.processor())
-    import highspy
+    import importlib.metadata
 
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu, "cores": __import__("os").cpu_count(),
-            "python": platform.python_version(), "cvxpy": __import__("cvxpy").__version__, "highspy": getattr(highspy, "__version__", "?"),
+            "python": platform.python_version(), "cvxpy": __import__("cvxpy").__version__, "highspy": importlib.metadata.version("highspy"),
             "command": "flock /tmp/rayhet-heavy.lock python benchmarks/planner_bench.py " + " ".join(sys.argv[1:]),
             "rates": rates, "repeat": repeat, "slices": 8}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -186,6 +186,12 @@ def render_reference(ref) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mismatch(r, ref) -> str:
+    diffs = [f"{k} req/s: {v:.3f} vs {ref['costs'][k]:.3f} ({r['statuses'][k]})" for k, v in r["costs"].items()
+             if abs(v - ref["costs"][k]) > 1e-6 * max(1, v)]
+    return "NO: " + "; ".join(diffs)
+
+
 def render(meta, rows) -> str:
     lines = [f"# Planner solve time\n", f"- date: {meta['date']}", f"- machine: {meta['cpu']}, {meta['cores']} cores",
              f"- software: Python {meta['python']}, CVXPY {meta['cvxpy']}, highspy {meta['highspy']}",
@@ -198,7 +204,7 @@ def render(meta, rows) -> str:
         ratio = r["median_s"] / ref["median_s"]
         lines.append(f"| {r['case']} | {r['pools']} x {r['buckets']} | {r['form']} | {1000 * r['median_s']:.1f} ms"
                      f" ({ratio:.1f}x) | {1000 * r['max_s']:.0f} ms | {1000 * r['first_solve_s']:.0f} ms | "
-                     f"{'yes' if r['same_cost_as_relax_first'] else 'NO'} | {', '.join(sorted(set(r['statuses'].values())))} |")
+                     f"{'yes' if r['same_cost_as_relax_first'] else _mismatch(r, ref)} | {', '.join(sorted(set(r['statuses'].values())))} |")
     lines += ["", "Costs ($/hour) per rate:", ""]
     for r in rows:
         lines.append(f"- {r['case']} / {r['form']}: " + ", ".join(f"{k}: {v:.3f}" for k, v in r["costs"].items()))

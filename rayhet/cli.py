@@ -246,6 +246,9 @@ def _plot(results, pools, path: Path) -> None:
         if pts:
             ax.plot(*zip(*pts), marker="o", linestyle="--", label=f"{p.name} only")
     ax.plot(rates, [m.cost_per_hour for _, m, _ in results], marker="s", color="black", linewidth=2.2, label="rayhet mix")
+    cannot = [p.name for p in pools if all(not math.isfinite(base[p.name].cost_per_hour) for _, _, base in results)]
+    if cannot:  # a single pool that cannot serve the workload has no line; say so instead of leaving it out silently
+        fig.text(0.01, 0.01, f"cannot serve this workload alone: {', '.join(cannot)}", fontsize=8, color="gray")
     ax.set_xlabel("request rate (req/s)")
     ax.set_ylabel("cost ($/hour)")
     if len(rates) > 1 and min(rates) > 0:
