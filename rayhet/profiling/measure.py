@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,8 +55,11 @@ def plan_point(
     `min_requests` arrivals and lasting `min_duration_s` (capped at `max_window_s` for very low rates,
     where fewer requests are measured: the point reports how many)."""
     window = max(min_duration_s, min_requests / rate)
-    window = min(window, max(max_window_s, min_duration_s))
-    n = max(2, round(rate * window))
+    cap = max(max_window_s, min_duration_s)
+    if window > cap:  # a low rate: measure fewer requests rather than for ever
+        n = max(2, math.floor(rate * cap + 1e-9))
+    else:
+        n = math.ceil(rate * window - 1e-9)
     return PointPlan(
         warmup_s=max(min_warmup_s, single_latency_s),
         num_requests=n,

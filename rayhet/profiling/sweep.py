@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from rayhet.profiling.load import run_point, single_request
 from rayhet.profiling.measure import check_timing, plan_point, summarize
 from rayhet.profiling.search import SearchParams, next_rate, start_rate
 from rayhet.profiling.targets import Target
+
+
+log = logging.getLogger(__name__)
 
 
 class ProfilingError(RayhetError):
@@ -142,6 +146,7 @@ async def _measure_bucket(target, settings, state, b, left, save, bar, drive, pr
     slo = settings.slo
     alone = state.probes.get(_key(b))
     if alone is None:
+        await _wait_idle(target)
         rng = np.random.default_rng([settings.seed, b.i, b.j])
         t = check_timing(await probe(target, b.input_tokens, b.output_tokens, rng), b.output_tokens)
         alone = {"error": t.error}
@@ -176,6 +181,7 @@ async def _measure_bucket(target, settings, state, b, left, save, bar, drive, pr
         if plan.warmup_s + plan.window_s + single > left():
             return f"{CUT}: search stopped by the time budget after {len(history)} point(s)"
         bar.set_postfix_str(_postfix(b, rate, left()))
+        await _wait_idle(target)
         rng = np.random.default_rng([settings.seed, b.i, b.j, len(history) + 1])
         timings = await drive(target, b.input_tokens, b.output_tokens, rate, plan, rng)
         point = summarize(timings, b, rate, plan, slo)
@@ -186,6 +192,11 @@ async def _measure_bucket(target, settings, state, b, left, save, bar, drive, pr
     if not any(ok for _, ok in history):
         return f"{UNSERVABLE}: no rate passed, down to {min(r for r, _ in history):.3g} req/s"
     return f"{MEASURED}: {len(history)} point(s)"
+
+
+async def _wait_idle(target: Target, timeout_s: float = 60.0) -> None:
+    if not await target.wait_idle(timeout_s):
+        log.warning("the target still has requests of the previous point after %.0f s; measuring anyway", timeout_s)
 
 
 def _postfix(b: Bucket, rate: float | None, left_s: float) -> str:

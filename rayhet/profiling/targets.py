@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -31,6 +32,10 @@ class Target(Protocol):
 
     async def send(self, prompt_ids: list[int], max_tokens: int, timing: RequestTiming, t0: float) -> None: ...
 
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until requests of an earlier point are gone (cancelled ones included); False on timeout."""
+        ...
+
 
 class EngineTarget:
     """Drives an engine (rayhet.engines) in this process: no Ray, no HTTP, the engine's own timing."""
@@ -44,6 +49,18 @@ class EngineTarget:
         special = set(self.engine.tokenize(""))  # BOS and the like, if the tokenizer adds them
         ids = sorted(set(self.engine.tokenize(_FILLER)) - special)
         return ids
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        # Cancelled requests leave the engine's queue only when its step loop gets to them; a point that
+        # starts before would measure the last one's backlog.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            s = self.engine.stats()
+            if s.running == 0 and s.waiting == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
 
     async def send(self, prompt_ids: list[int], max_tokens: int, timing: RequestTiming, t0: float) -> None:
         request = GenerationRequest(
@@ -86,6 +103,9 @@ class HttpTarget:
 
     def token_ids(self) -> list[int]:
         return HTTP_TOKEN_IDS
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        return True  # the server's queue is not visible from here; closed streams cancel their requests
 
     async def send(self, prompt_ids: list[int], max_tokens: int, timing: RequestTiming, t0: float) -> None:
         import httpx

@@ -159,6 +159,9 @@ class SimulatedReplica:
     def token_ids(self):
         return [1, 2, 3]
 
+    async def wait_idle(self, timeout_s):
+        return True
+
     async def probe(self, target, n_in, n_out, rng):
         lat = self.latency(n_in, n_out)
         return RequestTiming(0.0, True, first_token=0.01, end=lat, output_tokens=n_out)
@@ -253,3 +256,35 @@ def test_command_refuses_missing_slo_and_plots_existing_profile(tmp_path, capsys
     png = tmp_path / "a10g.png"
     assert run(_parse(["--from", str(src), "--plot", str(png)])) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- a real profile of the tiny model (real llama.cpp engine, in-process) -------------------------------------
+def test_profile_tiny_model_capacity_matches_raw_sweep(tiny_gguf, tmp_path):
+    out = tmp_path / "tiny" / "cpu1.json"
+    png = tmp_path / "tiny.png"
+    argv = ["--engine", "llama_cpp", "--model", str(tiny_gguf), "--n-ctx", "128", "--n-slots", "4",
+            "--n-threads", "1", "--slo-tpot-ms", "50", "--slo-ttft-ms", "1000", "--out", str(out),
+            "--price-per-hour", "0.05", "--input-edges", "25,100", "--output-edges", "16,64",
+            "--min-requests", "5", "--min-duration", "0.5", "--warmup", "0.2", "--max-window", "2",
+            "--tolerance", "0.5", "--max-points", "3", "--no-progress", "--plot", str(png)]
+    assert run(_parse(argv)) == 0
+    profile = load_profile(out)
+    slo = profile.slo
+    assert (slo.tpot_ms, slo.ttft_ms, slo.ttft_quantile) == (50, 1000, 0.9)
+    # the capacities are exactly what the raw sweep says, and each point's verdict is the SLO's
+    assert profile.max_rate == derive_max_rate(profile.sweep, 2, 2)
+    for p in profile.sweep:
+        assert p.meets_slo == meets_slo(p, slo)
+        assert p.input_tokens == [25, 100][p.input_bucket] and p.output_tokens == [16, 64][p.output_bucket]
+        assert p.warmup_s >= 0.2 and p.duration_s >= 0.5 and p.num_requests + p.errors >= 5
+        if p.meets_slo:
+            assert p.tpot_ms["mean"] <= 50 and p.ttft_ms["p90"] <= 1000 and p.errors == 0
+    # 100 + 64 tokens do not fit a 128-token context: null, never measured, and said why
+    assert profile.max_rate[1][1] is None and not [p for p in profile.sweep if (p.input_bucket, p.output_bucket) == (1, 1)]
+    assert "(1,1) in 100 / out 64: too long" in profile.provenance.notes
+    # the small buckets were searched over several rates, and a one-core replica serves them at some rate
+    assert len({p.offered_rate for p in profile.sweep if (p.input_bucket, p.output_bucket) == (0, 0)}) >= 2
+    assert profile.max_rate[0][0] is not None and profile.max_rate[0][0] > 0
+    assert profile.hardware.vcpus == 1 and profile.engine == "llama_cpp" and profile.engine_version != "unknown"
+    assert not out.with_name(out.name + ".partial").exists()  # finished: no sidecar left behind
+    assert png.stat().st_size > 0
