@@ -249,8 +249,9 @@ def engine_settings_dict(config: RayhetConfig, pool: PoolConfig) -> dict[str, An
 def validate_engine_settings(config: RayhetConfig, source: str = "config") -> dict[str, BaseModel]:
     """Validate every pool's engine settings with its engine's own model; returns pool name -> settings.
 
-    The embedded model path is left unresolved (the replica generates it). An engine whose module cannot
-    be imported here (vLLM on a CPU-only head) is skipped: its replicas validate again when they start.
+    The app may be built on a node without the model file (a head node building a `serve deploy`): a
+    model_path missing here is validated as a stand-in file, and the replica checks the real one when it
+    starts. An engine whose module cannot be imported here (vLLM on a CPU-only head) is skipped the same way.
     """
     out: dict[str, BaseModel] = {}
     for k, pool in enumerate(config.pools):
@@ -259,8 +260,9 @@ def validate_engine_settings(config: RayhetConfig, source: str = "config") -> di
         except ImportError:
             continue
         data = engine_settings_dict(config, pool)
-        if data.get("model_path") == EMBEDDED_MODEL:
-            data["model_path"] = "/embedded-model-resolved-in-replica.gguf"
+        mp = data.get("model_path")
+        if isinstance(mp, str) and (mp == EMBEDDED_MODEL or not Path(mp).is_file()):
+            data["model_path"] = __file__  # stand-in (see docstring); the replica resolves the real path
         try:
             out[pool.name] = settings_cls.model_validate(data)
         except ValidationError as e:

@@ -1,0 +1,182 @@
+"""Ingress overhead: rayhet's ingress against a bare Ray Serve FastAPI deployment forwarding to the same pool.
+
+Both ingresses send to the same pool deployment (one replica of the FakeEngine test double, which answers
+at once), so the difference is what rayhet's ingress adds: auth, body checks, validation, exact token
+counting, routing, traffic recording, OpenAI response bodies. One run, in one Ray instance:
+
+  1. latency: `--sequential` requests one at a time, alternating rayhet / bare; p50 / p99 of each and the
+     difference (rayhet - bare) = added latency;
+  2. throughput: `--concurrency` closed-loop clients for `--seconds` against each, alternating twice;
+     the best req/s of each.
+
+    python benchmarks/ingress_bench.py --out benchmarks/results/ingress
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+BODY = {"model": "fake", "prompt": "The quick brown fox jumps over the lazy dog. " * 4, "max_tokens": 16}
+
+
+def bare_ingress_class():
+    """A minimal FastAPI ingress: parse JSON, forward the prompt to the pool, return text (no checks)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from ray import serve
+
+    from rayhet.engines.base import GenerationRequest, SamplingParams
+
+    api = FastAPI()
+
+    @serve.deployment(name="bare", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
+    @serve.ingress(api)
+    class Bare:
+        def __init__(self, app_name: str):
+            self.pool = serve.get_deployment_handle("pool-fake", app_name).options(stream=True)
+            self.n = 0
+
+        @api.post("/v1/completions")
+        async def completions(self, request: Request):
+            body = await request.json()
+            self.n += 1
+            req = GenerationRequest(request_id=str(self.n), prompt=body["prompt"],
+                                    sampling=SamplingParams(max_tokens=body["max_tokens"]))
+            text, usage = [], None
+            async for d in self.pool.generate.remote(req):
+                text.append(d.text)
+                usage = d.usage or usage
+            return JSONResponse({"choices": [{"text": "".join(text)}],
+                                 "usage": {"prompt_tokens": usage.prompt_tokens,
+                                           "completion_tokens": usage.completion_tokens}})
+
+    return Bare
+
+
+async def sequential(client, urls: dict[str, str], n: int) -> dict[str, list[float]]:
+    lat: dict[str, list[float]] = {k: [] for k in urls}
+    for _ in range(n):
+        for name, url in urls.items():
+            t = time.perf_counter()
+            r = await client.post(url, json=BODY)
+            lat[name].append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.text
+    return lat
+
+
+async def closed_loop(client, url: str, concurrency: int, seconds: float) -> tuple[float, int]:
+    done, errors = 0, 0
+    stop = time.perf_counter() + seconds
+
+    async def worker():
+        nonlocal done, errors
+        while time.perf_counter() < stop:
+            r = await client.post(url, json=BODY)
+            if r.status_code == 200:
+                done += 1
+            else:
+                errors += 1
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - t), errors
+
+
+def pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+async def measure(base: str, args) -> dict:
+    import httpx
+
+    urls = {"rayhet": f"{base}/rayhet/v1/completions", "bare": f"{base}/bare/v1/completions"}
+    limits = httpx.Limits(max_connections=args.concurrency + 4, max_keepalive_connections=args.concurrency + 4)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await sequential(client, urls, 50)  # warm up both paths
+        lat = await sequential(client, urls, args.sequential)
+        tput: dict[str, list[float]] = {k: [] for k in urls}
+        errs = 0
+        for _ in range(2):
+            for name, url in urls.items():
+                rps, e = await closed_loop(client, url, args.concurrency, args.seconds)
+                tput[name].append(rps)
+                errs += e
+    res = {k: {"p50_ms": round(pct(v, 0.5), 3), "p99_ms": round(pct(v, 0.99), 3),
+               "mean_ms": round(statistics.fmean(v), 3), "max_rps": round(max(tput[k]), 1),
+               "rps_runs": [round(x, 1) for x in tput[k]]} for k, v in lat.items()}
+    res["added_p50_ms"] = round(res["rayhet"]["p50_ms"] - res["bare"]["p50_ms"], 3)
+    res["added_p99_ms"] = round(res["rayhet"]["p99_ms"] - res["bare"]["p99_ms"], 3)
+    res["throughput_ratio"] = round(res["rayhet"]["max_rps"] / res["bare"]["max_rps"], 3)
+    res["errors"] = errs
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sequential", type=int, default=300, help="sequential requests per ingress (latency)")
+    ap.add_argument("--concurrency", type=int, default=16, help="closed-loop clients (throughput)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="seconds per throughput run")
+    ap.add_argument("--out", default="benchmarks/results/ingress", help="output path without extension")
+    args = ap.parse_args(argv)
+
+    import ray
+    from ray import serve
+
+    from rayhet.app import build
+
+    port = 8765
+    ray.init(num_cpus=4, logging_level="warning", log_to_driver=False, include_dashboard=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    config = {"model": {"id": "fake"},
+              "pools": [{"name": "fake", "engine": "fake", "num_cpus": 0,
+                         "engine_settings": {"n_slots": 256, "max_waiting": 1024}, "max_queued_requests": -1}],
+              "server": {"ingress_num_cpus": 0}}
+    try:
+        serve.run(build({"config": config}), name="rayhet", route_prefix="/rayhet")
+        serve.run(bare_ingress_class().bind("rayhet"), name="bare", route_prefix="/bare")
+        res = asyncio.run(measure(f"http://127.0.0.1:{port}", args))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'unknown CPU'}",
+            "python": platform.python_version(), "ray": ray.__version__,
+            "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+            "body": BODY, "sequential": args.sequential, "concurrency": args.concurrency, "seconds": args.seconds}
+    out = {"meta": meta, "results": res}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(out, indent=1) + "\n")
+    r, b = res["rayhet"], res["bare"]
+    md = [
+        f"# Ingress overhead ({meta['date']}, commit {commit})", "",
+        f"Machine: {meta['machine']}; Python {meta['python']}, Ray {meta['ray']}. Command: `{meta['command']}`.",
+        f"FakeEngine pool (answers at once), 16 output tokens, non-streaming. Latency: {args.sequential} sequential "
+        f"requests per ingress, alternating; throughput: {args.concurrency} closed-loop clients, "
+        f"{args.seconds:.0f} s per run, best of 2.", "",
+        "| ingress | p50 ms | p99 ms | max req/s |", "|---|---|---|---|",
+        f"| bare Serve FastAPI | {b['p50_ms']} | {b['p99_ms']} | {b['max_rps']} |",
+        f"| rayhet | {r['p50_ms']} | {r['p99_ms']} | {r['max_rps']} |",
+        f"| **rayhet - bare** | **{res['added_p50_ms']:+}** | **{res['added_p99_ms']:+}** | "
+        f"**{res['throughput_ratio']:.0%} of bare** |", "",
+        "Targets: < 2 ms added at p50; >= 90% of the bare throughput.",
+    ]
+    Path(args.out + ".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Builder: the one place that turns rayhet's plain classes into Ray Serve deployments and an Application.
+
+One deployment per pool (`pool-<name>`), pinned to its hardware through Ray resources: the
+`accelerator_type:<X>` resource Ray puts on nodes with that accelerator (what `ray_actor_options`'
+`accelerator_type` asks for, here without requiring GPUs so simulated and CPU nodes work too) plus any
+custom resources the pool names. `max_ongoing_requests` is the engine's batch slots plus a small queue;
+beyond `max_queued_requests` waiting at the caller, Serve raises BackPressureError and the ingress spills.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from rayhet.config import PoolConfig, RayhetConfig, engine_settings_dict, validate_engine_settings
+from rayhet.plan import Plan
+from rayhet.serve.ingress import Ingress
+from rayhet.serve.pool import PoolServer
+
+ACCELERATOR_RESOURCE = "accelerator_type:{}"
+INGRESS_NAME = "ingress"
+POOL_PREFIX = "pool-"
+
+
+def pool_deployment_name(pool: str) -> str:
+    return POOL_PREFIX + pool
+
+
+def _setting(settings: Any, *names: str) -> Any:
+    for n in names:
+        v = getattr(settings, n, None) if not isinstance(settings, dict) else settings.get(n)
+        if v is not None:
+            return v
+    return None
+
+
+def batch_slots(pool: PoolConfig, settings: Any) -> int:
+    """Sequences one replica decodes together: llama_cpp n_slots, vLLM max_num_seqs, fake n_slots."""
+    return int(_setting(settings, "n_slots", "max_num_seqs") or (8 if pool.engine != "vllm" else 256))
+
+
+def max_context(settings: Any) -> int | None:
+    v = _setting(settings, "n_ctx", "max_model_len", "max_context")
+    return int(v) if v is not None else None
+
+
+def pool_deployment_options(pool: PoolConfig, settings: Any, replicas: int) -> dict[str, Any]:
+    """`serve.deployment(...)` options of a pool (the controller adds its autoscaling_config to these)."""
+    threads = _setting(settings, "n_threads")
+    num_cpus = pool.num_cpus if pool.num_cpus is not None else (threads or 1) if pool.engine == "llama_cpp" else 1
+    num_gpus = pool.num_gpus if pool.num_gpus is not None else (1 if pool.engine == "vllm" else 0)
+    resources = dict(pool.resources)
+    if pool.accelerator_type:
+        resources.setdefault(ACCELERATOR_RESOURCE.format(pool.accelerator_type), 0.001)
+    actor: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if resources:
+        actor["resources"] = resources
+    return {
+        "name": pool_deployment_name(pool.name),
+        "num_replicas": replicas,
+        "ray_actor_options": actor,
+        "max_ongoing_requests": batch_slots(pool, settings) + pool.queue_per_replica,
+        "max_queued_requests": pool.max_queued_requests,
+        "health_check_period_s": 10.0,
+        "health_check_timeout_s": 60.0,
+        "graceful_shutdown_timeout_s": 10.0,
+    }
+
+
+def initial_replicas(pool: PoolConfig, plan: Plan) -> int:
+    if pool.initial_replicas is not None:
+        return pool.initial_replicas
+    n = plan.replicas.get(pool.name, 0)
+    hi = pool.max_replicas if pool.max_replicas is not None else n
+    return max(pool.min_replicas, min(n, hi))
+
+
+def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config") -> Application:
+    """The rayhet Application: an ingress bound to one deployment per pool, serving `plan` at start."""
+    settings = validate_engine_settings(config, source)
+    handles: dict[str, Application] = {}
+    limits: list[dict] = []
+    for pool in config.pools:
+        s = settings.get(pool.name) or engine_settings_dict(config, pool)  # unvalidated here (e.g. no vllm)
+        opts = pool_deployment_options(pool, s, initial_replicas(pool, plan))
+        dep = serve.deployment(PoolServer, **opts)
+        handles[pool.name] = dep.bind(pool.name, pool.engine, engine_settings_dict(config, pool))
+        price = pool.price_per_hour
+        if price is None:
+            price = 0.0
+            if pool.profile:
+                from rayhet.profiles import load_profile
+
+                price = load_profile(pool.profile).price_per_hour
+        limits.append({"name": pool.name, "max_context": max_context(s), "price_per_hour": price})
+    replicas = {p.name: initial_replicas(p, plan) for p in config.pools}
+    plan_d = plan.to_dict()
+    plan_d["replicas"] = replicas  # what actually starts (initial_replicas may override the plan)
+    srv = config.server
+    ingress = serve.deployment(
+        serve.ingress()(Ingress),  # late-bound: Ingress.__serve_build_asgi_app__ makes the app
+        name=INGRESS_NAME,
+        num_replicas=srv.ingress_replicas,
+        max_ongoing_requests=srv.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": srv.ingress_num_cpus},
+    )
+    return ingress.bind(config.model_dump(mode="json"), plan_d, handles, limits)

@@ -1,0 +1,319 @@
+"""Ingress: the OpenAI-compatible HTTP face that sends each request to the pool that serves its size cheapest.
+
+Per request: authenticate, read a size-limited JSON body, validate it, count prompt tokens exactly with
+the model's tokenizer, ask the Router (current Plan + output-length predictor) for an ordered list of
+pools, stream from the first that accepts (spilling to the next on backpressure or failure before the
+first token), and record arrivals and outcomes in the TrafficRecorder that the controller reads.
+
+`Ingress` is a plain class; `make_app(ingress)` builds its FastAPI app (usable without Ray, e.g. with
+Starlette's TestClient), and the builder makes it a Serve deployment with the late-bound `serve.ingress()`,
+which calls `__serve_build_asgi_app__` in the replica after the constructor. Methods for the controller:
+`update_plan(plan_dict)`, `get_plan()`, `traffic_snapshot()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from rayhet.config import RayhetConfig
+from rayhet.engines.base import GenerationRequest, InvalidRequestError, SamplingParams
+from rayhet.plan import Plan
+from rayhet.routing import PoolLimit, Route, Router, make_predictor
+from rayhet.serve.openai_api import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    chunk_body,
+    models_body,
+    new_id,
+    parse_request,
+    response_body,
+    usage_body,
+)
+from rayhet.serve.tokens import load_tokenizer
+from rayhet.traffic import TrafficRecorder
+
+log = logging.getLogger("ray.serve")
+
+
+
+def _json(status: int, body: dict) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+class _Attempt:
+    """A request opened on one pool: its response stream and the first delta already received."""
+
+    def __init__(self, pool: str, stream: Any, first: Any, t_first: float):
+        self.pool, self.stream, self.first, self.t_first = pool, stream, first, t_first
+
+
+class Ingress:
+    """The ingress deployment (plain class; see module docstring)."""
+
+    def __init__(self, config: dict, plan: dict, pools: dict[str, Any], limits: list[dict]):
+        self.config = RayhetConfig.model_validate(config)
+        self.model_id = self.config.model.id
+        self.created = int(time.time())
+        self._handles = {name: h.options(stream=True) for name, h in pools.items()}
+        self._api_keys = [k.encode() for k in self.config.server.resolved_api_keys()]
+        self._max_body = self.config.server.max_body_bytes
+        self.tokenizer = load_tokenizer(self.config)
+        p = Plan.from_dict(plan)
+        r = self.config.routing
+        predictor = make_predictor(r.predictor, p.input_edges, quantile=r.predictor_quantile,
+                                   window=r.predictor_window, min_samples=r.predictor_min_samples)
+        self.router = Router(p, [PoolLimit(**lim) for lim in limits], predictor)
+        slo = self.config.slo
+        self.traffic = TrafficRecorder(p.input_edges, p.output_edges, list(pools), self.config.server.traffic_window_s,
+                                       slo_ttft_ms=slo.ttft_ms if slo else None, slo_tpot_ms=slo.tpot_ms if slo else None)
+        log.info("rayhet ingress: model %s, pools %s, plan %s (%s)", self.model_id, sorted(pools), p.replicas, p.status)
+
+    # -- controller API --------------------------------------------------------------------------
+    def update_plan(self, plan: dict) -> None:
+        """Adopt a new plan (the controller's). A new grid restarts the predictor and traffic bucket counts."""
+        p = Plan.from_dict(plan)
+        old = self.router.plan
+        if (p.input_edges, p.output_edges) != (old.input_edges, old.output_edges):
+            r = self.config.routing
+            self.router.predictor = make_predictor(r.predictor, p.input_edges, quantile=r.predictor_quantile,
+                                                   window=r.predictor_window, min_samples=r.predictor_min_samples)
+            self.traffic.set_grid(p.input_edges, p.output_edges)
+        self.router.set_plan(p)
+
+    def get_plan(self) -> dict:
+        return self.router.plan.to_dict()
+
+    def traffic_snapshot(self) -> dict:
+        """What this replica saw over the traffic window (schema: rayhet.traffic)."""
+        return self.traffic.snapshot()
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return make_app(self)
+
+    async def health(self) -> JSONResponse:
+        return _json(200, {"status": "ok"})
+
+    async def models(self, request: Request) -> JSONResponse:
+        try:
+            self._authenticate(request)
+        except APIError as e:
+            return _json(e.status, e.body())
+        return _json(200, models_body(self.model_id, self.created))
+
+    # -- request handling ----------------------------------------------------------------------
+    def _authenticate(self, request: Request) -> None:
+        if not self._api_keys:
+            return
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
+        if not any(hmac.compare_digest(token, k) for k in self._api_keys):
+            raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                           code="invalid_api_key")
+
+    async def _read_json(self, request: Request) -> object:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            raise APIError(413, f"request body is {length} bytes; the limit is {self._max_body}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                raise APIError(413, f"request body exceeds the limit of {self._max_body} bytes")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(400, f"the request body is not valid JSON: {e}") from None
+
+    async def _handle(self, request: Request, kind: str):
+        t0 = time.monotonic()
+        try:
+            self._authenticate(request)
+            req = parse_request(CompletionRequest if kind == "completion" else ChatRequest, await self._read_json(request))
+            if req.model != self.model_id:
+                raise APIError(404, f"model {req.model!r} does not exist; this server serves {self.model_id!r}",
+                               param="model", code="model_not_found")
+            ids, max_tokens = self._tokenize(kind, req)
+            sampling = SamplingParams(max_tokens=max_tokens, temperature=float(req.temperature),
+                                      top_p=float(req.top_p), seed=req.seed, stop=req.stop_list(),
+                                      ignore_eos=req.ignore_eos)
+            try:
+                sampling.validate()
+            except InvalidRequestError as e:
+                raise APIError(400, str(e), param=e.param) from None
+            route = self.router.decide(len(ids), max_tokens)
+            self.traffic.arrival(route.bucket if route.pools else None, route.clipped)
+            if not route.pools:
+                raise APIError(400, route.reason, param="max_tokens", code="context_length_exceeded")
+            gen = GenerationRequest(request_id=uuid.uuid4().hex, prompt_token_ids=ids, sampling=sampling,
+                                    arrival_time=t0)
+            attempt = await self._open(route, gen)
+        except APIError as e:
+            return _json(e.status, e.body())
+        except InvalidRequestError as e:  # e.g. the chat template rejected the messages
+            return _json(400, APIError(400, str(e), param=e.param).body())
+        except Exception as e:  # noqa: BLE001 - never leak a traceback as a bare 500
+            log.exception("rayhet ingress: unexpected error")
+            return _json(500, APIError(500, f"internal error: {type(e).__name__}", "internal_error").body())
+        rid = new_id(kind)
+        if req.stream:
+            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage),
+                                     media_type="text/event-stream")
+        return await self._collect(kind, rid, route, attempt, max_tokens, t0)
+
+    def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
+        if kind == "completion":
+            prompt = req.prompt
+            if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+                if len(prompt) != 1:
+                    raise APIError(400, "batched prompts are not supported: send one prompt per request", param="prompt")
+                prompt = prompt[0]
+            if req.echo or req.logprobs or req.suffix:
+                raise APIError(400, "echo, logprobs and suffix are not supported", param="echo")
+            ids = list(prompt) if isinstance(prompt, list) else self.tokenizer.prompt_ids(prompt)
+            max_tokens = req.max_tokens if req.max_tokens is not None else 16
+        else:
+            if req.logprobs:
+                raise APIError(400, "logprobs is not supported", param="logprobs")
+            ids = self.tokenizer.chat_ids([m.as_dict() for m in req.messages])
+            max_tokens = req.max_completion_tokens or req.max_tokens
+            if max_tokens is None:  # as OpenAI: up to what the context leaves, capped by our default
+                biggest = max((lim.max_context or 0) for lim in self.router.limits.values()) or None
+                max_tokens = self.config.routing.default_max_tokens
+                if biggest is not None and biggest - len(ids) >= 1:
+                    max_tokens = min(max_tokens, biggest - len(ids))
+        if not ids:
+            raise APIError(400, "the prompt is empty", param="prompt")
+        return ids, max_tokens
+
+    async def _open(self, route: Route, gen: GenerationRequest) -> _Attempt:
+        """Send to the route's pools in order until one yields a first delta (spill-over)."""
+        tries = route.pools[: self.config.routing.max_attempts if self.config.routing.spill else 1]
+        prev: str | None = None
+        reasons = []
+        for pool in tries:
+            self.traffic.started(pool, spilled_from=prev)
+            stream = self._handles[pool].generate.remote(gen)
+            try:
+                first = await stream.__anext__()
+                return _Attempt(pool, stream, first, time.monotonic())
+            except InvalidRequestError as e:  # the engine says the request is wrong: no other pool will differ
+                self.traffic.abandoned(pool)
+                raise APIError(400, str(e), param=e.param) from None
+            except StopAsyncIteration:
+                self.traffic.finished(pool, ok=False)
+                reasons.append(f"{pool}: empty response")
+            except asyncio.CancelledError:
+                self.traffic.abandoned(pool)
+                stream.cancel()
+                raise
+            except Exception as e:  # noqa: BLE001 - backpressure, overload, replica failure: try the next pool
+                name = type(e).__name__
+                if "BackPressure" in name or "Overloaded" in name:
+                    self.traffic.abandoned(pool)
+                else:
+                    self.traffic.finished(pool, ok=False)
+                    self.router.mark_failed(pool)
+                    log.warning("rayhet ingress: pool %s failed a request: %s", pool, e)
+                reasons.append(f"{pool}: {name}")
+            prev = pool
+        raise APIError(503, "no pool could take the request (" + "; ".join(reasons) + ")", "overloaded_error",
+                       code="overloaded")
+
+    async def _deltas(self, attempt: _Attempt) -> AsyncIterator[Any]:
+        yield attempt.first
+        async for d in attempt.stream:
+            yield d
+
+    def _finish(self, route: Route, attempt: _Attempt, n_out: int, t_last: float, t0: float, max_tokens: int,
+                ok: bool) -> None:
+        if not ok:
+            self.traffic.finished(attempt.pool, ok=False)
+            return
+        tpot = (t_last - attempt.t_first) / (n_out - 1) if n_out > 1 else None
+        bucket, _ = self.router.bucket_of(route.input_tokens, max(1, n_out))
+        self.traffic.finished(attempt.pool, ok=True, ttft_s=attempt.t_first - t0, tpot_s=tpot, bucket=bucket)
+        self.router.observe(route.input_tokens, n_out, max_tokens)
+
+    async def _collect(self, kind, rid, route, attempt, max_tokens, t0) -> JSONResponse:
+        parts, finish, usage, n_out = [], None, None, 0
+        try:
+            async for d in self._deltas(attempt):
+                parts.append(d.text)
+                n_out += len(d.token_ids)
+                if d.finish_reason is not None:
+                    finish, usage = d.finish_reason, d.usage
+        except Exception as e:  # noqa: BLE001
+            self._finish(route, attempt, n_out, time.monotonic(), t0, max_tokens, ok=False)
+            log.warning("rayhet ingress: pool %s failed mid-generation: %s", attempt.pool, e)
+            return _json(500, APIError(500, f"the engine failed: {type(e).__name__}", "internal_error").body())
+        n_out = usage.completion_tokens if usage else n_out
+        self._finish(route, attempt, n_out, time.monotonic(), t0, max_tokens, ok=True)
+        u = usage_body(usage.prompt_tokens if usage else route.input_tokens, n_out)
+        return _json(200, response_body(kind, rid, self.model_id, "".join(parts), finish, u))
+
+    async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
+        n_out, first, ok, done = 0, True, False, False
+        try:
+            async for d in self._deltas(attempt):
+                n_out += len(d.token_ids)
+                usage = None
+                if d.finish_reason is not None:
+                    u = d.usage
+                    n_out = u.completion_tokens if u else n_out
+                    usage = usage_body(u.prompt_tokens if u else route.input_tokens, n_out)
+                if d.text or first or d.finish_reason is not None:
+                    body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, usage, first=first)
+                    yield b"data: " + json.dumps(body).encode() + b"\n\n"
+                    first = False
+                if usage is not None and include_usage:
+                    body = chunk_body(kind, rid, self.model_id, None, usage=usage, no_choices=True)
+                    yield b"data: " + json.dumps(body).encode() + b"\n\n"
+            ok = True
+        except asyncio.CancelledError:  # the client went away: stop the generation on the pool
+            attempt.stream.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - the stream already started: report it in-band
+            log.warning("rayhet ingress: pool %s failed mid-stream: %s", attempt.pool, e)
+            err = APIError(500, f"the engine failed: {type(e).__name__}", "internal_error").body()
+            yield b"data: " + json.dumps(err).encode() + b"\n\n"
+        finally:
+            if not done:
+                self._finish(route, attempt, n_out, time.monotonic(), t0, max_tokens, ok=ok)
+                done = True
+        yield b"data: [DONE]\n\n"
+
+
+def make_app(ingress: Ingress) -> FastAPI:
+    """The HTTP routes of an Ingress (OpenAI paths, /health)."""
+    api = FastAPI(title="rayhet", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.get("/health")
+    async def health():
+        return await ingress.health()
+
+    @api.get("/v1/models")
+    async def models(request: Request):
+        return await ingress.models(request)
+
+    @api.post("/v1/completions")
+    async def completions(request: Request):
+        return await ingress._handle(request, "completion")
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await ingress._handle(request, "chat")
+
+    return api

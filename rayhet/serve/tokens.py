@@ -1,0 +1,123 @@
+"""Tokens: the ingress's own tokenizer (no engine loaded), so it counts prompt tokens exactly to route by size.
+
+The ingress tokenizes once and sends token ids to the pool, so the count it routes by is the count the
+engine serves. GGUF models: llama.cpp with `vocab_only=True` (the vocabulary, not the weights) and the
+chat template stored in the file. Hugging Face models: `transformers.AutoTokenizer` (vLLM's tokenizer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from rayhet.config import EMBEDDED_MODEL, RayhetConfig
+
+
+class PromptTokenizer(Protocol):
+    def prompt_ids(self, text: str) -> list[int]:
+        """Token ids of a completion prompt, as the engine would make them (BOS included)."""
+        ...
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of a chat rendered with the model's template and the assistant's generation prompt."""
+        ...
+
+
+class GGUFTokenizer:
+    """A GGUF's vocabulary and chat template through llama.cpp (vocab_only: no weights loaded).
+
+    Tokenizes exactly as rayhet.engines.llama_cpp does: prompts get BOS when the model asks for it and
+    special tokens are parsed; a rendered chat is tokenized without adding BOS (its template has it).
+    """
+
+    def __init__(self, path: str):
+        import ctypes
+
+        import llama_cpp as lc
+        import llama_cpp._logger as lc_log
+
+        from rayhet.engines.chat import ChatTemplate
+
+        lc_log.set_verbose(False)
+        lc.llama_backend_init()
+        self._lc = lc
+        mp = lc.llama_model_default_params()
+        mp.vocab_only = True
+        self._model = lc.llama_model_load_from_file(path.encode(), mp)
+        if not self._model:
+            raise ValueError(f"llama.cpp could not read the vocabulary of {path!r}")
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self._add_bos = lc.llama_vocab_get_add_bos(self._vocab)
+        self._buf = ctypes.create_string_buffer(256)
+        template = lc.llama_model_chat_template(self._model, None)
+        self._chat = ChatTemplate(template.decode() if template else None,
+                                  bos_token=self._special(lc.llama_vocab_bos(self._vocab)),
+                                  eos_token=self._special(lc.llama_vocab_eos(self._vocab)))
+
+    def _special(self, token: int) -> str:
+        if token < 0:
+            return ""
+        n = self._lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, True)
+        return self._buf.raw[:max(n, 0)].decode("utf-8", errors="replace")
+
+    def _tokenize(self, text: str, add_bos: bool) -> list[int]:
+        lc, data = self._lc, text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (lc.llama_token * cap)()
+        n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, True)
+        if n < 0:
+            raise ValueError(f"tokenize needed {-n} tokens, more than {cap}")
+        return list(buf[:n])
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return self._tokenize(text, self._add_bos)
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return self._tokenize(self._chat.render(messages), False)
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer (what vLLM uses) and its chat template."""
+
+    def __init__(self, name_or_path: str):
+        from transformers import AutoTokenizer
+
+        self._tok = AutoTokenizer.from_pretrained(name_or_path)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return self._tok(text).input_ids
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        text = self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self._tok(text, add_special_tokens=False).input_ids
+
+
+class ByteLevelTokenizer:
+    """The FakeEngine's tokenizer (one token per UTF-8 byte): only for pools of the fake test engine."""
+
+    def __init__(self) -> None:
+        from rayhet.testing.fake_engine import ByteTokenizer
+
+        self._tok = ByteTokenizer()
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return self._tok.encode(text)
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return self._tok.encode(self._tok.render_chat(messages))
+
+
+def load_tokenizer(config: RayhetConfig) -> PromptTokenizer:
+    """The tokenizer for the app's model: GGUF file -> llama.cpp vocab; otherwise HF; fake pools -> bytes."""
+    if all(p.engine == "fake" for p in config.pools):
+        return ByteLevelTokenizer()
+    src = config.model.tokenizer_source
+    if src == EMBEDDED_MODEL:
+        from rayhet.testing.models import default_model_path
+
+        src = str(default_model_path())
+    if src is None:
+        raise ValueError("model: give gguf, hf or tokenizer so the ingress can count tokens")
+    if src.endswith(".gguf") and Path(src).is_file():
+        return GGUFTokenizer(src)
+    return HFTokenizer(src)

@@ -1,0 +1,93 @@
+"""Placement on a simulated heterogeneous cluster, spill-over, API keys and the body size limit.
+
+Pools here run the FakeEngine test double (no model): these tests check Serve wiring, not generation.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.serve
+
+APP = "hetero"
+PREFIX = "/het"
+KEY = "sk-test-123"
+
+CONFIG = {
+    "model": {"id": "fake"},
+    "pools": [
+        {"name": "a10g", "engine": "fake", "accelerator_type": "A10G", "num_cpus": 0,
+         "engine_settings": {"fail": True}},  # every generation fails: requests must spill to l4
+        {"name": "l4", "engine": "fake", "accelerator_type": "L4", "num_cpus": 0},
+    ],
+    "server": {"api_keys": [KEY], "max_body_bytes": 4096, "ingress_num_cpus": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def hetero(serve_url):
+    from ray import serve
+
+    from rayhet.app import build
+
+    serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
+    try:
+        yield f"{serve_url}{PREFIX}"
+    finally:
+        serve.delete(APP)
+
+
+def test_each_pool_lands_on_its_accelerator_node(hetero, ray_cluster):
+    from ray import serve
+
+    for pool, acc in (("a10g", "A10G"), ("l4", "L4")):
+        stats = serve.get_deployment_handle(f"pool-{pool}", APP).stats.remote().result(timeout_s=30)
+        assert stats["node_id"] == ray_cluster["nodes"][acc], (pool, stats["node_id"])
+
+
+def test_failed_pool_spills_to_the_next(hetero):
+    import httpx
+    from ray import serve
+
+    h = {"authorization": f"Bearer {KEY}"}
+    for _ in range(4):
+        r = httpx.post(f"{hetero}/v1/completions", headers=h, timeout=30,
+                       json={"model": "fake", "prompt": "hello", "max_tokens": 3})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    snap = serve.get_deployment_handle("ingress", APP).traffic_snapshot.remote().result(timeout_s=30)
+    assert snap["pools"]["a10g"]["errors"] >= 1
+    assert snap["pools"]["l4"]["ok"] == 4 and snap["pools"]["l4"]["spilled_in"] >= 1
+
+
+def test_api_key_required(hetero):
+    import httpx
+    from openai import AuthenticationError, OpenAI
+
+    body = {"model": "fake", "prompt": "hi", "max_tokens": 2}
+    assert httpx.post(f"{hetero}/v1/completions", json=body, timeout=30).status_code == 401
+    r = httpx.post(f"{hetero}/v1/completions", json=body, headers={"authorization": "Bearer wrong"}, timeout=30)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(f"{hetero}/v1/models", timeout=30).status_code == 401
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=f"{hetero}/v1", api_key="nope", max_retries=0).models.list()
+    ok = OpenAI(base_url=f"{hetero}/v1", api_key=KEY, max_retries=0)
+    assert ok.completions.create(model="fake", prompt="hi", max_tokens=2).usage.total_tokens == 4
+
+
+def test_body_size_limit(hetero):
+    import httpx
+
+    h = {"authorization": f"Bearer {KEY}"}
+    r = httpx.post(f"{hetero}/v1/completions", headers=h, timeout=30,
+                   json={"model": "fake", "prompt": "x" * 5000, "max_tokens": 2})
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+    def chunked():  # no content-length: the limit is enforced while reading
+        yield b'{"model": "fake", "prompt": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}'
+
+    r = httpx.post(f"{hetero}/v1/completions", headers=h, content=chunked(), timeout=30)
+    assert r.status_code == 413

@@ -1,0 +1,139 @@
+"""The serving app on two real llama.cpp CPU pools (examples/two-pools.yaml): routing by size, the openai
+client, and bad requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.serve
+
+APP = "two-pools"
+PREFIX = "/two"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "two-pools.yaml"
+
+
+@pytest.fixture(scope="module")
+def two_pools(serve_url):
+    from ray import serve
+
+    from rayhet.app import build
+
+    serve.run(build({"config": str(EXAMPLE)}), name=APP, route_prefix=PREFIX)
+    try:
+        yield f"{serve_url}{PREFIX}"
+    finally:
+        serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def client(two_pools):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{two_pools}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def pool_counters(pool: str) -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle(f"pool-{pool}", APP).stats.remote().result(timeout_s=30)["counters"]
+
+
+def test_plan_sends_short_and_long_requests_to_different_pools(client):
+    from ray import serve
+
+    from rayhet.testing.models import prompt_of_tokens
+
+    before = {p: pool_counters(p)["requests"] for p in ("small", "big")}
+    for _ in range(3):  # short: <= 32 output tokens -> the cheap 1-thread pool
+        r = client.completions.create(model="rayhet-tiny", prompt=prompt_of_tokens(20), max_tokens=8,
+                                      extra_body={"ignore_eos": True})
+        assert r.usage.completion_tokens == 8
+    for _ in range(2):  # long: 33..256 output tokens -> only the 2-thread pool serves them
+        r = client.completions.create(model="rayhet-tiny", prompt=prompt_of_tokens(20), max_tokens=64,
+                                      extra_body={"ignore_eos": True})
+        assert r.usage.completion_tokens == 64
+    after = {p: pool_counters(p)["requests"] for p in ("small", "big")}
+    assert after["small"] - before["small"] == 3
+    assert after["big"] - before["big"] == 2
+    snap = serve.get_deployment_handle("ingress", APP).traffic_snapshot.remote().result(timeout_s=30)
+    arrivals = {(i, j): c for i, j, c in snap["arrivals"]}
+    assert arrivals[(0, 0)] >= 3 and arrivals[(0, 1)] >= 2
+    assert snap["pools"]["small"]["ttft_ms"] is not None and snap["pools"]["big"]["tpot_ms"] is not None
+
+
+def test_openai_completion_counts_tokens_exactly(client):
+    from rayhet.testing.models import prompt_of_tokens
+
+    r = client.completions.create(model="rayhet-tiny", prompt=prompt_of_tokens(37), max_tokens=5,
+                                  extra_body={"ignore_eos": True})
+    assert r.object == "text_completion" and r.choices[0].finish_reason == "length"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (37, 5, 42)
+    assert [m.id for m in client.models.list()] == ["rayhet-tiny"]
+
+
+def test_openai_chat_non_streaming_and_streaming(client):
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+    r = client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=6)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.usage.prompt_tokens > 5 and 1 <= r.usage.completion_tokens <= 6
+    chunks = list(client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=6, stream=True,
+                                                  stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == r.usage.prompt_tokens
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes in (["length"], ["stop"])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage.completion_tokens <= 6 and isinstance(text, str)
+
+
+def test_openai_completion_streaming(client):
+    from rayhet.testing.models import prompt_of_tokens
+
+    chunks = list(client.completions.create(model="rayhet-tiny", prompt=prompt_of_tokens(10), max_tokens=12,
+                                            stream=True, extra_body={"ignore_eos": True}))
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert chunks[-1].usage.completion_tokens == 12 and chunks[-1].usage.prompt_tokens == 10
+
+
+@pytest.mark.parametrize("body, status, param", [
+    (b"{not json", 400, None),
+    (b"[1, 2]", 400, None),
+    (b'{"model": "rayhet-tiny", "prompt": "hi", "max_tokens": "ten"}', 400, "max_tokens"),
+    (b'{"model": "rayhet-tiny", "prompt": "hi", "max_tokens": -3}', 400, "max_tokens"),
+    (b'{"model": "rayhet-tiny", "prompt": "hi", "temperature": 7}', 400, "temperature"),
+    (b'{"model": "rayhet-tiny", "prompt": 12}', 400, "prompt"),
+    (b'{"model": "rayhet-tiny"}', 400, "prompt"),
+    (b'{"model": "gpt-9", "prompt": "hi"}', 404, "model"),
+    (b'{"model": "rayhet-tiny", "prompt": "hi", "n": 3}', 400, "n"),
+])
+def test_bad_completion_requests_get_4xx(two_pools, body, status, param):
+    import httpx
+
+    r = httpx.post(f"{two_pools}/v1/completions", content=body, headers={"content-type": "application/json"},
+                   timeout=30)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["message"] and err["type"]
+    if param:
+        assert err["param"] == param
+
+
+def test_bad_chat_requests_and_too_long_prompts_get_4xx(two_pools):
+    import httpx
+
+    from rayhet.testing.models import prompt_of_tokens
+
+    url = f"{two_pools}/v1/chat/completions"
+    for body in ({"model": "rayhet-tiny", "messages": "hi"}, {"model": "rayhet-tiny", "messages": []},
+                 {"model": "rayhet-tiny", "messages": [{"role": "wizard", "content": "x"}]},
+                 {"model": "rayhet-tiny", "messages": [{"role": "user", "content": 5}]}):
+        r = httpx.post(url, json=body, timeout=30)
+        assert r.status_code == 400, (body, r.text)
+    r = httpx.post(f"{two_pools}/v1/completions", timeout=30,
+                   json={"model": "rayhet-tiny", "prompt": prompt_of_tokens(1100), "max_tokens": 8})
+    assert r.status_code == 400 and "exceeds every pool's context" in r.json()["error"]["message"]
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+    assert httpx.get(f"{two_pools}/v1/completions", timeout=30).status_code == 405
+    assert httpx.get(f"{two_pools}/health", timeout=30).json() == {"status": "ok"}
