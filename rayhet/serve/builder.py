@@ -18,6 +18,7 @@ from rayhet.config import PoolConfig, RayhetConfig, engine_settings_dict, valida
 from rayhet.plan import Plan
 from rayhet.serve.ingress import Ingress
 from rayhet.serve.pool import PoolServer
+from rayhet.serve.controller import ControlledIngress, Wiring
 
 ACCELERATOR_RESOURCE = "accelerator_type:{}"
 INGRESS_NAME = "ingress"
@@ -82,9 +83,12 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config") -> Ap
     settings = validate_engine_settings(config, source)
     handles: dict[str, Application] = {}
     limits: list[dict] = []
+    wiring = Wiring.for_config(config)  # None: no controller (disabled, or static routing)
     for pool in config.pools:
         s = settings.get(pool.name) or engine_settings_dict(config, pool)  # unvalidated here (e.g. no vllm)
         opts = pool_deployment_options(pool, s, initial_replicas(pool, plan))
+        if wiring:  # replicas come from the controller through PlanPolicy
+            opts = wiring.pool_options(pool, opts)
         dep = serve.deployment(PoolServer, **opts)
         handles[pool.name] = dep.bind(pool.name, pool.engine, engine_settings_dict(config, pool))
         price = pool.price_per_hour
@@ -100,10 +104,12 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config") -> Ap
     plan_d["replicas"] = replicas  # what actually starts (initial_replicas may override the plan)
     srv = config.server
     ingress = serve.deployment(
-        serve.ingress()(Ingress),  # late-bound: Ingress.__serve_build_asgi_app__ makes the app
+        # late-bound: Ingress.__serve_build_asgi_app__ makes the app; ControlledIngress also starts the controller
+        serve.ingress()(ControlledIngress if wiring else Ingress),
         name=INGRESS_NAME,
         num_replicas=srv.ingress_replicas,
         max_ongoing_requests=srv.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": srv.ingress_num_cpus},
     )
-    return ingress.bind(config.model_dump(mode="json"), plan_d, handles, limits)
+    extra = wiring.ingress_kwargs(INGRESS_NAME) if wiring else {}
+    return ingress.bind(config.model_dump(mode="json"), plan_d, handles, limits, **extra)

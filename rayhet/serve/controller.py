@@ -142,12 +142,17 @@ class PlanController:
 
     # -- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             t0 = time.monotonic()
             try:
                 self.step()
+                failures = 0
             except Exception:  # a bad period must not end the loop; the next one tries again
-                log.exception("rayhet controller: period failed")
+                failures += 1
+                if failures in (1, 3) or failures % 100 == 0:  # e.g. the app was deleted: do not flood the log
+                    log.exception("rayhet controller: period failed (%d in a row); targets stay %s",
+                                  failures, self.state.targets)
             self._stop.wait(max(0.0, self.settings.period_s - (time.monotonic() - t0)))
 
     def step(self) -> dict:

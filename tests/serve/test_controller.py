@@ -1,0 +1,192 @@
+"""The controller on real Ray Serve: a load shift changes the replica mix, a killed controller resumes its plan
+without touching serving, a failed solve keeps the last good plan; `rayhet status` reads it all.
+
+Two CPU pools of the FakeEngine test double (different speed and price; generation is not under test here):
+`small` is cheap and serves only short outputs, `big` costs 4x and serves every size (examples/profiles).
+Control periods are 1 s so that the whole module takes well under two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.serve
+
+APP = "ctl"
+PREFIX = "/ctl"
+PROFILES = Path(__file__).resolve().parents[2] / "examples" / "profiles"
+SHORT, LONG = 8, 64  # max_tokens: output buckets <= 32 and 33..256
+
+CONFIG = {
+    "model": {"id": "fake"},
+    "pools": [
+        {"name": "small", "engine": "fake", "num_cpus": 0, "profile": str(PROFILES / "cpu-1t.json"),
+         "engine_settings": {"tpot_s": 0.004}, "min_replicas": 1, "max_replicas": 2},
+        {"name": "big", "engine": "fake", "num_cpus": 0, "profile": str(PROFILES / "cpu-2t.json"),
+         "engine_settings": {"tpot_s": 0.002}, "min_replicas": 0, "max_replicas": 2},
+    ],
+    "planner": {"expected_rate": 1.0, "headroom": 0.2, "distribution": [[0.5, 0.5], [0.0, 0.0]]},
+    "routing": {"predictor": "max_tokens"},
+    "server": {"traffic_window_s": 4, "ingress_num_cpus": 0},
+    "controller": {"period_s": 1, "smoothing": 0.6, "headroom": 0.2, "min_plan_lifetime_s": 3,
+                   "scale_down_delay_s": 3, "policy_poll_s": 0.5},
+}
+
+
+def wait_for(cond, timeout: float, what: str, interval: float = 0.25):
+    """Poll `cond` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - e.g. the controller restarting: keep polling
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
+
+
+class Load:
+    """Sends completions at a steady rate from a thread; `max_tokens` can change on the fly."""
+
+    def __init__(self, url: str, rate: float):
+        import httpx
+
+        self.url, self.interval, self.max_tokens = url, 1.0 / rate, SHORT
+        self.client = httpx.Client(timeout=30)
+        self.codes: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        nxt = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                r = self.client.post(f"{self.url}/v1/completions", json={
+                    "model": "fake", "prompt": "hello", "max_tokens": self.max_tokens, "ignore_eos": True})
+                self.codes.append(r.status_code)
+            except Exception:  # noqa: BLE001 - counted as a failure
+                self.codes.append(-1)
+            nxt += self.interval
+            self._stop.wait(max(0.0, nxt - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ctl_app(serve_url):
+    from ray import serve
+
+    from rayhet.app import build
+    from rayhet.serve.controller import stop_controller
+
+    serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
+    load = Load(f"{serve_url}{PREFIX}", rate=2.0)
+    try:
+        yield load
+    finally:
+        load.stop()
+        serve.delete(APP)
+        stop_controller(APP)
+
+
+def status() -> dict:
+    import ray
+
+    from rayhet.serve.autoscaling import get_controller
+
+    return ray.get(get_controller(APP).status.remote(), timeout=10)
+
+
+def running() -> dict[str, int]:
+    from ray import serve
+
+    deps = serve.status().applications[APP].deployments
+    return {p: deps[f"pool-{p}"].replica_states.get("RUNNING", 0) for p in ("small", "big")}
+
+
+def settled(targets: dict[str, int]):
+    """True once the controller targets `targets` and Serve runs exactly that many replicas."""
+    st = status()
+    return st["targets"] == targets and running() == targets
+
+
+def test_shift_from_short_to_long_requests_changes_the_replica_mix(ctl_app):
+    # short requests only: the cheap pool carries them; big is not needed
+    wait_for(lambda: settled({"small": 2, "big": 0}), 60, "small=2, big=0 under short load")
+    assert status()["plan"]["routing"][0][2] == {"small": 1.0}  # bucket (0, 0) -> small
+    t0 = time.monotonic()
+    ctl_app.max_tokens = LONG
+    # long requests: only big serves them; small falls back to its minimum after the scale-down delay
+    wait_for(lambda: status()["targets"]["big"] == 2, 20, "big raised without waiting for the plan's lifetime")
+    up = time.monotonic() - t0
+    wait_for(lambda: settled({"small": 1, "big": 2}), 60, "small=1, big=2 under long load")
+    settled_s = time.monotonic() - t0
+    print(f"\nshift: big up after {up:.1f}s, mix settled after {settled_s:.1f}s (period 1s)")
+    assert up < 8  # overload re-plans at once (the window and smoothing need a few periods to see it)
+    assert all(c == 200 for c in ctl_app.codes[-20:])
+
+
+def test_killed_controller_leaves_serving_alone_and_resumes_its_plan(ctl_app):
+    import ray
+
+    from rayhet.serve.autoscaling import get_controller
+
+    before = status()
+    replicas = running()
+    ray.kill(get_controller(APP), no_restart=False)  # Ray restarts it (max_restarts=-1)
+    n = len(ctl_app.codes)
+    wait_for(lambda: len(ctl_app.codes) >= n + 4, 20, "requests served while the controller restarts")
+    assert all(c == 200 for c in ctl_app.codes[n:])
+    after = wait_for(lambda: status(), 60, "the controller back")
+    assert after["resumed"] is True
+    assert after["plan"]["created_at"] == before["plan"]["created_at"]
+    assert after["targets"] == before["targets"]
+    assert running() == replicas
+
+
+def test_failed_solve_keeps_the_previous_plan(ctl_app):
+    import ray
+    from ray import serve
+
+    from rayhet.serve.autoscaling import get_controller
+    from rayhet.serve.controller import ensure_controller
+
+    ctl = get_controller(APP)
+    good = status()["plan"]
+    spec = ray.get(ctl.spec_of.remote())
+    tight = json.loads(json.dumps(spec))
+    tight["bounds"]["big"]["max_replicas"] = 1  # 2 req/s of long requests need 2 big replicas: infeasible
+    t0 = time.time()
+    ensure_controller(tight)  # a new spec: the controller re-plans at its next period
+    try:
+        st = wait_for(lambda: (s := status())["last_solve"].get("at", 0) > t0 and s, 20, "a solve on the new spec")
+        assert st["last_solve"]["status"] == "infeasible", st["last_solve"]
+        assert "max_replicas" in st["last_solve"]["message"]
+        assert st["plan"]["created_at"] == good["created_at"]
+        ingress_plan = serve.get_deployment_handle("ingress", APP).get_plan.remote().result(timeout_s=10)
+        assert ingress_plan["created_at"] == good["created_at"]
+    finally:
+        ensure_controller(spec)
+
+
+def test_rayhet_status_cli(ctl_app, ray_cluster):
+    out = subprocess.run([sys.executable, "-m", "rayhet.cli", "status", "--app", APP, "--address",
+                          ray_cluster["address"]], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "small" in out.stdout and "big" in out.stdout and "$" in out.stdout and "solve" in out.stdout
+    js = subprocess.run([sys.executable, "-m", "rayhet.cli", "status", "--app", APP, "--json", "--address",
+                         ray_cluster["address"]], capture_output=True, text=True, timeout=120)
+    assert js.returncode == 0, js.stderr
+    assert set(json.loads(js.stdout)["targets"]) == {"small", "big"}
