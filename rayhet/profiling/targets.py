@@ -92,14 +92,16 @@ class HttpTarget:
     """Drives a running rayhet ingress (or any OpenAI-compatible server accepting `ignore_eos`) by
     streaming /v1/completions with token-id prompts."""
 
-    def __init__(self, url: str, model: str, max_context: int, timeout_s: float = 600.0):
+    def __init__(self, url: str, model: str, max_context: int, timeout_s: float = 600.0, transport=None):
         import httpx  # only the HTTP mode needs it
 
         self.url = url.rstrip("/") + "/v1/completions"
         self.model = model
         self.max_context = max_context
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0), limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=64))
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=10.0), transport=transport,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
 
     def token_ids(self) -> list[int]:
         return HTTP_TOKEN_IDS

@@ -288,3 +288,30 @@ def test_profile_tiny_model_capacity_matches_raw_sweep(tiny_gguf, tmp_path):
     assert profile.hardware.vcpus == 1 and profile.engine == "llama_cpp" and profile.engine_version != "unknown"
     assert not out.with_name(out.name + ".partial").exists()  # finished: no sidecar left behind
     assert png.stat().st_size > 0
+
+
+def test_http_target_times_a_streamed_completion():
+    """The HTTP mode against a stand-in server (httpx MockTransport) that streams 3 tokens and usage."""
+    import httpx
+
+    from rayhet.profiling.targets import HttpTarget
+
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(json.loads(request.content))
+        chunks = [{"choices": [{"text": t, "index": 0}]} for t in ["a", "b", "c"]]
+        chunks.append({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3}})
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    async def go():
+        t = HttpTarget("http://pool:8000", "m", max_context=64, transport=httpx.MockTransport(handler))
+        timing = RequestTiming(0.0, measured=True)
+        await t.send([5, 6, 7, 8], 3, timing, t0=0.0)
+        await t.aclose()
+        return timing
+
+    timing = asyncio.run(go())
+    assert seen["prompt"] == [5, 6, 7, 8] and seen["max_tokens"] == 3 and seen["ignore_eos"] is True
+    assert timing.ok and timing.output_tokens == 3 and timing.end >= timing.first_token
