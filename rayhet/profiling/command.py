@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="any engine settings field (LlamaCppSettings / VllmSettings), repeatable; VALUE parsed as JSON if it can be")
     g.add_argument("--url", help="profile a running rayhet pool or ingress over HTTP (/v1/completions) instead of in-process")
     g.add_argument("--max-context", type=int, help="with --url: the model's context length (prompt + output)")
+    g.add_argument("--max-batch", type=int, default=8, help="with --url: requests the pool serves together (default 8; sizes the warm-up)")
     g = p.add_argument_group("SLO")
     g.add_argument("--slo-tpot-ms", type=float, help="mean time per output token (ms) a point must stay under")
     g.add_argument("--slo-ttft-ms", type=float, help="time to first token (ms) at --ttft-quantile a point must stay under")
@@ -189,7 +190,7 @@ async def make_target(args: argparse.Namespace):
     from rayhet.profiling.targets import EngineTarget, HttpTarget
 
     if args.url:
-        t = HttpTarget(args.url, args.model, args.max_context)
+        t = HttpTarget(args.url, args.model, args.max_context, max_batch=args.max_batch)
         return t, t.aclose
     kw = engine_kwargs(args)
     if args.engine == "llama_cpp":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -124,8 +125,8 @@ async def run_sweep(
         return float("inf") if settings.time_budget_s is None else settings.time_budget_s - state.elapsed_s
 
     todo = [b for b in fit if not state.status.get(_key(b), "").startswith(FINAL)]
-    if todo:  # a throwaway request: the first one after a start pays one-off costs a probe must not see
-        await probe(target, 8, 2, np.random.default_rng(settings.seed))
+    if todo:
+        await warm_up(target, probe, np.random.default_rng(settings.seed))
     bar = tqdm(total=len(fit), initial=len(fit) - len(todo), unit="bucket", disable=not progress, dynamic_ncols=True)
     try:
         for b in todo:
@@ -141,6 +142,18 @@ async def run_sweep(
         left()
         save(state)
     return state
+
+
+async def warm_up(target: Target, probe, rng: np.random.Generator) -> None:
+    """Fill every batch slot once with a context-long prompt before measuring anything.
+
+    A fresh engine pays one-off costs (model pages, KV-cache memory touched for the first time, thread
+    start-up) that made the first points of a sweep several times slower than later ones: a first point
+    that fails for that reason would cap its bucket's search far below the real capacity.
+    """
+    n_prompt = max(1, target.max_context - 2)
+    await asyncio.gather(*[probe(target, n_prompt, 2, rng) for _ in range(max(1, target.max_batch))])
+    await _wait_idle(target)
 
 
 async def _measure_bucket(target, settings, state, b, left, save, bar, drive, probe) -> str:

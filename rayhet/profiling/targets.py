@@ -27,6 +27,7 @@ class Target(Protocol):
     """Something that serves one request and fills its timing. `t0` is the run's time.monotonic() origin."""
 
     max_context: int
+    max_batch: int  # requests served together (the warm-up fills them all)
 
     def token_ids(self) -> list[int]: ...
 
@@ -43,6 +44,7 @@ class EngineTarget:
     def __init__(self, engine: Engine, temperature: float = 1.0):
         self.engine = engine
         self.max_context = engine.max_context
+        self.max_batch = engine.max_batch
         self.temperature = temperature
 
     def token_ids(self) -> list[int]:
@@ -92,9 +94,11 @@ class HttpTarget:
     """Drives a running rayhet ingress (or any OpenAI-compatible server accepting `ignore_eos`) by
     streaming /v1/completions with token-id prompts."""
 
-    def __init__(self, url: str, model: str, max_context: int, timeout_s: float = 600.0, transport=None):
+    def __init__(self, url: str, model: str, max_context: int, max_batch: int = 8, timeout_s: float = 600.0,
+                 transport=None):
         import httpx  # only the HTTP mode needs it
 
+        self.max_batch = max_batch
         self.url = url.rstrip("/") + "/v1/completions"
         self.model = model
         self.max_context = max_context

@@ -144,6 +144,7 @@ class SimulatedReplica:
     `latency(in, out)` s; `drive` returns the timings such a replica would give, instantly."""
 
     max_context = 600
+    max_batch = 4
 
     def __init__(self):
         self.calls = 0
