@@ -12,8 +12,6 @@ counting, routing, traffic recording, OpenAI response bodies. One run, in one Ra
     python benchmarks/ingress_bench.py --out benchmarks/results/ingress
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import json
@@ -26,41 +24,48 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fastapi import FastAPI, Request  # no `from __future__ import annotations` here: FastAPI must see the class
+from fastapi.responses import JSONResponse
+
 BODY = {"model": "fake", "prompt": "The quick brown fox jumps over the lazy dog. " * 4, "max_tokens": 16}
 
 
 def bare_ingress_class():
-    """A minimal FastAPI ingress: parse JSON, forward the prompt to the pool, return text (no checks)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    """A minimal FastAPI ingress: parse JSON, forward the prompt to the pool, return text (no checks).
+
+    Its app is built in the replica (`__serve_build_asgi_app__`, as rayhet's ingress does): with FastAPI
+    0.165 and Ray 2.60, `@serve.ingress(app)` on an app made inside a function fails to pickle (RecursionError).
+    """
     from ray import serve
 
     from rayhet.engines.base import GenerationRequest, SamplingParams
 
-    api = FastAPI()
-
-    @serve.deployment(name="bare", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
-    @serve.ingress(api)
     class Bare:
         def __init__(self, app_name: str):
             self.pool = serve.get_deployment_handle("pool-fake", app_name).options(stream=True)
             self.n = 0
 
-        @api.post("/v1/completions")
-        async def completions(self, request: Request):
-            body = await request.json()
-            self.n += 1
-            req = GenerationRequest(request_id=str(self.n), prompt=body["prompt"],
-                                    sampling=SamplingParams(max_tokens=body["max_tokens"]))
-            text, usage = [], None
-            async for d in self.pool.generate.remote(req):
-                text.append(d.text)
-                usage = d.usage or usage
-            return JSONResponse({"choices": [{"text": "".join(text)}],
-                                 "usage": {"prompt_tokens": usage.prompt_tokens,
-                                           "completion_tokens": usage.completion_tokens}})
+        def __serve_build_asgi_app__(self):
+            api = FastAPI()
 
-    return Bare
+            @api.post("/v1/completions")
+            async def completions(request: Request):
+                body = await request.json()
+                self.n += 1
+                req = GenerationRequest(request_id=str(self.n), prompt=body["prompt"],
+                                        sampling=SamplingParams(max_tokens=body["max_tokens"]))
+                text, usage = [], None
+                async for d in self.pool.generate.remote(req):
+                    text.append(d.text)
+                    usage = d.usage or usage
+                return JSONResponse({"choices": [{"text": "".join(text)}],
+                                     "usage": {"prompt_tokens": usage.prompt_tokens,
+                                               "completion_tokens": usage.completion_tokens}})
+
+            return api
+
+    return serve.deployment(serve.ingress()(Bare), name="bare", max_ongoing_requests=1000,
+                            ray_actor_options={"num_cpus": 0})
 
 
 async def sequential(client, urls: dict[str, str], n: int) -> dict[str, list[float]]:
@@ -90,6 +95,16 @@ async def closed_loop(client, url: str, concurrency: int, seconds: float) -> tup
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return done / (time.perf_counter() - t), errors
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -152,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'unknown CPU'}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
             "python": platform.python_version(), "ray": ray.__version__,
             "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
             "body": BODY, "sequential": args.sequential, "concurrency": args.concurrency, "seconds": args.seconds}

@@ -103,6 +103,13 @@ class PoolConfig(_Strict):
         "them to the next pool (-1: unbounded, never spill on queue length).",
     )
 
+    @field_validator("max_queued_requests")
+    @classmethod
+    def _queue_limit(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be -1 (no limit) or >= 1 (Ray Serve's rule)")
+        return v
+
     @model_validator(mode="after")
     def _bounds(self) -> "PoolConfig":
         if self.max_replicas is not None and self.min_replicas > self.max_replicas:

@@ -91,3 +91,41 @@ def test_body_size_limit(hetero):
 
     r = httpx.post(f"{hetero}/v1/completions", headers=h, content=chunked(), timeout=30)
     assert r.status_code == 413
+
+
+def test_backpressure_spills_to_the_next_pool(serve_url):
+    """A full pool (1 running + 1 queued) makes Serve push back; the ingress sends the rest elsewhere."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import httpx
+    from ray import serve
+
+    from rayhet.app import build
+
+    profiles = Path(__file__).resolve().parents[2] / "examples" / "profiles"
+    config = {
+        "model": {"id": "fake"},
+        "pools": [  # the plan sends short outputs to `small` (see examples/two-pools.yaml)
+            {"name": "small", "engine": "fake", "num_cpus": 0, "profile": str(profiles / "cpu-1t.json"),
+             "engine_settings": {"n_slots": 1, "tpot_s": 0.05}, "queue_per_replica": 0, "max_queued_requests": 1},
+            {"name": "big", "engine": "fake", "num_cpus": 0, "profile": str(profiles / "cpu-2t.json")},
+        ],
+        "planner": {"distribution": [[0.4, 0.4], [0.1, 0.1]]},
+        "server": {"ingress_num_cpus": 0},
+    }
+    serve.run(build({"config": config}), name="bp", route_prefix="/bp")
+    try:
+        def one(_):
+            return httpx.post(f"{serve_url}/bp/v1/completions", timeout=60,
+                              json={"model": "fake", "prompt": "hi", "max_tokens": 20, "ignore_eos": True})
+
+        with ThreadPoolExecutor(6) as ex:
+            codes = [r.status_code for r in ex.map(one, range(6))]
+        assert codes == [200] * 6
+        snap = serve.get_deployment_handle("ingress", "bp").traffic_snapshot.remote().result(timeout_s=30)
+        small, big = snap["pools"]["small"], snap["pools"]["big"]
+        assert small["spilled_out"] >= 1 and big["spilled_in"] == small["spilled_out"]
+        assert small["ok"] + big["ok"] == 6 and small["errors"] == big["errors"] == 0
+    finally:
+        serve.delete("bp")
