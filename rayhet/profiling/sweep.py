@@ -128,13 +128,15 @@ async def run_sweep(
     if todo:
         await warm_up(target, probe, np.random.default_rng(settings.seed))
     bar = tqdm(total=len(fit), initial=len(fit) - len(todo), unit="bucket", disable=not progress, dynamic_ncols=True)
+    out_of_time = False
     try:
         for b in todo:
             bar.set_postfix_str(_postfix(b, None, left()))
-            if left() <= 0:
+            if left() <= 0 or out_of_time:
                 state.status[_key(b)] = f"{NOT_MEASURED}: time budget spent"
                 continue
             state.status[_key(b)] = await _measure_bucket(target, settings, state, b, left, save, bar, drive, probe)
+            out_of_time = state.status[_key(b)].startswith(CUT)  # no time for a point: none for later buckets
             save(state)
             bar.update(1)
     finally:

@@ -234,6 +234,15 @@ def test_time_budget_leaves_unmeasured_buckets_null():
     assert all(s.startswith(("not measured", "too long")) for s in state.status.values())
 
 
+def test_budget_too_short_for_a_point_stops_the_whole_sweep():
+    sim = SimulatedReplica()
+    settings = _settings(time_budget_s=3.0)  # a point needs a 3 s warm-up and a 1 s window: none fits
+    state = asyncio.run(run_sweep(sim, settings, SweepState(fingerprint={}), progress=False,
+                                  drive=sim.drive, probe=sim.probe))
+    kinds = sorted(s.split(":")[0] for s in state.status.values())
+    assert sim.calls == 0 and kinds.count("cut") == 1 and set(kinds) == {"cut", "not measured", "too long"}
+
+
 def test_single_request_missing_slo_makes_bucket_null():
     sim = SimulatedReplica()
     settings = _settings(slo=SLO(ttft_ms=5))  # the simulated first token comes after 10 ms
