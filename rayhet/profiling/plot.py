@@ -15,6 +15,7 @@ def plot_profile(profile: Profile, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter
 
     rates = np.array([[np.nan if r is None else r for r in row] for row in profile.max_rate], dtype=float)
     n_in, n_out = rates.shape
@@ -44,7 +45,9 @@ def plot_profile(profile: Profile, path: str | Path) -> Path:
     ax.set_title(f"{profile.model} on {profile.pool} ({hw}, {profile.engine})\n"
                  f"max req/s per replica, {', '.join(p for p in parts if p)}; — = cannot meet the SLO / not measured",
                  fontsize=9)
-    fig.colorbar(im, ax=ax, label="req/s")
+    bar = fig.colorbar(im, ax=ax, label="req/s")
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
