@@ -13,13 +13,16 @@ def main() -> None:
     p.add_argument("--hf", default=os.environ.get("RAYHET_HF", "/tmp/models/rayhet-1b-hf"))
     p.add_argument("--threads", type=int, nargs="+", default=[8, 12, 16])
     a = p.parse_args()
+    import faulthandler
+
+    faulthandler.enable()
     from llama_cpp import Llama
-    from transformers import AutoTokenizer
+    from tokenizers import Tokenizer  # not transformers: keep torch out of this process
 
     text = "The quick brown fox jumps over the lazy dog. 12345 ünïcödé"
-    hf = AutoTokenizer.from_pretrained(a.hf).encode(text)
+    hf = Tokenizer.from_file(f"{a.hf}/tokenizer.json").encode(text).ids
     for n in a.threads:
-        m = Llama(a.gguf, n_threads=n, n_threads_batch=n, n_ctx=2048, verbose=False)
+        m = Llama(a.gguf, n_threads=n, n_threads_batch=n, n_ctx=2048, verbose=n == a.threads[0])
         same = m.tokenize(text.encode()) == hf
         t0 = time.monotonic()
         m.eval(m.tokenize(b"hello " * 200))

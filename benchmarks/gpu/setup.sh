@@ -6,15 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/rayhet-out}"; mkdir -p "$OUT"
 source benchmarks/gpu/env.sh
-if ! python3 -c "import llama_cpp" 2>/dev/null; then
+if [ ! -f /tmp/site-llama/.built ]; then
   t0=$(date +%s)
   rm -rf /tmp/llama-build && mkdir -p /tmp/llama-build
   tar -xzf .gpu-carry/llama_cpp_python-*.tar.gz -C /tmp/llama-build
   # GGML_NATIVE (the default) tunes for this CPU: build where it runs. No isolation: no network here.
-  CMAKE_BUILD_PARALLEL_LEVEL=16 CMAKE_ARGS="-DGGML_CUDA=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+  # The system GCC, not the image's CC/CXX (/opt/gcc): libraries built with that one do not record
+  # libstdc++ as needed, and llama.cpp then segfaults at its first C++ library call (seen 2026-11-21).
+  rm -rf /tmp/site-llama
+  CC=/usr/bin/gcc CXX=/usr/bin/g++ CMAKE_BUILD_PARALLEL_LEVEL=16 CMAKE_ARGS="-DGGML_CUDA=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
     python3 -m pip wheel -q --no-deps --no-build-isolation -w /tmp/llama-build/wheel /tmp/llama-build/llama_cpp_python-*/ \
     > "$OUT/llama-build.log" 2>&1 || { tail -40 "$OUT/llama-build.log"; exit 1; }
   python3 -m pip install -q --no-deps --target /tmp/site-llama /tmp/llama-build/wheel/*.whl .gpu-carry/gguf-*.whl
+  touch /tmp/site-llama/.built
   echo "llama-cpp-python built in $(( $(date +%s) - t0 )) s"
 fi
 python3 -c "import llama_cpp, gguf, vllm, ray, cvxpy; print('llama_cpp', llama_cpp.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)"
