@@ -48,6 +48,8 @@ class LlamaCppSettings(BaseModel):
     n_batch: int = Field(256, ge=1, description="Most tokens in one decode step (decode tokens first, then "
                          "prompt chunks): bounds how long a long prompt stalls the running sequences.")
     max_waiting: int = Field(64, ge=0, description="Requests that may wait for a slot; beyond it, overloaded.")
+    flash_attn: bool = Field(False, description="Flash attention (off by default, as in llama-cpp-python: "
+                             "on these CPUs it was no faster).")
     seed: int | None = Field(None, description="Default sampling seed for requests without one (None: random).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
@@ -132,6 +134,7 @@ class LlamaCppEngine:
         cp.n_seq_max = s.n_slots
         cp.kv_unified = True  # one KV stream: a batch of any sequence ids splits into few ubatches
         cp.n_threads = cp.n_threads_batch = self.n_threads
+        cp.flash_attn_type = 1 if s.flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_ENABLED / _DISABLED
         cp.no_perf = True
         self._ctx = lc.llama_init_from_model(self._model, cp)
         if not self._ctx:

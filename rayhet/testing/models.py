@@ -203,13 +203,14 @@ def _gguf_tensors(w: dict[str, np.ndarray], s: LlamaShape) -> Iterator[tuple[str
 
 
 def write_gguf(path: str | os.PathLike, size: Size = "tiny", seed: int = 0, dtype: str = "f32") -> Path:
-    """Write a llama GGUF (weights in f32, f16 or q8_0; norms stay f32) with vocab and chat template."""
+    """Write a llama GGUF (weights in f32, f16, bf16 or q8_0; norms stay f32) with vocab and chat template."""
     import gguf
 
     s, path = shape_of(size), Path(path)
-    qtype = {"f32": None, "f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}
+    q = gguf.GGMLQuantizationType
+    qtype = {"f32": None, "f16": q.F16, "bf16": q.BF16, "q8_0": q.Q8_0}
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+             "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
     if dtype not in qtype:
         raise ValueError(f"dtype must be one of {sorted(qtype)}, got {dtype!r}")
     tokens, merges = build_vocab(s.vocab_size)
