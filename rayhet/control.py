@@ -43,6 +43,10 @@ class ControlSettings(BaseModel):
     )
     solve_time_limit_s: float = Field(10.0, gt=0, description="Solver time limit; a timed-out solve keeps the last plan.")
     policy_poll_s: float = Field(1.0, gt=0, description="How often each pool's Serve policy fetches its target.")
+    report_s: float = Field(
+        1.0, gt=0, description="How often each ingress replica reports its traffic to the controller and fetches "
+        "the plan; a replica silent for 5 reports (at least 5 s) no longer counts."
+    )
 
 
 @dataclass(frozen=True)

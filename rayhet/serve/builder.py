@@ -18,7 +18,8 @@ from rayhet.config import PoolConfig, RayhetConfig, engine_settings_dict, valida
 from rayhet.plan import Plan
 from rayhet.serve.ingress import Ingress
 from rayhet.serve.pool import PoolServer
-from rayhet.serve.controller import ControlledIngress, Wiring
+from rayhet.serve.controller import Wiring
+from rayhet.serve.reporting import ControlledIngress
 
 ACCELERATOR_RESOURCE = "accelerator_type:{}"
 INGRESS_NAME = "ingress"
@@ -105,6 +106,7 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config") -> Ap
     srv = config.server
     ingress = serve.deployment(
         # late-bound: Ingress.__serve_build_asgi_app__ makes the app; ControlledIngress also starts the controller
+        # and reports its traffic to it
         serve.ingress()(ControlledIngress if wiring else Ingress),
         name=INGRESS_NAME,
         num_replicas=srv.ingress_replicas,

@@ -1,8 +1,10 @@
 """Controller: the detached actor that re-plans from live traffic and hands replica targets to the pools' policies.
 
-Every `period_s` it reads the ingress's traffic snapshot, lets `rayhet.control.tick` decide, solves when told
-to, publishes a new plan to the ingress, keeps the targets that each pool's `PlanPolicy` polls, persists its
-state in Ray's internal KV (a restarted actor resumes from it, replicas untouched) and exports Ray metrics.
+Every ingress replica reports its traffic snapshot here every `report_s` and gets the current plan back
+(`report()`; see rayhet.serve.reporting). Every `period_s` the actor merges the fresh snapshots, lets
+`rayhet.control.tick` decide, solves when told to, keeps the targets that each pool's `PlanPolicy` polls,
+persists its state in Ray's internal KV (a restarted actor resumes from it, replicas untouched) and exports
+Ray metrics.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from rayhet.control import (
 )
 from rayhet.errors import PlanningError
 from rayhet.serve.autoscaling import NAMESPACE, controller_name, get_controller  # noqa: F401 (re-exported)
-from rayhet.serve.ingress import Ingress
+from rayhet.traffic import merge_snapshots
 
 log = logging.getLogger("ray.serve")
 KV_NAMESPACE = b"rayhet"
@@ -90,6 +92,9 @@ class PlanController:
     def __init__(self, spec: dict):
         self._lock = threading.RLock()
         self._reported: dict[str, tuple[int, float]] = {}  # pool -> (running, in-flight) from its policy
+        self._reports_lock = threading.Lock()  # not self._lock: a report must not wait for a solve
+        self._reports: dict[str, tuple[float, dict, float | None]] = {}  # replica -> (at, snapshot, plan version)
+        self._offered: dict | None = None  # an ingress's start-up plan, adopted if this actor has none yet
         self._last: dict[str, Any] = {}
         self._stop = threading.Event()
         self._force: str | None = None
@@ -140,6 +145,36 @@ class PlanController:
         self._reported[pool] = (int(running), float(in_flight))
         return self.state.targets.get(pool)
 
+    # -- the ingress replicas' side ------------------------------------------------------------
+    def report(self, replica: str, snapshot: dict, plan_version: float | None, offered: dict | None = None) -> dict:
+        """Called by each ingress replica every `report_s`: keeps its traffic snapshot; answers with the plan
+        in force (`plan` only when `plan_version` differs). `offered` is the replica's start-up plan, sent until
+        this actor holds a plan of its own (`version` not None)."""
+        with self._reports_lock:
+            self._reports[replica] = (time.time(), snapshot, plan_version)
+            if offered is not None and self._offered is None:
+                self._offered = offered
+        plan = self.state.plan
+        version = plan.get("created_at") if plan else None
+        return {"version": version, "plan": plan if plan and version != plan_version else None}
+
+    def _expiry_s(self) -> float:
+        return max(5.0, 5 * self.settings.report_s)
+
+    def _fresh_reports(self, now: float) -> dict[str, tuple[float, dict, float | None]]:
+        """The reports of live ingress replicas; a replica silent for `_expiry_s` is forgotten."""
+        with self._reports_lock:
+            for r in [r for r, (at, _, _) in self._reports.items() if now - at > self._expiry_s()]:
+                del self._reports[r]
+            return dict(self._reports)
+
+    def _merged(self, reports: dict) -> dict:
+        """One snapshot for all replicas; those on the grid of the plan in force first (merge keeps their grid)."""
+        plan = self.state.plan or self._offered or {}
+        grid = (plan.get("input_edges"), plan.get("output_edges"))
+        snaps = sorted((s for _, s, _ in reports.values()), key=lambda s: (s["input_edges"], s["output_edges"]) != grid)
+        return merge_snapshots(snaps)
+
     # -- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
         failures = 0
@@ -158,29 +193,24 @@ class PlanController:
     def step(self) -> dict:
         """One period, now (the loop calls it; tests and `rayhet status` may too). Returns its summary."""
         with self._lock:
-            ingress = self._ingress()
-            snap = ingress.traffic_snapshot.remote().result(timeout_s=10)
-            if isinstance(snap, list):  # several ingress replicas answered through one call
-                from rayhet.traffic import merge_snapshots
-
-                snap = merge_snapshots(snap)
+            now = time.time()
+            reports = self._fresh_reports(now)
+            if not reports:  # starting, or every ingress replica is gone: decide nothing, targets stay
+                self._last = {"at": now, "reason": "waiting", "solved": False, "ingress": {},
+                              "detail": f"no ingress replica reported in the last {self._expiry_s():g}s"}
+                return self._last
+            snap = self._merged(reports)
             grid = (snap["input_edges"], snap["output_edges"])
             reported = dict(self._reported)
-            if self.state.plan is None:  # first period ever: the ingress's start-up plan is the last good one
-                self.state.plan, self.state.plan_at = ingress.get_plan.remote().result(timeout_s=10), time.time()
+            if self.state.plan is None and self._offered is not None:  # first period ever: start-up plan
+                self.state.plan, self.state.plan_at = self._offered, now
                 self.state.last_solve = {"at": self.state.plan_at, "status": self.state.plan.get("status"),
                                          "reason": "start-up plan (solved by the app builder)",
                                          "seconds": self.state.plan.get("solve_time_s", 0.0), "message": ""}
             force, self._force = getattr(self, "_force", None), None
-            now = time.time()
             new, rep = tick(self.state, observe(snap, reported), self.bounds, lambda r, t: self._solve(grid, r, t),
                             now, self.settings, force=force)
-            # Publish when the ingress runs another plan: a new one, or a restarted ingress replica that came
-            # back with its start-up plan.
-            running_plan = ingress.get_plan.remote().result(timeout_s=10)
-            if new.plan and running_plan.get("created_at") != new.plan.get("created_at"):
-                ingress.update_plan.remote(new.plan).result(timeout_s=10)
-            self.state = new
+            self.state = new  # published: each ingress replica's next report gets it
             self._save()
             self._log(rep)
             self.metrics.record(self.app, new, rep, snap, reported)
@@ -189,14 +219,10 @@ class PlanController:
                 "kept_previous": rep.kept_previous, "rates": [[i, j, r] for (i, j), r in sorted(rep.rates.items())],
                 "held": rep.targets.held, "bumped": rep.targets.bumped, "attainment": attainment(snap),
                 "spilled": {p: v.get("spilled_out", 0) for p, v in snap.get("pools", {}).items()},
-                "window_s": snap.get("window_s"),
+                "window_s": snap.get("window_s"), "arrivals": sum(c for _, _, c in snap["arrivals"]),
+                "ingress": {r: sum(c for _, _, c in s["arrivals"]) for r, (_, s, _) in sorted(reports.items())},
             }
             return self._last
-
-    def _ingress(self):
-        from ray import serve
-
-        return serve.get_deployment_handle(self.spec["ingress"], app_name=self.app)
 
     def _solve(self, grid, rates: dict, total: float) -> SolveOutcome:
         """Run the planner on the observed mix, bounded in time; failures come back as an outcome, not raised."""
@@ -270,6 +296,8 @@ class PlanController:
             "plan": st.plan, "plan_at": st.plan_at, "targets": st.targets, "idle": st.idle,
             "reported": {p: {"running": r, "in_flight": q} for p, (r, q) in self._reported.items()},
             "bounds": {p: vars(b) for p, b in self.bounds.items()},
+            "ingress": {r: {"age_s": round(time.time() - at, 3), "plan_created_at": v}
+                        for r, (at, _, v) in sorted(self._fresh_reports(time.time()).items())},
             "last_solve": st.last_solve, "last_period": self._last,
         }
 
@@ -285,7 +313,7 @@ class Wiring:
 
     `wiring = Wiring.for_config(config)` is None when the controller is off or a pool has no profile (static
     routing). Otherwise `wiring.pool_options(pool, opts)` swaps the pool's fixed `num_replicas` for an
-    `autoscaling_config` with `PlanPolicy`, and the ingress is `ControlledIngress` bound with
+    `autoscaling_config` with `PlanPolicy`, and the ingress is `ControlledIngress` (rayhet.serve.reporting) bound with
     `**wiring.ingress_kwargs(ingress_name)`.
     """
 
@@ -363,23 +391,3 @@ def stop_controller(app: str = "default", *, namespace: str = NAMESPACE, forget:
         pass
     if forget:
         internal_kv._internal_kv_del(_kv_key(app), namespace=KV_NAMESPACE)
-
-
-def _start_quietly(spec: dict) -> None:
-    try:
-        ensure_controller(spec)
-    except Exception:  # serving goes on without a controller: the pools keep their replicas
-        log.exception("rayhet: could not start the controller; pools keep their current replicas")
-
-
-class ControlledIngress(Ingress):
-    """The ingress, plus: its constructor makes sure the controller runs. Started from here because only a
-    replica knows its Serve app's name, whichever way (serve run, a config file, Python) the app was deployed."""
-
-    def __init__(self, *args, controller_spec: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if controller_spec:
-            from ray import serve
-
-            spec = dict(controller_spec, app=serve.get_replica_context().app_name)
-            threading.Thread(target=_start_quietly, args=(spec,), name="rayhet-start-controller", daemon=True).start()

@@ -7,8 +7,9 @@ first token), and record arrivals and outcomes in the TrafficRecorder that the c
 
 `Ingress` is a plain class; `make_app(ingress)` builds its FastAPI app (usable without Ray, e.g. with
 Starlette's TestClient), and the builder makes it a Serve deployment with the late-bound `serve.ingress()`,
-which calls `__serve_build_asgi_app__` in the replica after the constructor. Methods for the controller:
-`update_plan(plan_dict)`, `get_plan()`, `traffic_snapshot()`.
+which calls `__serve_build_asgi_app__` in the replica after the constructor. `update_plan(plan_dict)`,
+`get_plan()` and `traffic_snapshot()` act on one replica (through a DeploymentHandle: any one); the controller
+reaches every replica the other way round: each reports to it (rayhet.serve.reporting).
 """
 
 from __future__ import annotations
@@ -76,7 +77,20 @@ class Ingress:
         slo = self.config.slo
         self.traffic = TrafficRecorder(p.input_edges, p.output_edges, list(pools), self.config.server.traffic_window_s,
                                        slo_ttft_ms=slo.ttft_ms if slo else None, slo_tpot_ms=slo.tpot_ms if slo else None)
+        self._tasks: set[asyncio.Task] = set()
         log.info("rayhet ingress: model %s, pools %s, plan %s (%s)", self.model_id, sorted(pools), p.replicas, p.status)
+
+    def _background(self, coro) -> asyncio.Task | None:
+        """Run `coro` on the replica's event loop for the replica's lifetime (none outside Serve: no loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()
+            return None
+        task = loop.create_task(coro)
+        self._tasks.add(task)  # a reference, or the loop may garbage-collect the task
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- controller API --------------------------------------------------------------------------
     def update_plan(self, plan: dict) -> None:

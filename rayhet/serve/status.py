@@ -49,6 +49,10 @@ def render(st: dict) -> str:
     rates = last.get("rates") or []
     total = sum(r for _, _, r in rates)
     lines.append(f"traffic   {total:.2f} req/s (smoothed)")
+    if "ingress" in st:  # replicas that reported lately, and how many run the plan in force
+        ing = st["ingress"] or {}
+        current = sum(1 for r in ing.values() if plan and r.get("plan_created_at") == plan.get("created_at"))
+        lines.append(f"ingress   {len(ing)} replica(s) reporting, {current} on the current plan")
     lines.append("")
     lines.append(f"{'pool':<16}{'target':>7}{'running':>8}{'planned':>8}{'in-flight':>10}{'SLO met':>9}  note")
     reported, att = st.get("reported") or {}, last.get("attainment") or {}

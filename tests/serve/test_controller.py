@@ -1,5 +1,6 @@
-"""The controller on real Ray Serve: a load shift changes the replica mix, a killed controller resumes its plan
-without touching serving, a failed solve keeps the last good plan; `rayhet status` reads it all.
+"""The controller on real Ray Serve: a load shift changes the replica mix, two ingress replicas both count and
+both get each new plan, a killed controller resumes its plan without touching serving, a failed solve keeps the
+last good plan; `rayhet status` reads it all.
 
 Two CPU pools of the FakeEngine test double (different speed and price; generation is not under test here):
 `small` is cheap and serves only short outputs, `big` costs 4x and serves every size (examples/profiles).
@@ -34,9 +35,9 @@ CONFIG = {
     ],
     "planner": {"expected_rate": 1.0, "headroom": 0.2, "distribution": [[0.5, 0.5], [0.0, 0.0]]},
     "routing": {"predictor": "max_tokens"},
-    "server": {"traffic_window_s": 4, "ingress_num_cpus": 0},
+    "server": {"traffic_window_s": 4, "ingress_num_cpus": 0, "ingress_replicas": 2},
     "controller": {"period_s": 1, "smoothing": 0.6, "headroom": 0.2, "min_plan_lifetime_s": 3,
-                   "scale_down_delay_s": 3, "policy_poll_s": 0.5},
+                   "scale_down_delay_s": 3, "policy_poll_s": 0.5, "report_s": 0.5},
 }
 
 
@@ -136,6 +137,25 @@ def test_shift_from_short_to_long_requests_changes_the_replica_mix(ctl_app):
     print(f"\nshift: big up after {up:.1f}s, mix settled after {settled_s:.1f}s (period 1s)")
     assert up < 8  # overload re-plans at once (the window and smoothing need a few periods to see it)
     assert all(c == 200 for c in ctl_app.codes[-20:])
+
+
+def test_every_ingress_replica_reports_and_runs_the_new_plan(ctl_app):
+    # After the shift above the controller holds a plan newer than the start-up one; both replicas run it.
+    def both_current():
+        st = status()
+        ing = st["ingress"]
+        return len(ing) == 2 and all(r["plan_created_at"] == st["plan"]["created_at"] for r in ing.values()) and st
+
+    st = wait_for(both_current, 20, "both ingress replicas reporting the controller's plan")
+    assert st["last_solve"]["reason"] != "start-up plan (solved by the app builder)"  # a plan the controller made
+
+    def summed():  # the period's traffic is the sum of both replicas' snapshots, and both saw some
+        last = status()["last_period"]
+        per = last.get("ingress") or {}
+        return len(per) == 2 and all(n > 0 for n in per.values()) and last["arrivals"] == sum(per.values()) and last
+
+    last = wait_for(summed, 20, "a period that merged traffic from both ingress replicas")
+    print(f"\narrivals in the window: {last['ingress']} -> {last['arrivals']}")
 
 
 def test_killed_controller_leaves_serving_alone_and_resumes_its_plan(ctl_app):

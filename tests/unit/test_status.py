@@ -16,6 +16,7 @@ def _status() -> dict:
         "app": "default", "now": 1100.0, "resumed": True, "settings": ControlSettings().model_dump(),
         "plan": plan.to_dict(), "plan_at": 1040.0, "targets": {"small": 2, "big": 2}, "idle": False,
         "reported": {"small": {"running": 2, "in_flight": 0.0}, "big": {"running": 1, "in_flight": 3.0}},
+        "ingress": {"a1": {"age_s": 0.4, "plan_created_at": 1000.0}, "b2": {"age_s": 0.9, "plan_created_at": 900.0}},
         "bounds": {"small": {"min_replicas": 1, "max_replicas": 2, "slots": 12},
                    "big": {"min_replicas": 0, "max_replicas": 2, "slots": 12}},
         "last_solve": {"at": 1040.0, "status": "infeasible", "reason": "queue", "seconds": 0.012,
@@ -28,6 +29,7 @@ def _status() -> dict:
 def test_render_shows_plan_targets_running_cost_attainment_and_last_solve():
     text = render(_status())
     assert "$0.45/hour" in text and "resumed" in text
+    assert "ingress   2 replica(s) reporting, 1 on the current plan" in text
     assert "infeasible" in text and "because queue" in text and "max_replicas" in text
     big = next(line for line in text.splitlines() if line.startswith("big "))
     assert big.split()[:4] == ["big", "2", "1", "2"] and "97%" in big
