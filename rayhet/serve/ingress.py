@@ -39,6 +39,7 @@ from rayhet.serve.openai_api import (
     parse_request,
     response_body,
     usage_body,
+    usage_chunk,
 )
 from rayhet.serve.tokens import load_tokenizer
 from rayhet.traffic import TrafficRecorder
@@ -279,22 +280,21 @@ class Ingress:
         return _json(200, response_body(kind, rid, self.model_id, "".join(parts), finish, u))
 
     async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
-        n_out, first, ok, done = 0, True, False, False
+        n_out, first, ok, done, usage = 0, True, False, False, None
         try:
             async for d in self._deltas(attempt):
                 n_out += len(d.token_ids)
-                usage = None
                 if d.finish_reason is not None:
                     u = d.usage
                     n_out = u.completion_tokens if u else n_out
                     usage = usage_body(u.prompt_tokens if u else route.input_tokens, n_out)
                 if d.text or first or d.finish_reason is not None:
-                    body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, usage, first=first)
+                    body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, first=first,
+                                      include_usage=include_usage)
                     yield b"data: " + json.dumps(body).encode() + b"\n\n"
                     first = False
-                if usage is not None and include_usage:
-                    body = chunk_body(kind, rid, self.model_id, None, usage=usage, no_choices=True)
-                    yield b"data: " + json.dumps(body).encode() + b"\n\n"
+            if usage is not None and include_usage:
+                yield b"data: " + json.dumps(usage_chunk(kind, rid, self.model_id, usage)).encode() + b"\n\n"
             ok = True
         except asyncio.CancelledError:  # the client went away: stop the generation on the pool
             attempt.stream.cancel()

@@ -114,11 +114,13 @@ def response_body(kind: str, rid: str, model: str, text: str, finish: str | None
             "choices": [choice], "usage": usage}
 
 
-def chunk_body(kind: str, rid: str, model: str, text: str | None, finish: str | None = None,
-               usage: dict | None = None, first: bool = False, no_choices: bool = False) -> dict:
+def chunk_body(kind: str, rid: str, model: str, text: str | None, finish: str | None = None, first: bool = False,
+               include_usage: bool = False, usage: dict | None = None) -> dict:
+    """One stream chunk. As OpenAI (and vLLM): with `stream_options.include_usage` every chunk has a `usage`
+    field, null except on the last one, which has `choices: []` (`usage_chunk`); without it, none has one."""
     created = int(time.time())
     if kind == "completion":
-        choices = [] if no_choices else [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
+        choices = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
         body = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices}
     else:
         delta: dict = {}
@@ -126,10 +128,17 @@ def chunk_body(kind: str, rid: str, model: str, text: str | None, finish: str | 
             delta["role"] = "assistant"
         if text:
             delta["content"] = text
-        choices = [] if no_choices else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
         body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
-    if usage is not None:
+    if include_usage:
         body["usage"] = usage
+    return body
+
+
+def usage_chunk(kind: str, rid: str, model: str, usage: dict) -> dict:
+    """The last chunk of a stream that asked for `stream_options.include_usage`: no choices, the whole usage."""
+    body = chunk_body(kind, rid, model, None, include_usage=True, usage=usage)
+    body["choices"] = []
     return body
 
 

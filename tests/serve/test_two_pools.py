@@ -81,9 +81,12 @@ def test_openai_chat_non_streaming_and_streaming(client):
     chunks = list(client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=6, stream=True,
                                                   stream_options={"include_usage": True}))
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == r.usage.prompt_tokens
+    # as OpenAI: usage only on a last chunk with no choices, after the one with finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == r.usage.prompt_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason in ("length", "stop")
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert finishes in (["length"], ["stop"])
+    assert len(finishes) == 1
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].usage.completion_tokens <= 6 and isinstance(text, str)
 
@@ -92,9 +95,40 @@ def test_openai_completion_streaming(client):
     from rayhet.testing.models import prompt_of_tokens
 
     chunks = list(client.completions.create(model="rayhet-tiny", prompt=prompt_of_tokens(10), max_tokens=12,
-                                            stream=True, extra_body={"ignore_eos": True}))
-    assert chunks[-1].choices[0].finish_reason == "length"
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_body={"ignore_eos": True}))
+    assert chunks[-2].choices[0].finish_reason == "length" and chunks[-2].usage is None
+    assert chunks[-1].choices == []
     assert chunks[-1].usage.completion_tokens == 12 and chunks[-1].usage.prompt_tokens == 10
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == "".join(c.choices[0].text for c in chunks[:-1])
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_stream_usage_chunks_as_openai_sends_them(two_pools, include_usage):
+    """On the wire: with include_usage every chunk has `usage` (null but the last, `choices: []`); without, none."""
+    import json
+
+    import httpx
+
+    from rayhet.testing.models import prompt_of_tokens
+
+    body = {"model": "rayhet-tiny", "prompt": prompt_of_tokens(10), "max_tokens": 5, "stream": True,
+            "ignore_eos": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    with httpx.stream("POST", f"{two_pools}/v1/completions", json=body, timeout=60) as r:
+        lines = [ln[6:] for ln in r.iter_lines() if ln.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(ln) for ln in lines[:-1]]
+    if not include_usage:
+        assert not any("usage" in c for c in chunks)
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        return
+    assert all("usage" in c for c in chunks)
+    assert [c["usage"] for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
+        "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
 
 @pytest.mark.parametrize("body, status, param", [
