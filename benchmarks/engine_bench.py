@@ -54,7 +54,7 @@ class Rayhet:
         self.args = args
         self.engine = LlamaCppEngine(LlamaCppSettings(
             model_path=str(model), n_ctx=args.prompt_tokens + args.output_tokens, n_slots=max(args.streams),
-            n_threads=args.threads, n_batch=args.n_batch))
+            n_threads=args.threads, n_batch=args.n_batch, kv_unified=args.kv_unified))
 
     async def __aenter__(self):
         await self.engine.start()
@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--output-tokens", type=int, default=128)
     ap.add_argument("--n-batch", type=int, default=256)
+    ap.add_argument("--kv-unified", action="store_true", help="rayhet: one KV stream for all slots")
     ap.add_argument("--out", default="benchmarks/results/engine", help="writes OUT.json and OUT.md")
     args = ap.parse_args()
 

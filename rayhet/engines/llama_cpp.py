@@ -48,6 +48,9 @@ class LlamaCppSettings(BaseModel):
     n_batch: int = Field(256, ge=1, description="Most tokens in one decode step (decode tokens first, then "
                          "prompt chunks): bounds how long a long prompt stalls the running sequences.")
     max_waiting: int = Field(64, ge=0, description="Requests that may wait for a slot; beyond it, overloaded.")
+    kv_unified: bool = Field(False, description="One KV stream for all slots. Off: each slot has its own "
+                             "stream, so a token attends only to its own sequence (cheaper at many slots), but "
+                             "running slots with gaps between their ids decode in several passes.")
     flash_attn: bool = Field(False, description="Flash attention (off by default, as in llama-cpp-python: "
                              "on these CPUs it was no faster).")
     seed: int | None = Field(None, description="Default sampling seed for requests without one (None: random).")
@@ -132,7 +135,7 @@ class LlamaCppEngine:
         cp.n_ctx = s.n_ctx * s.n_slots  # every slot can hold a full context: admission never runs out of KV
         cp.n_batch = cp.n_ubatch = s.n_batch
         cp.n_seq_max = s.n_slots
-        cp.kv_unified = True  # one KV stream: a batch of any sequence ids splits into few ubatches
+        cp.kv_unified = s.kv_unified
         cp.n_threads = cp.n_threads_batch = self.n_threads
         cp.flash_attn_type = 1 if s.flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_ENABLED / _DISABLED
         cp.no_perf = True
@@ -269,7 +272,7 @@ class LlamaCppEngine:
 
     def _run(self) -> None:
         running: dict[int, _Seq] = {}
-        free = list(range(self.settings.n_slots - 1, -1, -1))
+        free = list(range(self.settings.n_slots))
         try:
             while True:
                 with self._cv:
@@ -281,7 +284,7 @@ class LlamaCppEngine:
                         seq = self._waiting.popleft()
                         if seq.cancelled:
                             continue
-                        seq.slot = free.pop()
+                        seq.slot = free.pop(free.index(min(free)))  # low ids first: few gaps between running ids
                         seq.sampler = self._make_sampler(seq)
                         running[seq.slot] = seq
                         self._stats.prompt_tokens_total += len(seq.prompt)

@@ -54,6 +54,16 @@ async def test_greedy_batched_equals_alone(engine):
     assert engine.stats().running == 0
 
 
+async def test_joining_mid_flight_and_slot_gaps_keep_greedy_outputs(engine_factory):
+    """12 requests of different lengths through 4 slots: they wait, join between steps, leave gaps."""
+    engine = await engine_factory(n_slots=4)
+    reqs = lambda tag: [req(f"{tag}{i}", f"the {chr(97 + i)}" + " a" * (i % 5), max_tokens=3 + (7 * i) % 20,
+                            ignore_eos=True) for i in range(12)]
+    alone = [(await collect(engine, r))[1] for r in reqs("a")]
+    together = await asyncio.gather(*(collect(engine, r) for r in reqs("b")))
+    assert [t[1] for t in together] == alone
+
+
 async def test_seeded_sampling_reproducible_in_a_batch(engine):
     r = lambda i: req(f"s{i}", "once upon", max_tokens=16, temperature=1.0, top_p=0.9, seed=7, ignore_eos=True)
     first = await collect(engine, r(0))
