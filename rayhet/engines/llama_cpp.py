@@ -144,7 +144,6 @@ class LlamaCppEngine:
             raise EngineError("llama.cpp could not create a context (out of memory?)")
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(s.n_batch, 0, 1)
-        self._piece = ctypes.create_string_buffer(256)
         self._add_bos = lc.llama_vocab_get_add_bos(self._vocab)
         template = lc.llama_model_chat_template(self._model, None)
         self._chat = ChatTemplate(template.decode() if template else None,
@@ -195,11 +194,12 @@ class LlamaCppEngine:
 
     def _token_bytes(self, token: int, special: bool = False) -> bytes:
         lc = self._lc
-        n = lc.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, special)
+        buf = ctypes.create_string_buffer(64)  # per call: the step thread and callers detokenize at once
+        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         if n < 0:
-            self._piece = ctypes.create_string_buffer(-n)
-            n = lc.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, special)
-        return self._piece.raw[:n]
+            buf = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
 
     def _special_text(self, token: int) -> str:
         return self._token_bytes(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
@@ -295,8 +295,11 @@ class LlamaCppEngine:
                     self._step(running, free)
         except BaseException as e:  # a llama.cpp failure: fail every request rather than hang them
             self._failure = e
+            with self._cv:
+                self._stats.requests_failed += len(running)
             for seq in running.values():
                 seq.send(EngineError(f"llama.cpp step failed: {e!r}"))
+                seq.done = True
         finally:
             with self._cv:
                 leftovers = list(running.values()) + list(self._waiting)

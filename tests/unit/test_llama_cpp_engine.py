@@ -8,7 +8,7 @@ import time
 import pytest
 
 from rayhet.engines.base import (
-    EngineOverloadedError, GenerationRequest, InvalidRequestError, SamplingParams,
+    Engine, EngineOverloadedError, GenerationRequest, InvalidRequestError, SamplingParams,
 )
 from rayhet.engines.text import StreamText
 from rayhet.testing.models import prompt_of_tokens
@@ -170,6 +170,7 @@ async def test_stats_count_requests(engine):
     assert st.requests_total == 1 and st.generated_tokens_total == 5 and st.max_running == 8
     assert st.prompt_tokens_total == engine.count_tokens("hello world") and st.tokens_per_s > 0
     await engine.check_health()
+    assert isinstance(engine, Engine)  # the protocol a pool replica drives
 
 
 async def test_shutdown_ends_open_streams(engine_factory):
