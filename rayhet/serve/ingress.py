@@ -41,6 +41,7 @@ from rayhet.serve.openai_api import (
     usage_body,
     usage_chunk,
 )
+from rayhet.serve.health import PoolWatcher, judge
 from rayhet.serve.tokens import load_tokenizer
 from rayhet.traffic import TrafficRecorder
 
@@ -79,6 +80,11 @@ class Ingress:
         self.traffic = TrafficRecorder(p.input_edges, p.output_edges, list(pools), self.config.server.traffic_window_s,
                                        slo_ttft_ms=slo.ttft_ms if slo else None, slo_tpot_ms=slo.tpot_ms if slo else None)
         self._tasks: set[asyncio.Task] = set()
+        self.watcher: PoolWatcher | None = None  # the pools' states for /health, refreshed in the background
+        if pools and all(hasattr(h, "deployment_name") for h in pools.values()):
+            app = next(iter(pools.values())).app_name
+            self.watcher = PoolWatcher(app, {name: h.deployment_name for name, h in pools.items()})
+            self._background(self.watcher.run())
         log.info("rayhet ingress: model %s, pools %s, plan %s (%s)", self.model_id, sorted(pools), p.replicas, p.status)
 
     def _background(self, coro) -> asyncio.Task | None:
@@ -117,7 +123,10 @@ class Ingress:
         return make_app(self)
 
     async def health(self) -> JSONResponse:
-        return _json(200, {"status": "ok"})
+        """200 when every pool the plan routes to can serve, else 503; per-pool detail (rayhet.serve.health)."""
+        if self.watcher is None:  # outside Serve: nothing to watch
+            return _json(200, {"status": "ok"})
+        return _json(*judge(self.router.plan, self.watcher.states, self.watcher.checked_at, time.time()))
 
     async def models(self, request: Request) -> JSONResponse:
         try:

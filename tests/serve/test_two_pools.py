@@ -170,4 +170,48 @@ def test_bad_chat_requests_and_too_long_prompts_get_4xx(two_pools):
     assert r.status_code == 400 and "exceeds every pool's context" in r.json()["error"]["message"]
     assert r.json()["error"]["code"] == "context_length_exceeded"
     assert httpx.get(f"{two_pools}/v1/completions", timeout=30).status_code == 405
-    assert httpx.get(f"{two_pools}/health", timeout=30).json() == {"status": "ok"}
+
+
+def test_health_reports_every_routed_pool(two_pools):
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while (r := httpx.get(f"{two_pools}/health", timeout=30)).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first background read of the pools' states is at most a refresh away
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "ok", body
+    assert {p: (v["routed"], v["ok"], v["running"]) for p, v in body["pools"].items()} == {
+        "small": (True, True, 1), "big": (True, True, 1)}
+
+
+def test_health_is_503_while_a_routed_pool_has_no_replica(serve_url):
+    """A pool pinned to hardware the cluster lacks never starts: the app answers, but /health says it cannot serve."""
+    import time
+
+    import httpx
+    from ray import serve
+
+    from rayhet.app import build
+
+    config = {"model": {"id": "fake"}, "server": {"ingress_num_cpus": 0},
+              "pools": [{"name": "here", "engine": "fake", "num_cpus": 0},
+                        {"name": "nowhere", "engine": "fake", "num_cpus": 0, "accelerator_type": "H100"}]}
+    serve._run(build({"config": config}), _blocking=False, name="unhealthy", route_prefix="/unhealthy")
+    try:
+        deadline, r = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{serve_url}/unhealthy/health", timeout=10)
+                if r.status_code == 503 and r.json().get("pools", {}).get("here", {}).get("ok"):
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        assert r is not None and r.status_code == 503, r and r.text
+        body = r.json()
+        assert body["status"] == "unavailable" and body["reason"].endswith(": nowhere")
+        assert body["pools"]["here"]["ok"] and not body["pools"]["nowhere"]["ok"]
+    finally:
+        serve.delete("unhealthy")
