@@ -77,18 +77,39 @@ def render(st: dict) -> str:
 
 
 def fetch(address: str, app: str = "default") -> dict:
+    """The controller's status; a RayhetError (one line, exit 2) when the cluster, app or controller is missing."""
     import ray
 
     from rayhet.serve.autoscaling import get_controller
 
     if not ray.is_initialized():
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        except (ConnectionError, TimeoutError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RayhetError(f"cannot reach a Ray cluster at {address!r} ({first}); start one (e.g. `serve run "
+                              "rayhet.app:build`) or pass --address") from None
     try:
         ctl = get_controller(app)
     except ValueError:
-        raise RayhetError(f"no rayhet controller runs for Serve app {app!r} on this cluster (is the app "
-                          "deployed, with profiles and controller.enabled?)") from None
-    return ray.get(ctl.status.remote(), timeout=30)
+        raise RayhetError(f"no rayhet controller runs for Serve app {app!r} on this cluster ({_app_state(app)}; "
+                          "the controller needs every pool to have a profile and controller.enabled)") from None
+    try:
+        return ray.get(ctl.status.remote(), timeout=30)
+    except Exception as e:  # noqa: BLE001 - dead, restarting or busy: say which, in one line
+        raise RayhetError(f"the rayhet controller of app {app!r} did not answer: {type(e).__name__}") from None
+
+
+def _app_state(app: str) -> str:
+    try:
+        from ray import serve
+
+        apps = serve.status().applications
+    except Exception:  # noqa: BLE001 - only for the message
+        return "Serve's state unknown"
+    if app not in apps:
+        return f"no such Serve app; running apps: {', '.join(sorted(apps)) or 'none'}"
+    return f"the app is {getattr(apps[app].status, 'value', apps[app].status)}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -210,3 +210,7 @@ def test_rayhet_status_cli(ctl_app, ray_cluster):
                          ray_cluster["address"]], capture_output=True, text=True, timeout=120)
     assert js.returncode == 0, js.stderr
     assert set(json.loads(js.stdout)["targets"]) == {"small", "big"}
+    missing = subprocess.run([sys.executable, "-m", "rayhet.cli", "status", "--app", "nope", "--address",
+                              ray_cluster["address"]], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+    assert "no rayhet controller runs for Serve app 'nope'" in missing.stderr and "no such Serve app" in missing.stderr

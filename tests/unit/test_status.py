@@ -48,3 +48,17 @@ def test_arguments():
     add_arguments(p)
     a = p.parse_args(["--watch", "2", "--json", "--app", "ctl"])
     assert (a.watch, a.json, a.app, a.address) == (2.0, True, "ctl", "auto")
+
+
+def test_no_ray_cluster_is_one_line_and_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(tmp_path)  # where `auto` looks for a running cluster: nothing there
+    out = subprocess.run([sys.executable, "-m", "rayhet.cli", "status"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert out.stderr.startswith("rayhet status: error: cannot reach a Ray cluster at 'auto'")
