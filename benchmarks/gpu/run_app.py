@@ -36,14 +36,21 @@ def _pct(values: list[float]) -> dict | None:
     return {"mean": round(float(v.mean()), 2), **{f"p{q}": round(float(np.percentile(v, q)), 2) for q in (50, 90, 99)}}
 
 
+def _stream_interval() -> dict:
+    """STREAM_INTERVAL=N: tokens per delta after the first (VllmSettings.stream_interval; the runs of
+    2026-11-21 passed it as engine_args before it became a setting, same effect)."""
+    n = os.environ.get("STREAM_INTERVAL")
+    return {"stream_interval": int(n)} if n else {}
+
+
 def config_for(a: argparse.Namespace, rate: float, pools: list[str]) -> dict:
     """The rayhet config of one run (pools: a subset of h100, cpu)."""
     fake = a.fake
     h100 = {
         "name": "h100", "engine": "fake" if fake else "vllm",
-        "accelerator_type": None if fake else "H100", "num_gpus": 0 if fake else 1, "num_cpus": 0.1 if fake else 1,
+        "accelerator_type": None if fake else os.environ.get("GPU_ACCEL", "H100"), "num_gpus": 0 if fake else 1, "num_cpus": 0.1 if fake else 1,
         "engine_settings": ({"n_slots": 64, "tpot_s": 0.005, "max_context": 8192} if fake else
-                            {k: v for k, v in ENGINE.items() if k != "seed"}),
+                            {**{k: v for k, v in ENGINE.items() if k != "seed"}, **_stream_interval()}),
         "profile": str(Path(a.profiles) / "h100.json"), "price_per_hour": a.h100_price,
         "min_replicas": 0, "max_replicas": 1,
     }

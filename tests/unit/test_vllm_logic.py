@@ -31,6 +31,7 @@ HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 def test_engine_args_defaults_leave_vllm_defaults_alone():
     args = ve.engine_args_dict(ve.VllmSettings(model="/m"))
     assert args["model"] == "/m" and args["tensor_parallel_size"] == 1 and args["max_num_seqs"] == 256
+    assert args["stream_interval"] == 16  # fewer, larger deltas through Serve (the first token still at once)
     assert "max_model_len" not in args and "quantization" not in args and "tokenizer" not in args
     assert "max_waiting" not in args and "engine_args" not in args
 
