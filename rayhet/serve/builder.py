@@ -79,8 +79,11 @@ def initial_replicas(pool: PoolConfig, plan: Plan) -> int:
     return max(pool.min_replicas, min(n, hi))
 
 
-def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config") -> Application:
-    """The rayhet Application: an ingress bound to one deployment per pool, serving `plan` at start."""
+def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
+              ingress_options: dict[str, Any] | None = None) -> Application:
+    """The rayhet Application: an ingress bound to one deployment per pool, serving `plan` at start.
+    `ingress_options` (Python API only) override the ingress's `serve.deployment` options, e.g. its
+    `ray_actor_options` to pin it to some nodes."""
     settings = validate_engine_settings(config, source)
     handles: dict[str, Application] = {}
     limits: list[dict] = []
@@ -111,7 +114,7 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config") -> Ap
         name=INGRESS_NAME,
         num_replicas=srv.ingress_replicas,
         max_ongoing_requests=srv.ingress_max_ongoing_requests,
-        ray_actor_options={"num_cpus": srv.ingress_num_cpus},
+        **{"ray_actor_options": {"num_cpus": srv.ingress_num_cpus}, **(ingress_options or {})},
     )
     extra = wiring.ingress_kwargs(INGRESS_NAME) if wiring else {}
     return ingress.bind(config.model_dump(mode="json"), plan_d, handles, limits, **extra)

@@ -35,6 +35,7 @@ from rayhet.traffic import merge_snapshots
 
 log = logging.getLogger("ray.serve")
 KV_NAMESPACE = b"rayhet"
+APP_GONE_PERIODS = 3  # periods in a row without its Serve app before the controller stops itself
 
 
 def _kv_key(app: str) -> bytes:
@@ -177,18 +178,44 @@ class PlanController:
 
     # -- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
-        failures = 0
+        failures = gone = 0
         while not self._stop.is_set():
             t0 = time.monotonic()
+            present = self._app_present()
+            gone = gone + 1 if present is False else 0
+            if gone >= APP_GONE_PERIODS:
+                self._retire(gone)
+                return
             try:
                 self.step()
                 failures = 0
             except Exception:  # a bad period must not end the loop; the next one tries again
                 failures += 1
-                if failures in (1, 3) or failures % 100 == 0:  # e.g. the app was deleted: do not flood the log
+                if failures in (1, 3) or failures % 100 == 0:  # do not flood the log
                     log.exception("rayhet controller: period failed (%d in a row); targets stay %s",
                                   failures, self.state.targets)
             self._stop.wait(max(0.0, self.settings.period_s - (time.monotonic() - t0)))
+
+    def _app_present(self) -> bool | None:
+        """Whether Serve still has this app (None: Serve's state could not be read, e.g. it is restarting)."""
+        try:
+            from ray import serve
+
+            return self.app in serve.status().applications
+        except Exception:  # noqa: BLE001 - unknown is not gone
+            return None
+
+    def _retire(self, periods: int) -> None:
+        """The app was deleted (`serve delete`, `serve shutdown`): forget its state and end this actor for good."""
+        from ray.experimental import internal_kv
+
+        log.warning("rayhet controller: Serve app %r is gone (not in serve.status() for %d periods); stopping the "
+                    "controller and forgetting its persisted plan", self.app, periods)
+        self._stop.set()
+        try:
+            internal_kv._internal_kv_del(_kv_key(self.app), namespace=KV_NAMESPACE)
+        finally:
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     def step(self) -> dict:
         """One period, now (the loop calls it; tests and `rayhet status` may too). Returns its summary."""
@@ -382,7 +409,8 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def stop_controller(app: str = "default", *, namespace: str = NAMESPACE, forget: bool = True) -> None:
-    """Kill an app's controller for good (it outlives `serve delete`); `forget` also drops its persisted state."""
+    """Kill an app's controller for good now (it would stop itself `APP_GONE_PERIODS` periods after `serve
+    delete`); `forget` also drops its persisted state."""
     from ray.experimental import internal_kv
 
     try:

@@ -89,10 +89,16 @@ class Load:
 def ctl_app(serve_url):
     from ray import serve
 
-    from rayhet.app import build
+    from rayhet.app import startup_plan
+    from rayhet.config import RayhetConfig
+    from rayhet.serve.builder import build_app
     from rayhet.serve.controller import stop_controller
 
-    serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
+    # Both ingress replicas on the head node, with the HTTP proxy: the proxy prefers replicas on its own node,
+    # and the test needs traffic through both.
+    config = RayhetConfig.model_validate(CONFIG)
+    head = {"ray_actor_options": {"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}}}
+    serve.run(build_app(config, startup_plan(config), ingress_options=head), name=APP, route_prefix=PREFIX)
     load = Load(f"{serve_url}{PREFIX}", rate=2.0)
     try:
         yield load
@@ -214,3 +220,29 @@ def test_rayhet_status_cli(ctl_app, ray_cluster):
                               ray_cluster["address"]], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
     assert "no rayhet controller runs for Serve app 'nope'" in missing.stderr and "no such Serve app" in missing.stderr
+
+
+def test_controller_stops_itself_once_its_app_is_gone(ctl_app):
+    """Runs last in this module: it deletes the app (the fixture's own teardown then finds nothing to do)."""
+    import ray
+    from ray import serve
+    from ray.experimental import internal_kv
+
+    from rayhet.serve.autoscaling import get_controller
+    from rayhet.serve.controller import KV_NAMESPACE, _kv_key
+
+    ctl_app.stop()
+    serve.delete(APP)
+    t0 = time.monotonic()
+
+    def gone():
+        try:
+            get_controller(APP)
+            return False
+        except ValueError:
+            return True
+
+    wait_for(gone, 30, "the controller to stop itself after `serve delete` (3 periods of 1 s)")
+    print(f"\ncontroller gone {time.monotonic() - t0:.1f}s after serve delete")
+    assert internal_kv._internal_kv_get(_kv_key(APP), namespace=KV_NAMESPACE) is None
+    assert ray.is_initialized()
