@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 
@@ -83,6 +84,7 @@ def fetch(address: str, app: str = "default") -> dict:
     from rayhet.serve.autoscaling import get_controller
 
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, TimeoutError) as e:
@@ -98,6 +100,18 @@ def fetch(address: str, app: str = "default") -> dict:
         return ray.get(ctl.status.remote(), timeout=30)
     except Exception as e:  # noqa: BLE001 - dead, restarting or busy: say which, in one line
         raise RayhetError(f"the rayhet controller of app {app!r} did not answer: {type(e).__name__}") from None
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for many minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # `auto`, or a ray:// client address (its own timeout applies)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayhetError(f"cannot reach a Ray cluster at {address!r} ({e.strerror or type(e).__name__}); check "
+                          "--address (the head's GCS address, e.g. 10.0.0.1:6379)") from None
 
 
 def _app_state(app: str) -> str:
