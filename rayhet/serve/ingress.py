@@ -2,8 +2,10 @@
 
 Per request: authenticate, read a size-limited JSON body, validate it, count prompt tokens exactly with
 the model's tokenizer, ask the Router (current Plan + output-length predictor) for an ordered list of
-pools, stream from the first that accepts (spilling to the next on backpressure or failure before the
-first token), and record arrivals and outcomes in the TrafficRecorder that the controller reads.
+pools, send to the first that accepts (spilling to the next on backpressure or failure before the first
+token), and record arrivals and outcomes in the TrafficRecorder that the controller reads. A non-streamed
+request is one unary call to the pool (`PoolServer.complete`: the whole result in one Serve message); a
+streamed one a streaming call (`PoolServer.generate`).
 
 `Ingress` is a plain class; `make_app(ingress)` builds its FastAPI app (usable without Ray, e.g. with
 Starlette's TestClient), and the builder makes it a Serve deployment with the late-bound `serve.ingress()`,
@@ -42,6 +44,7 @@ from rayhet.serve.openai_api import (
     usage_chunk,
 )
 from rayhet.serve.health import PoolWatcher, judge
+from rayhet.serve.pool import GenerationFailed
 from rayhet.serve.tokens import load_tokenizer
 from rayhet.traffic import TrafficRecorder
 
@@ -68,6 +71,7 @@ class Ingress:
         self.model_id = self.config.model.id
         self.created = int(time.time())
         self._handles = {name: h.options(stream=True) for name, h in pools.items()}
+        self._unary = dict(pools)
         self._api_keys = [k.encode() for k in self.config.server.resolved_api_keys()]
         self._max_body = self.config.server.max_body_bytes
         self.tokenizer = load_tokenizer(self.config)
@@ -182,6 +186,8 @@ class Ingress:
                 raise APIError(400, route.reason, param="max_tokens", code="context_length_exceeded")
             gen = GenerationRequest(request_id=uuid.uuid4().hex, prompt_token_ids=ids, sampling=sampling,
                                     arrival_time=t0)
+            if not req.stream:
+                return await self._complete(kind, route, gen, max_tokens, t0)
             attempt = await self._open(route, gen)
         except APIError as e:
             return _json(e.status, e.body())
@@ -191,11 +197,9 @@ class Ingress:
             log.exception("rayhet ingress: unexpected error")
             return _json(500, APIError(500, f"internal error: {type(e).__name__}", "internal_error").body())
         rid = new_id(kind)
-        if req.stream:
-            include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage),
-                                     media_type="text/event-stream")
-        return await self._collect(kind, rid, route, attempt, max_tokens, t0)
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage),
+                                 media_type="text/event-stream")
 
     def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
         if kind == "completion":
@@ -222,20 +226,71 @@ class Ingress:
             raise APIError(400, "the prompt is empty", param="prompt")
         return ids, max_tokens
 
-    async def _open(self, route: Route, gen: GenerationRequest) -> _Attempt:
-        """Send to the route's pools in order until one yields a first delta (spill-over)."""
-        tries = route.pools[: self.config.routing.max_attempts if self.config.routing.spill else 1]
+    def _tries(self, route: Route) -> list[str]:
+        return route.pools[: self.config.routing.max_attempts if self.config.routing.spill else 1]
+
+    def _refused(self, pool: str, e: Exception, reasons: list[str]) -> None:
+        """A pool did not produce a first token: record why (the caller tries the next pool)."""
+        if isinstance(e, InvalidRequestError):  # the engine says the request is wrong: no other pool will differ
+            self.traffic.abandoned(pool)
+            raise APIError(400, str(e), param=e.param) from None
+        name = type(e).__name__
+        if "BackPressure" in name or "Overloaded" in name:
+            self.traffic.abandoned(pool)
+        else:
+            self.traffic.finished(pool, ok=False)
+            self.router.mark_failed(pool)
+            log.warning("rayhet ingress: pool %s failed a request: %s", pool, e)
+        reasons.append(f"{pool}: {name}")
+
+    @staticmethod
+    def _no_pool(reasons: list[str]) -> APIError:
+        return APIError(503, "no pool could take the request (" + "; ".join(reasons) + ")", "overloaded_error",
+                        code="overloaded")
+
+    async def _complete(self, kind: str, route: Route, gen: GenerationRequest, max_tokens: int,
+                        t0: float) -> JSONResponse:
+        """A non-streamed request: one unary call per pool tried, the whole result in one reply."""
         prev: str | None = None
-        reasons = []
-        for pool in tries:
+        reasons: list[str] = []
+        for pool in self._tries(route):
+            self.traffic.started(pool, spilled_from=prev)
+            response = self._unary[pool].complete.remote(gen)
+            try:
+                res = await response
+            except asyncio.CancelledError:
+                self.traffic.abandoned(pool)
+                response.cancel()
+                raise
+            except GenerationFailed as e:  # failed after its first token: as a stream failing mid-way, no spill
+                self.traffic.finished(pool, ok=False)
+                log.warning("rayhet ingress: pool %s failed mid-generation: %s", pool, e)
+                return _json(500, APIError(500, "the engine failed mid-generation", "internal_error").body())
+            except Exception as e:  # noqa: BLE001 - backpressure, overload, replica failure: try the next pool
+                self._refused(pool, e, reasons)
+                prev = pool
+                continue
+            n_out = res.usage.completion_tokens if res.usage else len(res.token_ids)
+            # TTFT as the stream path sees it: the time here, less what the pool spent after its first token
+            ttft = max(0.0, time.monotonic() - t0 - (res.total_s - res.ttft_s))
+            tpot = res.decode_s / (n_out - 1) if n_out > 1 else None
+            bucket, _ = self.router.bucket_of(route.input_tokens, max(1, n_out))
+            self.traffic.finished(pool, ok=True, ttft_s=ttft, tpot_s=tpot, bucket=bucket)
+            self.router.observe(route.input_tokens, n_out, max_tokens)
+            u = usage_body(res.usage.prompt_tokens if res.usage else route.input_tokens, n_out)
+            return _json(200, response_body(kind, new_id(kind), self.model_id, res.text, res.finish_reason, u))
+        raise self._no_pool(reasons)
+
+    async def _open(self, route: Route, gen: GenerationRequest) -> _Attempt:
+        """Stream from the route's pools in order until one yields a first delta (spill-over)."""
+        prev: str | None = None
+        reasons: list[str] = []
+        for pool in self._tries(route):
             self.traffic.started(pool, spilled_from=prev)
             stream = self._handles[pool].generate.remote(gen)
             try:
                 first = await stream.__anext__()
                 return _Attempt(pool, stream, first, time.monotonic())
-            except InvalidRequestError as e:  # the engine says the request is wrong: no other pool will differ
-                self.traffic.abandoned(pool)
-                raise APIError(400, str(e), param=e.param) from None
             except StopAsyncIteration:
                 self.traffic.finished(pool, ok=False)
                 reasons.append(f"{pool}: empty response")
@@ -244,17 +299,9 @@ class Ingress:
                 stream.cancel()
                 raise
             except Exception as e:  # noqa: BLE001 - backpressure, overload, replica failure: try the next pool
-                name = type(e).__name__
-                if "BackPressure" in name or "Overloaded" in name:
-                    self.traffic.abandoned(pool)
-                else:
-                    self.traffic.finished(pool, ok=False)
-                    self.router.mark_failed(pool)
-                    log.warning("rayhet ingress: pool %s failed a request: %s", pool, e)
-                reasons.append(f"{pool}: {name}")
+                self._refused(pool, e, reasons)
             prev = pool
-        raise APIError(503, "no pool could take the request (" + "; ".join(reasons) + ")", "overloaded_error",
-                       code="overloaded")
+        raise self._no_pool(reasons)
 
     async def _deltas(self, attempt: _Attempt) -> AsyncIterator[Any]:
         yield attempt.first
@@ -270,23 +317,6 @@ class Ingress:
         bucket, _ = self.router.bucket_of(route.input_tokens, max(1, n_out))
         self.traffic.finished(attempt.pool, ok=True, ttft_s=attempt.t_first - t0, tpot_s=tpot, bucket=bucket)
         self.router.observe(route.input_tokens, n_out, max_tokens)
-
-    async def _collect(self, kind, rid, route, attempt, max_tokens, t0) -> JSONResponse:
-        parts, finish, usage, n_out = [], None, None, 0
-        try:
-            async for d in self._deltas(attempt):
-                parts.append(d.text)
-                n_out += len(d.token_ids)
-                if d.finish_reason is not None:
-                    finish, usage = d.finish_reason, d.usage
-        except Exception as e:  # noqa: BLE001
-            self._finish(route, attempt, n_out, time.monotonic(), t0, max_tokens, ok=False)
-            log.warning("rayhet ingress: pool %s failed mid-generation: %s", attempt.pool, e)
-            return _json(500, APIError(500, f"the engine failed: {type(e).__name__}", "internal_error").body())
-        n_out = usage.completion_tokens if usage else n_out
-        self._finish(route, attempt, n_out, time.monotonic(), t0, max_tokens, ok=True)
-        u = usage_body(usage.prompt_tokens if usage else route.input_tokens, n_out)
-        return _json(200, response_body(kind, rid, self.model_id, "".join(parts), finish, u))
 
     async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
         n_out, first, ok, done, usage = 0, True, False, False, None

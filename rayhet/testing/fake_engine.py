@@ -32,7 +32,10 @@ class FakeEngineSettings(BaseModel):
     n_slots: int = Field(8, ge=1, description="Concurrent generations (batch slots).")
     max_waiting: int = Field(64, ge=0, description="Requests waiting for a slot before EngineOverloadedError.")
     ttft_s: float = Field(0.0, ge=0, description="Delay before the first token.")
-    tpot_s: float = Field(0.0, ge=0, description="Delay between tokens.")
+    tpot_s: float = Field(0.0, ge=0, description="Delay between steps (one step: tokens_per_step tokens).")
+    tokens_per_step: int = Field(
+        1, ge=1, description="Tokens per step, sent as one delta (as vLLM's stream_interval): a fast engine that "
+        "benchmarks can use to saturate Serve.")
     natural_output_tokens: int | None = Field(
         None, ge=1, description="Stop ('stop') after this many tokens unless max_tokens is lower or ignore_eos."
     )
@@ -109,13 +112,15 @@ class FakeEngine:
                 await asyncio.sleep(self.settings.ttft_s)
             first = time.monotonic()
             self._stats.prompt_tokens_total += len(ids)
-            for k in range(n):
+            step = self.settings.tokens_per_step
+            for k in range(0, n, step):
                 if k and self.settings.tpot_s:
                     await asyncio.sleep(self.settings.tpot_s)
-                last = k == n - 1
-                self._stats.generated_tokens_total += 1
+                m = min(step, n - k)
+                last = k + m >= n
+                self._stats.generated_tokens_total += m
                 yield GenerationDelta(
-                    text="a", token_ids=[97], first_token_time=first,
+                    text="a" * m, token_ids=[97] * m, first_token_time=first,
                     finish_reason=finish if last else None,  # type: ignore[arg-type]
                     usage=Usage(len(ids), n) if last else None,
                 )
