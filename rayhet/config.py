@@ -76,7 +76,9 @@ class PoolConfig(_Strict):
     num_cpus: float | None = Field(
         None, ge=0, description="CPUs reserved per replica. Default: the engine's threads (llama_cpp) or 1 (vllm)."
     )
-    num_gpus: float | None = Field(None, ge=0, description="GPUs per replica. Default: 1 for vllm, 0 otherwise.")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per replica. Default: for vllm, tensor_parallel_size x pipeline_parallel_size "
+        "of its engine_settings (1 if unset); 0 otherwise.")
     engine_settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Settings passed to the engine, validated by its settings model (e.g. LlamaCppSettings). "
@@ -95,6 +97,12 @@ class PoolConfig(_Strict):
     )
     queue_per_replica: int = Field(
         4, ge=0, description="Requests a replica accepts beyond its batch slots (added to max_ongoing_requests)."
+    )
+    access_log: bool = Field(
+        False,
+        description="Ray Serve's per-request access log lines on this pool's replicas (logging_config."
+        "enable_access_log). Off by default: the ingress already logs each request, and one line per request here "
+        "cost throughput (benchmarks/results/serve-path.md).",
     )
     max_queued_requests: int = Field(
         8,
@@ -181,6 +189,11 @@ class ServerConfig(_Strict):
     ingress_max_ongoing_requests: int = Field(1000, ge=1, description="Concurrent requests per ingress replica.")
     ingress_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per ingress replica.")
     traffic_window_s: float = Field(60.0, gt=0, description="Sliding window of the traffic the ingress records.")
+    access_log: bool = Field(
+        True,
+        description="Ray Serve's per-request access log lines on the ingress replicas (logging_config."
+        "enable_access_log): one line per HTTP request with its status and latency.",
+    )
 
     def resolved_api_keys(self) -> set[str]:
         keys = set(self.api_keys)
@@ -256,9 +269,9 @@ def engine_settings_dict(config: RayhetConfig, pool: PoolConfig) -> dict[str, An
 def validate_engine_settings(config: RayhetConfig, source: str = "config") -> dict[str, BaseModel]:
     """Validate every pool's engine settings with its engine's own model; returns pool name -> settings.
 
-    The app may be built on a node without the model file (a head node building a `serve deploy`): a
-    model_path missing here is validated as a stand-in file, and the replica checks the real one when it
-    starts. An engine whose module cannot be imported here (vLLM on a CPU-only head) is skipped the same way.
+    The app may be built on a node without the model file (a head node building a `serve deploy`): engines
+    check their files when they start, in the replica. An engine whose module cannot be imported here (vLLM on
+    a CPU-only head) is skipped.
     """
     out: dict[str, BaseModel] = {}
     for k, pool in enumerate(config.pools):
@@ -267,9 +280,6 @@ def validate_engine_settings(config: RayhetConfig, source: str = "config") -> di
         except ImportError:
             continue
         data = engine_settings_dict(config, pool)
-        mp = data.get("model_path")
-        if isinstance(mp, str) and (mp == EMBEDDED_MODEL or not Path(mp).is_file()):
-            data["model_path"] = __file__  # stand-in (see docstring); the replica resolves the real path
         try:
             out[pool.name] = settings_cls.model_validate(data)
         except ValidationError as e:

@@ -9,6 +9,7 @@ beyond `max_queued_requests` waiting at the caller, Serve raises BackPressureErr
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ray import serve
@@ -24,6 +25,8 @@ from rayhet.serve.reporting import ControlledIngress
 ACCELERATOR_RESOURCE = "accelerator_type:{}"
 INGRESS_NAME = "ingress"
 POOL_PREFIX = "pool-"
+
+log = logging.getLogger("ray.serve")
 
 
 def pool_deployment_name(pool: str) -> str:
@@ -48,11 +51,16 @@ def max_context(settings: Any) -> int | None:
     return int(v) if v is not None else None
 
 
+def vllm_gpus(settings: Any) -> int:
+    """GPUs one vLLM replica shards the model over: tensor_parallel_size x pipeline_parallel_size."""
+    return int(_setting(settings, "tensor_parallel_size") or 1) * int(_setting(settings, "pipeline_parallel_size") or 1)
+
+
 def pool_deployment_options(pool: PoolConfig, settings: Any, replicas: int) -> dict[str, Any]:
     """`serve.deployment(...)` options of a pool (the controller adds its autoscaling_config to these)."""
     threads = _setting(settings, "n_threads")
     num_cpus = pool.num_cpus if pool.num_cpus is not None else (threads or 1) if pool.engine == "llama_cpp" else 1
-    num_gpus = pool.num_gpus if pool.num_gpus is not None else (1 if pool.engine == "vllm" else 0)
+    num_gpus = pool.num_gpus if pool.num_gpus is not None else (vllm_gpus(settings) if pool.engine == "vllm" else 0)
     resources = dict(pool.resources)
     if pool.accelerator_type:
         resources.setdefault(ACCELERATOR_RESOURCE.format(pool.accelerator_type), 0.001)
@@ -68,7 +76,21 @@ def pool_deployment_options(pool: PoolConfig, settings: Any, replicas: int) -> d
         "health_check_period_s": 10.0,
         "health_check_timeout_s": 60.0,
         "graceful_shutdown_timeout_s": 10.0,
+        "logging_config": {"enable_access_log": pool.access_log},
     }
+
+
+def scale_from_zero(pool: PoolConfig, opts: dict[str, Any]) -> dict[str, Any]:
+    """Options of a pool that starts with 0 replicas and no controller (Serve refuses num_replicas=0): the
+    deployment exists with none, out of the plan's routing, and Serve's own autoscaler starts one (up to
+    max_replicas, default 1) if a request ever reaches it, e.g. when no planned pool fits; idle, back to 0."""
+    opts = dict(opts)
+    opts.pop("num_replicas")
+    opts["autoscaling_config"] = {
+        "min_replicas": 0, "initial_replicas": 0, "max_replicas": pool.max_replicas or 1,
+        "target_ongoing_requests": max(1, opts["max_ongoing_requests"] - pool.queue_per_replica),
+    }
+    return opts
 
 
 def initial_replicas(pool: PoolConfig, plan: Plan) -> int:
@@ -93,6 +115,10 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
         opts = pool_deployment_options(pool, s, initial_replicas(pool, plan))
         if wiring:  # replicas come from the controller through PlanPolicy
             opts = wiring.pool_options(pool, opts)
+        elif opts["num_replicas"] == 0:
+            opts = scale_from_zero(pool, opts)
+            log.info("rayhet: pool %s starts with 0 replicas (the plan gives it none); it is out of routing and "
+                     "scales from zero only if a request reaches it", pool.name)
         dep = serve.deployment(PoolServer, **opts)
         handles[pool.name] = dep.bind(pool.name, pool.engine, engine_settings_dict(config, pool))
         price = pool.price_per_hour
@@ -114,6 +140,7 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
         name=INGRESS_NAME,
         num_replicas=srv.ingress_replicas,
         max_ongoing_requests=srv.ingress_max_ongoing_requests,
+        logging_config={"enable_access_log": srv.access_log},
         **{"ray_actor_options": {"num_cpus": srv.ingress_num_cpus}, **(ingress_options or {})},
     )
     extra = wiring.ingress_kwargs(INGRESS_NAME) if wiring else {}
