@@ -41,7 +41,8 @@ class LlamaCppSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_path: str = Field(description="Path of the GGUF model file.")
+    model_path: str = Field(description="Path of the GGUF model file on the node where the replica runs (checked "
+                            "when the engine starts, not when the config is read: the Ray head may not have it).")
     n_ctx: int = Field(2048, ge=16, description="Context per sequence: prompt + max_tokens must fit in it.")
     n_slots: int = Field(8, ge=1, le=256, description="Sequences decoded together (the batch size).")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; default: the replica's CPU allotment.")
@@ -61,8 +62,9 @@ class LlamaCppSettings(BaseModel):
         if self.n_batch < self.n_slots:
             raise ValueError(f"n_batch ({self.n_batch}) must be >= n_slots ({self.n_slots}): every running "
                              "sequence feeds one token per step")
-        if not Path(self.model_path).is_file():
-            raise ValueError(f"model_path {self.model_path!r} is not a file")
+        mp = self.model_path
+        if not mp.strip() or mp != mp.strip() or mp.endswith(("/", "\\")) or "\0" in mp:
+            raise ValueError(f"model_path {mp!r} is not a usable file path (empty, padded, a directory, or a NUL)")
         return self
 
 
@@ -118,6 +120,12 @@ class LlamaCppEngine:
         self._thread.start()
 
     def _load(self) -> None:
+        path = Path(self.settings.model_path)
+        if not path.is_file():  # here, on the replica's node: the config was read elsewhere (the head)
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise EngineError(f"model_path {str(path)!r} {what} on node {os.uname().nodename}: put the GGUF file "
+                              "there (same path on every node of the pool) or mount it, and point model.gguf or "
+                              "engine_settings.model_path at it")
         import llama_cpp as lc
         import llama_cpp._logger as lc_log
 

@@ -193,3 +193,25 @@ def test_stream_text_holds_back_partial_stops():
     assert st.push("é".encode()[:1]) == "" and st.push("é".encode()[1:]) == "é"
     st = StreamText(["ab", "b"])
     assert st.push(b"xab") == "x" and st.stopped  # the earliest stop wins
+
+
+def test_settings_do_not_need_the_model_file_here_but_reject_bad_paths(tmp_path):
+    """The config is read where `build()` runs (a KubeRay head without the model): no file check there."""
+    from pydantic import ValidationError
+
+    from rayhet.engines.llama_cpp import LlamaCppSettings
+
+    assert LlamaCppSettings(model_path="/models/not-on-this-node.gguf").model_path.endswith(".gguf")
+    for bad in ["", "  ", f"{tmp_path}/", " x.gguf"]:
+        with pytest.raises(ValidationError, match="model_path"):
+            LlamaCppSettings(model_path=bad)
+
+
+async def test_a_missing_model_file_fails_the_engine_start_clearly(tmp_path):
+    from rayhet.engines.base import EngineError
+    from rayhet.engines.llama_cpp import LlamaCppEngine, LlamaCppSettings
+
+    for path, what in [(tmp_path / "missing.gguf", "does not exist"), (tmp_path, "is a directory")]:
+        engine = LlamaCppEngine(LlamaCppSettings(model_path=str(path)))
+        with pytest.raises(EngineError, match=f"{what} on node .*GGUF"):
+            await engine.start()
