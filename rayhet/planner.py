@@ -72,8 +72,8 @@ def capacity_on_grid(profile: Profile, input_edges: Sequence[int], output_edges:
     cap = np.full((len(rows), len(cols)), np.nan)
     for a, i in enumerate(rows):
         for b, j in enumerate(cols):
-            if i is not None and j is not None and profile.rate(i, j):
-                cap[a, b] = profile.rate(i, j)
+            if i is not None and j is not None:
+                cap[a, b] = profile.rate(i, j) or np.nan
     return cap
 
 
@@ -265,7 +265,6 @@ def _solve_on_grid(pools, grid, f, rate, *, slices, headroom, drop_unservable, t
         with np.errstate(invalid="ignore", divide="ignore"):
             coef = np.where(flat_allowed, eff_rate * f.reshape(-1, 1) / (slices * cap.reshape(-1, len(pools))), 0.0)
         deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
-        remaining = lambda: None if deadline is None else deadline - time.perf_counter()  # noqa: E731
         n, x, status, gap, how = _optimise(flat_allowed, prices, mins, maxs, coef, slices, form, relax_first,
                                            deadline, mip_rel_gap, highs_options)
         if n is None:
