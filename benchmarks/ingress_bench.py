@@ -97,16 +97,6 @@ async def closed_loop(client, url: str, concurrency: int, seconds: float) -> tup
     return done / (time.perf_counter() - t), errors
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def pct(values: list[float], q: float) -> float:
     v = sorted(values)
     return v[min(len(v) - 1, int(q * len(v)))]
@@ -149,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from rayhet.app import build
+    from rayhet.profiling.report import cpu_model
 
     port = 8765
     ray.init(num_cpus=4, logging_level="warning", log_to_driver=False, include_dashboard=False)

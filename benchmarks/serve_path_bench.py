@@ -30,16 +30,6 @@ from pathlib import Path
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 2  # 90 byte-tokens
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def engine_settings(args) -> dict:
     return {"n_slots": args.concurrency, "max_waiting": 4 * args.concurrency, "tpot_s": args.step_s,
             "tokens_per_step": args.tokens_per_step}
@@ -130,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import rayhet
     from rayhet.app import build
+    from rayhet.profiling.report import cpu_model
     from rayhet.serve.pool import PoolServer
 
     unary = hasattr(PoolServer, "complete")
