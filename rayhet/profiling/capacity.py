@@ -7,6 +7,7 @@ the measurements stored next to it.
 from __future__ import annotations
 
 from rayhet.profiles import SLO, SweepPoint
+from rayhet.profiling.search import bracket
 
 # AIBrix's rule: a rate is sustained only if the replica completes at least 90% of what is offered.
 MIN_THROUGHPUT_RATIO = 0.9
@@ -60,9 +61,7 @@ def bucket_capacity(points: list[SweepPoint]) -> float | None:
     highest passing rate; for a noisy sweep (a pass above a fail) the lower, safe answer is kept.
     None when no point passes.
     """
-    lowest_fail = min((p.offered_rate for p in points if not p.meets_slo), default=float("inf"))
-    passing = [p.offered_rate for p in points if p.meets_slo and p.offered_rate < lowest_fail]
-    return max(passing, default=None)
+    return bracket([(p.offered_rate, p.meets_slo) for p in points])[0]
 
 
 def derive_max_rate(sweep: list[SweepPoint], n_in: int, n_out: int) -> list[list[float | None]]:
