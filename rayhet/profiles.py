@@ -9,6 +9,7 @@ is missed at any rate, or the context is too long for the engine).
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from datetime import date, datetime
@@ -184,14 +185,8 @@ class Profile(_Strict):
 
 def bucket_index(value: int, edges: list[int]) -> int | None:
     """Index of the right-closed bucket `(edges[k-1], edges[k]]` holding `value`; None if above the last edge."""
-    lo, hi = 0, len(edges)
-    while lo < hi:  # first edge >= value
-        mid = (lo + hi) // 2
-        if edges[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo if lo < len(edges) else None
+    k = bisect.bisect_left(edges, value)  # first edge >= value
+    return k if k < len(edges) else None
 
 
 def _format_loc(loc: tuple) -> str:
@@ -225,15 +220,12 @@ def load_profile(path: str | Path) -> Profile:
 def load_profiles(path: str | Path) -> list[Profile]:
     """Read a profile file, or every `*.json` in a directory (sorted by name); pool names must be unique."""
     path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob("*.json"))
-        if not files:
-            raise ProfileError(f"{path}: directory holds no *.json profiles")
-        profiles = [load_profile(f) for f in files]
-    else:
-        profiles = [load_profile(path)]
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not files:
+        raise ProfileError(f"{path}: directory holds no *.json profiles")
+    profiles = [load_profile(f) for f in files]
     seen: dict[str, str] = {}
-    for f, p in zip(files if path.is_dir() else [path], profiles):
+    for f, p in zip(files, profiles):
         if p.pool in seen:
             raise ProfileError(f"{f}: pool {p.pool!r} is also defined in {seen[p.pool]}")
         seen[p.pool] = str(f)
