@@ -28,6 +28,7 @@ import httpx
 
 from rayhet.engines.base import GenerationRequest, SamplingParams
 from rayhet.engines.llama_cpp import LlamaCppEngine, LlamaCppSettings
+from rayhet.profiling.report import cpu_model
 from rayhet.testing.models import cached_gguf
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -187,7 +188,7 @@ def main() -> None:
     import llama_cpp
 
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {_cpu_name()}, {os.cpu_count()} CPUs visible",
+            "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs visible",
             "command": "python " + " ".join(sys.argv), "model": f"rayhet random-weight Llama {args.size} {args.dtype}",
             "threads": args.threads, "prompt_tokens": args.prompt_tokens, "output_tokens": args.output_tokens,
             "llama_cpp_python": llama_cpp.__version__, "repeat": args.repeat,
@@ -200,16 +201,6 @@ def main() -> None:
                     table(rows, args.streams), ""])
     Path(args.out + ".md").write_text(md)
     print(md)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
