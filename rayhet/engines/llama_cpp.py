@@ -36,6 +36,37 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def tokenize_text(lc, vocab, text: str, add_bos: bool) -> list[int]:
+    """Token ids of `text` in a llama.cpp vocabulary (special tokens parsed); shared with the ingress's tokenizer."""
+    data = text.encode()
+    cap = len(data) + 8
+    buf = (lc.llama_token * cap)()
+    n = lc.llama_tokenize(vocab, data, len(data), buf, cap, add_bos, True)
+    if n < 0:
+        raise EngineError(f"tokenize needed {-n} tokens, more than {cap}")
+    return list(buf[:n])
+
+
+def token_piece(lc, vocab, token: int, special: bool = False) -> bytes:
+    """The bytes of one token's piece (thread-safe: a buffer per call)."""
+    buf = ctypes.create_string_buffer(64)
+    n = lc.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = lc.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+    return buf.raw[:n]
+
+
+def load_chat_template(lc, model, vocab) -> ChatTemplate:
+    """The model's own chat template, with its BOS and EOS texts."""
+    def special(token: int) -> str:
+        return token_piece(lc, vocab, token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    source = lc.llama_model_chat_template(model, None)
+    return ChatTemplate(source.decode() if source else None, bos_token=special(lc.llama_vocab_bos(vocab)),
+                        eos_token=special(lc.llama_vocab_eos(vocab)))
+
+
 class LlamaCppSettings(BaseModel):
     """Settings of a llama.cpp CPU replica."""
 
@@ -153,10 +184,7 @@ class LlamaCppEngine:
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(s.n_batch, 0, 1)
         self._add_bos = lc.llama_vocab_get_add_bos(self._vocab)
-        template = lc.llama_model_chat_template(self._model, None)
-        self._chat = ChatTemplate(template.decode() if template else None,
-                                  bos_token=self._special_text(lc.llama_vocab_bos(self._vocab)),
-                                  eos_token=self._special_text(lc.llama_vocab_eos(self._vocab)))
+        self._chat = load_chat_template(lc, self._model, self._vocab)
 
     async def shutdown(self) -> None:
         with self._cv:
@@ -182,14 +210,7 @@ class LlamaCppEngine:
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids of `text` as a prompt (BOS added when the model wants it; special tokens parsed)."""
-        lc, data = self._lc, text.encode()
-        add = self._add_bos if add_bos is None else add_bos
-        cap = len(data) + 8
-        buf = (lc.llama_token * cap)()
-        n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add, True)
-        if n < 0:
-            raise EngineError(f"tokenize needed {-n} tokens, more than {cap}")
-        return list(buf[:n])
+        return tokenize_text(self._lc, self._vocab, text, self._add_bos if add_bos is None else add_bos)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -198,19 +219,7 @@ class LlamaCppEngine:
         return self._chat.render(messages)
 
     def detokenize(self, token_ids: list[int]) -> str:
-        return b"".join(self._token_bytes(t) for t in token_ids).decode("utf-8", errors="replace")
-
-    def _token_bytes(self, token: int, special: bool = False) -> bytes:
-        lc = self._lc
-        buf = ctypes.create_string_buffer(64)  # per call: the step thread and callers detokenize at once
-        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
-
-    def _special_text(self, token: int) -> str:
-        return self._token_bytes(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+        return b"".join(token_piece(self._lc, self._vocab, t) for t in token_ids).decode("utf-8", errors="replace")
 
     def _prompt_ids(self, req: GenerationRequest) -> list[int]:
         given = [x is not None for x in (req.prompt, req.prompt_token_ids, req.messages)]
@@ -403,7 +412,7 @@ class LlamaCppEngine:
         if not sp.ignore_eos and self._lc.llama_vocab_is_eog(self._vocab, token):
             text, finish = s.text.flush(), "stop"
         else:
-            text = s.text.push(self._token_bytes(token))
+            text = s.text.push(token_piece(self._lc, self._vocab, token))
             if s.text.stopped:
                 finish = "stop"
             elif s.n_generated >= sp.max_tokens:
