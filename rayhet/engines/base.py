@@ -64,6 +64,16 @@ def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def check_fits(prompt_tokens: int, max_tokens: int, max_context: int) -> None:
+    """Raise InvalidRequestError unless a non-empty prompt plus max_tokens fits the context (OpenAI's 400)."""
+    if prompt_tokens < 1:
+        raise InvalidRequestError("the prompt is empty", "prompt")
+    need = prompt_tokens + max_tokens
+    if need > max_context:
+        raise InvalidRequestError(f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) = {need} exceeds "
+                                  f"the context of {max_context} tokens", "max_tokens")
+
+
 @dataclass
 class GenerationRequest:
     """One request. Exactly one of `prompt`, `prompt_token_ids` or `messages` (chat, rendered with the

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rayhet.engines.base import (
     EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
-    InvalidRequestError, Usage,
+    InvalidRequestError, Usage, check_fits,
 )
 from rayhet.engines.chat import ChatTemplate
 from rayhet.engines.text import StreamText
@@ -243,13 +243,7 @@ class LlamaCppEngine:
         await self.check_health()
         request.sampling.validate()
         prompt = self._prompt_ids(request)
-        if not prompt:
-            raise InvalidRequestError("the prompt is empty", "prompt")
-        need = len(prompt) + request.sampling.max_tokens
-        if need > self.max_context:
-            raise InvalidRequestError(
-                f"prompt ({len(prompt)} tokens) + max_tokens ({request.sampling.max_tokens}) = {need} exceeds "
-                f"the context of {self.max_context} tokens", "max_tokens")
+        check_fits(len(prompt), request.sampling.max_tokens, self.max_context)
         seq = _Seq(request, prompt, asyncio.get_running_loop())
         with self._cv:
             if len(self._waiting) + self._n_running >= self.settings.n_slots + self.settings.max_waiting:

@@ -20,6 +20,7 @@ from rayhet.engines.base import (
     InvalidRequestError,
     SamplingParams,
     Usage,
+    check_fits,
 )
 
 
@@ -101,17 +102,6 @@ def sampling_kwargs(s: SamplingParams) -> dict[str, Any]:
     if s.stop:
         kw["stop"] = list(s.stop)
     return kw
-
-
-def check_fits(prompt_tokens: int, max_tokens: int, max_context: int) -> None:
-    """Raise InvalidRequestError unless the prompt plus max_tokens fits the context (OpenAI's 400)."""
-    if prompt_tokens < 1:
-        raise InvalidRequestError("the prompt is empty", "prompt")
-    if prompt_tokens + max_tokens > max_context:
-        raise InvalidRequestError(
-            f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the context of "
-            f"{max_context} tokens", "max_tokens",
-        )
 
 
 _FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length", "abort": "abort", "error": "error"}
