@@ -76,10 +76,7 @@ def _tokens(value: str, where: str, column: str) -> int:
 def _sniff(path: Path) -> Literal["pairs", "azure"]:
     with path.open(newline="") as f:
         first = f.readline()
-    cols = [c.strip() for c in first.split(",")]
-    if tuple(cols[:3]) == AZURE_COLUMNS or "TIMESTAMP" in cols:
-        return "azure"
-    return "pairs"
+    return "azure" if "TIMESTAMP" in (c.strip() for c in first.split(",")) else "pairs"
 
 
 def read_workload(path: str | Path, fmt: Literal["auto", "pairs", "azure"] = "auto") -> Workload:
