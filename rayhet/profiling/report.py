@@ -12,7 +12,7 @@ from pathlib import Path
 from rayhet.profiles import Hardware, Profile, Provenance
 from rayhet.profiling.capacity import MIN_THROUGHPUT_RATIO, derive_max_rate
 from rayhet.profiling.grid import representative
-from rayhet.profiling.sweep import SweepSettings, SweepState
+from rayhet.profiling.sweep import MEASURED, SweepSettings, SweepState
 
 
 def cpu_model() -> str:
@@ -52,7 +52,7 @@ def bucket_notes(state: SweepState, settings: SweepSettings) -> str:
     """One line per bucket that is null or cut short, saying why."""
     lines = []
     for key, status in sorted(state.status.items(), key=lambda kv: tuple(map(int, kv[0].split(",")))):
-        if status.startswith("measured"):
+        if status.startswith(MEASURED):
             continue
         i, j = map(int, key.split(","))
         size = f"in {representative(settings.input_edges, i)} / out {representative(settings.output_edges, j)}"
