@@ -76,10 +76,7 @@ class Ingress:
         self._max_body = self.config.server.max_body_bytes
         self.tokenizer = load_tokenizer(self.config)
         p = Plan.from_dict(plan)
-        r = self.config.routing
-        predictor = make_predictor(r.predictor, p.input_edges, quantile=r.predictor_quantile,
-                                   window=r.predictor_window, min_samples=r.predictor_min_samples)
-        self.router = Router(p, [PoolLimit(**lim) for lim in limits], predictor)
+        self.router = Router(p, [PoolLimit(**lim) for lim in limits], self._predictor(p))
         slo = self.config.slo
         self.traffic = TrafficRecorder(p.input_edges, p.output_edges, list(pools), self.config.server.traffic_window_s,
                                        slo_ttft_ms=slo.ttft_ms if slo else None, slo_tpot_ms=slo.tpot_ms if slo else None)
@@ -103,15 +100,19 @@ class Ingress:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _predictor(self, plan: Plan):
+        """A fresh output-length predictor for the plan's input grid, as `routing:` configures it."""
+        r = self.config.routing
+        return make_predictor(r.predictor, plan.input_edges, quantile=r.predictor_quantile,
+                              window=r.predictor_window, min_samples=r.predictor_min_samples)
+
     # -- controller API --------------------------------------------------------------------------
     def update_plan(self, plan: dict) -> None:
         """Adopt a new plan (the controller's). A new grid restarts the predictor and traffic bucket counts."""
         p = Plan.from_dict(plan)
         old = self.router.plan
         if (p.input_edges, p.output_edges) != (old.input_edges, old.output_edges):
-            r = self.config.routing
-            self.router.predictor = make_predictor(r.predictor, p.input_edges, quantile=r.predictor_quantile,
-                                                   window=r.predictor_window, min_samples=r.predictor_min_samples)
+            self.router.predictor = self._predictor(p)
             self.traffic.set_grid(p.input_edges, p.output_edges)
         self.router.set_plan(p)
 
@@ -273,10 +274,7 @@ class Ingress:
             n_out = res.usage.completion_tokens if res.usage else len(res.token_ids)
             # TTFT as the stream path sees it: the time here, less what the pool spent after its first token
             ttft = max(0.0, time.monotonic() - t0 - (res.total_s - res.ttft_s))
-            tpot = res.decode_s / (n_out - 1) if n_out > 1 else None
-            bucket, _ = self.router.bucket_of(route.input_tokens, max(1, n_out))
-            self.traffic.finished(pool, ok=True, ttft_s=ttft, tpot_s=tpot, bucket=bucket)
-            self.router.observe(route.input_tokens, n_out, max_tokens)
+            self._succeeded(pool, route, n_out, max_tokens, ttft, res.decode_s)
             u = usage_body(res.usage.prompt_tokens if res.usage else route.input_tokens, n_out)
             return _json(200, response_body(kind, new_id(kind), self.model_id, res.text, res.finish_reason, u))
         raise self._no_pool(reasons)
@@ -308,18 +306,16 @@ class Ingress:
         async for d in attempt.stream:
             yield d
 
-    def _finish(self, route: Route, attempt: _Attempt, n_out: int, t_last: float, t0: float, max_tokens: int,
-                ok: bool) -> None:
-        if not ok:
-            self.traffic.finished(attempt.pool, ok=False)
-            return
-        tpot = (t_last - attempt.t_first) / (n_out - 1) if n_out > 1 else None
+    def _succeeded(self, pool: str, route: Route, n_out: int, max_tokens: int, ttft_s: float, decode_s: float) -> None:
+        """A request finished on `pool` with `n_out` tokens: record its latencies and actual bucket, and teach
+        the predictor its output length."""
+        tpot = decode_s / (n_out - 1) if n_out > 1 else None
         bucket, _ = self.router.bucket_of(route.input_tokens, max(1, n_out))
-        self.traffic.finished(attempt.pool, ok=True, ttft_s=attempt.t_first - t0, tpot_s=tpot, bucket=bucket)
+        self.traffic.finished(pool, ok=True, ttft_s=ttft_s, tpot_s=tpot, bucket=bucket)
         self.router.observe(route.input_tokens, n_out, max_tokens)
 
     async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
-        n_out, first, ok, done, usage = 0, True, False, False, None
+        n_out, first, ok, usage = 0, True, False, None
         try:
             async for d in self._deltas(attempt):
                 n_out += len(d.token_ids)
@@ -343,9 +339,11 @@ class Ingress:
             err = APIError(500, f"the engine failed: {type(e).__name__}", "internal_error").body()
             yield b"data: " + json.dumps(err).encode() + b"\n\n"
         finally:
-            if not done:
-                self._finish(route, attempt, n_out, time.monotonic(), t0, max_tokens, ok=ok)
-                done = True
+            if ok:
+                self._succeeded(attempt.pool, route, n_out, max_tokens, attempt.t_first - t0,
+                                time.monotonic() - attempt.t_first)
+            else:
+                self.traffic.finished(attempt.pool, ok=False)
         yield b"data: [DONE]\n\n"
 
 
