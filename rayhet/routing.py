@@ -148,6 +148,7 @@ class Router:
     def __init__(self, plan: Plan, limits: list[PoolLimit], predictor: OutputPredictor | None = None,
                  failure_cooldown_s: float = 5.0):
         self.limits = {p.name: p for p in limits}
+        self.largest_context = max((p.max_context or 0 for p in limits), default=0)  # 0: none known
         self.predictor = predictor or MaxTokensPredictor()
         self.failure_cooldown_s = failure_cooldown_s
         self._failed_until: dict[str, float] = {}
@@ -183,10 +184,9 @@ class Router:
         need = input_tokens + max_tokens
         fits = [n for n in self.limits if self._fits(n, need)]
         if not fits:
-            biggest = max((p.max_context or 0) for p in self.limits.values())
             return Route(input_tokens, predicted, None, False, [],
                          f"prompt ({input_tokens} tokens) + max_tokens ({max_tokens}) = {need} tokens exceeds every "
-                         f"pool's context (the largest is {biggest} tokens)")
+                         f"pool's context (the largest is {self.largest_context} tokens)")
         bucket, clipped = self.bucket_of(input_tokens, predicted)
         fit_set = set(fits)
         shares = {n: s for n, s in self.plan.pools_for(*bucket).items() if s > 0 and n in fit_set}

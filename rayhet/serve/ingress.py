@@ -219,10 +219,10 @@ class Ingress:
             ids = self.tokenizer.chat_ids([m.as_dict() for m in req.messages])
             max_tokens = req.max_completion_tokens or req.max_tokens
             if max_tokens is None:  # as OpenAI: up to what the context leaves, capped by our default
-                biggest = max((lim.max_context or 0) for lim in self.router.limits.values()) or None
+                left = self.router.largest_context - len(ids)  # negative when no pool's context is known
                 max_tokens = self.config.routing.default_max_tokens
-                if biggest is not None and biggest - len(ids) >= 1:
-                    max_tokens = min(max_tokens, biggest - len(ids))
+                if left >= 1:
+                    max_tokens = min(max_tokens, left)
         if not ids:
             raise APIError(400, "the prompt is empty", param="prompt")
         return ids, max_tokens

@@ -92,3 +92,29 @@ def test_static_plan_splits_by_replicas():
     assert p.input_edges[0] == 32 and p.input_edges[-1] == 2048 and p.status == "static"
     assert p.pools_for(0, 0) == {"a": 0.75, "b": 0.25}
     assert Plan.from_dict(p.to_dict()) == p
+
+
+def test_largest_context_and_chat_default_max_tokens():
+    from types import SimpleNamespace
+
+    from rayhet.serve.ingress import Ingress
+    from rayhet.serve.openai_api import ChatRequest
+
+    assert Router(plan({}), [PoolLimit("small", 512), PoolLimit("big", None)]).largest_context == 512
+    assert Router(plan({}), [PoolLimit("small"), PoolLimit("big")]).largest_context == 0  # none known
+
+    def chat_max_tokens(max_context, prompt_chars):
+        cfg = {"model": {"id": "fake"}, "pools": [{"name": "fake", "engine": "fake"}],
+               "routing": {"default_max_tokens": 256}}
+        handle = SimpleNamespace(options=lambda **_: None)
+        ing = Ingress(cfg, static_plan({"fake": 1}, 1024).to_dict(), {"fake": handle},
+                      [{"name": "fake", "max_context": max_context}])
+        req = ChatRequest.model_validate({"model": "fake", "messages": [{"role": "user", "content": "x" * prompt_chars}]})
+        ids, max_tokens = ing._tokenize("chat", req)
+        return len(ids), max_tokens
+
+    n, m = chat_max_tokens(300, 100)  # the context leaves less than the default: capped by it
+    assert m == 300 - n < 256
+    assert chat_max_tokens(4096, 100)[1] == 256  # room enough: the default
+    assert chat_max_tokens(None, 100)[1] == 256  # context unknown: the default
+    assert chat_max_tokens(100, 200)[1] == 256  # the prompt alone overflows: the default (the router refuses it)
