@@ -344,8 +344,7 @@ def resolve_paths(config: RayhetConfig, base: Path) -> RayhetConfig:
     data = config.model_dump()
     data["model"]["gguf"] = fix(data["model"]["gguf"])
     data["model"]["tokenizer"] = fix(data["model"]["tokenizer"])
-    if data["model"]["hf"] and (base / data["model"]["hf"]).exists():
-        data["model"]["hf"] = fix(data["model"]["hf"])
+    data["model"]["hf"] = fix(data["model"]["hf"])  # a Hub id stays as it is (no such local path)
     data["planner"]["workload"] = fix(data["planner"]["workload"])
     for p in data["pools"]:
         p["profile"] = fix(p["profile"])

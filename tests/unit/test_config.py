@@ -79,6 +79,14 @@ def test_load_yaml_and_json_resolve_relative_paths(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_hf_model_resolved_only_when_a_local_directory(tmp_path):
+    (tmp_path / "weights").mkdir()
+    for hf, want in (("weights", str(tmp_path / "weights")), ("org/model", "org/model"), ("/abs/m", "/abs/m")):
+        cfg = {"model": {"hf": hf}, "pools": [{"name": "g", "engine": "vllm"}]}
+        (tmp_path / "c.json").write_text(json.dumps(cfg))
+        assert load_config(tmp_path / "c.json").model.hf == want
+
+
 def test_api_keys_from_env(monkeypatch):
     c = parse_config({**BASE, "server": {"api_keys": ["a"], "api_keys_env": "RAYHET_TEST_KEYS"}})
     monkeypatch.setenv("RAYHET_TEST_KEYS", "b, c")
