@@ -234,7 +234,7 @@ class PlanController:
                 self.state.last_solve = {"at": self.state.plan_at, "status": self.state.plan.get("status"),
                                          "reason": "start-up plan (solved by the app builder)",
                                          "seconds": self.state.plan.get("solve_time_s", 0.0), "message": ""}
-            force, self._force = getattr(self, "_force", None), None
+            force, self._force = self._force, None
             new, rep = tick(self.state, observe(snap, reported), self.bounds, lambda r, t: self._solve(grid, r, t),
                             now, self.settings, force=force)
             self.state = new  # published: each ingress replica's next report gets it

@@ -55,8 +55,8 @@ def judge(plan: Plan, states: dict[str, PoolState] | None, checked_at: float | N
     routed = routed_pools(plan)
     pools, down = {}, []
     for name in sorted(set(states) | routed):
-        ok, why = can_serve(states.get(name))
         st = states.get(name)
+        ok, why = can_serve(st)
         pools[name] = {"routed": name in routed, "ok": ok, "detail": why,
                        "status": st.status if st else None, "running": st.running if st else 0}
         if name in routed and not ok:
