@@ -31,12 +31,10 @@ class GGUFTokenizer:
     """
 
     def __init__(self, path: str):
-        import ctypes
-
         import llama_cpp as lc
         import llama_cpp._logger as lc_log
 
-        from rayhet.engines.chat import ChatTemplate
+        from rayhet.engines.llama_cpp import load_chat_template
 
         lc_log.set_verbose(False)
         lc.llama_backend_init()
@@ -48,26 +46,12 @@ class GGUFTokenizer:
             raise ValueError(f"llama.cpp could not read the vocabulary of {path!r}")
         self._vocab = lc.llama_model_get_vocab(self._model)
         self._add_bos = lc.llama_vocab_get_add_bos(self._vocab)
-        self._buf = ctypes.create_string_buffer(256)
-        template = lc.llama_model_chat_template(self._model, None)
-        self._chat = ChatTemplate(template.decode() if template else None,
-                                  bos_token=self._special(lc.llama_vocab_bos(self._vocab)),
-                                  eos_token=self._special(lc.llama_vocab_eos(self._vocab)))
-
-    def _special(self, token: int) -> str:
-        if token < 0:
-            return ""
-        n = self._lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, True)
-        return self._buf.raw[:max(n, 0)].decode("utf-8", errors="replace")
+        self._chat = load_chat_template(lc, self._model, self._vocab)
 
     def _tokenize(self, text: str, add_bos: bool) -> list[int]:
-        lc, data = self._lc, text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (lc.llama_token * cap)()
-        n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, True)
-        if n < 0:
-            raise ValueError(f"tokenize needed {-n} tokens, more than {cap}")
-        return list(buf[:n])
+        from rayhet.engines.llama_cpp import tokenize_text
+
+        return tokenize_text(self._lc, self._vocab, text, add_bos)
 
     def prompt_ids(self, text: str) -> list[int]:
         return self._tokenize(text, self._add_bos)
