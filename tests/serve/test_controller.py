@@ -136,12 +136,14 @@ def test_shift_from_short_to_long_requests_changes_the_replica_mix(ctl_app):
     t0 = time.monotonic()
     ctl_app.max_tokens = LONG
     # long requests: only big serves them; small falls back to its minimum after the scale-down delay
-    wait_for(lambda: status()["targets"]["big"] == 2, 20, "big raised without waiting for the plan's lifetime")
+    raised = wait_for(lambda: (st := status())["targets"]["big"] == 2 and st, 20, "big raised")
     up = time.monotonic() - t0
     wait_for(lambda: settled({"small": 1, "big": 2}), 60, "small=1, big=2 under long load")
     settled_s = time.monotonic() - t0
     print(f"\nshift: big up after {up:.1f}s, mix settled after {settled_s:.1f}s (period 1s)")
-    assert up < 8  # overload re-plans at once (the window and smoothing need a few periods to see it)
+    # the plan that raised big came from an urgent re-plan (overload: arrivals beyond what the plan was
+    # sized for), which skips the plan's minimum lifetime, not from a drift re-plan that waits for it
+    assert raised["last_solve"]["reason"] in ("overload", "queue"), raised["last_solve"]
     assert all(c == 200 for c in ctl_app.codes[-20:])
 
 
