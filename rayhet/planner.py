@@ -355,8 +355,10 @@ def baselines(pools: Sequence[PoolOption], distribution: Distribution, rate: flo
     Buckets that *no* pool can serve are dropped exactly as `solve` drops them (only with drop_unservable);
     a pool that cannot serve some bucket the mix serves gets a Plan with status 'infeasible' and infinite cost.
     """
-    opts = dict(slices=8, headroom=0.0, drop_unservable=False, time_limit_s=10.0, form="aggregated", relax_first=True, mip_rel_gap=1e-6)
-    opts.update(kwargs)
+    unknown = set(kwargs) - set(solve.__kwdefaults__)
+    if unknown:
+        raise TypeError(f"baselines() got unexpected keyword argument(s) {sorted(unknown)}")
+    opts = {**solve.__kwdefaults__, **kwargs}  # the same defaults as solve(), so the two cannot drift apart
     _check(pools, rate, opts["slices"], opts["headroom"], opts["form"])
     grid = common_grid([p.profile for p in pools])
     f = rebin(distribution, *grid)
