@@ -20,8 +20,8 @@ from rayhet.engines.base import (
     EngineStats,
     GenerationDelta,
     GenerationRequest,
-    InvalidRequestError,
     Usage,
+    check_fits,
 )
 
 
@@ -86,10 +86,7 @@ class FakeEngine:
             ids = self.tokenize(self.render_chat(request.messages))
         else:
             ids = self.tokenize(request.prompt or "")
-        if len(ids) + s.max_tokens > self.max_context:
-            raise InvalidRequestError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({s.max_tokens}) exceeds the context ({self.max_context})",
-                "max_tokens")
+        check_fits(len(ids), s.max_tokens, self.max_context)
         if self._stats.waiting >= self.settings.max_waiting and self._slots.locked():
             raise EngineOverloadedError("fake engine queue is full")
         self._stats.requests_total += 1
