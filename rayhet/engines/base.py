@@ -74,6 +74,22 @@ def check_fits(prompt_tokens: int, max_tokens: int, max_context: int) -> None:
                                   f"the context of {max_context} tokens", "max_tokens")
 
 
+def check_one_prompt(prompt: object, prompt_token_ids: object, messages: object) -> None:
+    """Raise InvalidRequestError unless exactly one of the three prompt forms is given."""
+    if sum(x is not None for x in (prompt, prompt_token_ids, messages)) != 1:
+        raise InvalidRequestError("give exactly one of prompt, prompt_token_ids or messages", "prompt")
+
+
+def check_token_ids(ids: list, vocab_size: int) -> list[int]:
+    """The ids as a list, or InvalidRequestError if one is not an integer in [0, vocab_size) (bools are not ids)."""
+    ids = list(ids)
+    bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab_size]
+    if bad:
+        raise InvalidRequestError(f"prompt_token_ids holds ids outside [0, {vocab_size}): {bad[:5]}",
+                                  "prompt_token_ids")
+    return ids
+
+
 @dataclass
 class GenerationRequest:
     """One request. Exactly one of `prompt`, `prompt_token_ids` or `messages` (chat, rendered with the

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rayhet.engines.base import (
     EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
-    InvalidRequestError, Usage, check_fits,
+    Usage, check_fits, check_one_prompt, check_token_ids,
 )
 from rayhet.engines.chat import ChatTemplate
 from rayhet.engines.text import StreamText
@@ -222,19 +222,12 @@ class LlamaCppEngine:
         return b"".join(token_piece(self._lc, self._vocab, t) for t in token_ids).decode("utf-8", errors="replace")
 
     def _prompt_ids(self, req: GenerationRequest) -> list[int]:
-        given = [x is not None for x in (req.prompt, req.prompt_token_ids, req.messages)]
-        if sum(given) != 1:
-            raise InvalidRequestError("give exactly one of prompt, prompt_token_ids or messages", "prompt")
+        check_one_prompt(req.prompt, req.prompt_token_ids, req.messages)
         if req.messages is not None:
             return self.tokenize(self.render_chat(req.messages), add_bos=False)  # the template has BOS
         if req.prompt is not None:
             return self.tokenize(req.prompt)
-        ids = list(req.prompt_token_ids)
-        bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < self.n_vocab]
-        if bad:
-            raise InvalidRequestError(f"prompt_token_ids holds ids outside [0, {self.n_vocab}): {bad[:5]}",
-                                      "prompt_token_ids")
-        return ids
+        return check_token_ids(req.prompt_token_ids, self.n_vocab)
 
     # ------------------------------------------------------------ generation
 

@@ -21,6 +21,8 @@ from rayhet.engines.base import (
     SamplingParams,
     Usage,
     check_fits,
+    check_one_prompt,
+    check_token_ids,
 )
 
 
@@ -308,15 +310,9 @@ class VllmEngine:
         return len(self.tokenize(text))
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        given = [x is not None for x in (request.prompt, request.prompt_token_ids, request.messages)]
-        if sum(given) != 1:
-            raise InvalidRequestError("give exactly one of prompt, prompt_token_ids or messages", "prompt")
+        check_one_prompt(request.prompt, request.prompt_token_ids, request.messages)
         if request.prompt_token_ids is not None:
-            ids = list(request.prompt_token_ids)
-            vocab = len(self._tok)
-            if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab for t in ids):
-                raise InvalidRequestError(f"prompt_token_ids must be integers in [0, {vocab})", "prompt")
-            return ids
+            return check_token_ids(request.prompt_token_ids, len(self._tok))
         if request.messages is not None:
             # The template writes the special tokens itself (BOS included): add none on top.
             return list(self._tok.encode(self._chat.render(request.messages), add_special_tokens=False))
