@@ -4,6 +4,8 @@
 #   bench       VllmEngine vs vLLM's LLM.generate, same 1000 LMSYS-sized requests (bench_engine.py)
 #   llama       llama.cpp smoke test and single-stream speed on the cores (the cpu pool's engine)
 #   profile-h100 / profile-cpu   `rayhet profile` of the two pool types -> profiles/rayhet-1b/{h100,cpu16}.json
+#   throughput  the vLLM pool through Ray Serve vs LLM.generate (pool_throughput.py; --steps splits it over
+#               calls: results merge in /tmp/rayhet-results and are copied to $OUT each time)
 #   app         the two-pool rayhet app under open-loop LMSYS load, low and high rate (run_app.py)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +16,9 @@ case "$step" in
   test)  python3 -m pytest -q -m gpu tests/gpu -rs -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu-tests.log" ;;
   bench) python3 benchmarks/gpu/bench_engine.py --mode both --out "$OUT/gpu-engine-vs-llm.json" "$@" 2>&1 \
            | grep -v -E "^\(EngineCore|it/s\]$" | tail -60 ;;
+  throughput) mkdir -p /tmp/rayhet-results
+         python3 benchmarks/gpu/pool_throughput.py --out /tmp/rayhet-results/pool-throughput.json "$@" 2>&1 | tail -40
+         cp /tmp/rayhet-results/pool-throughput.* "$OUT"/ ;;
   llama) python3 benchmarks/gpu/llama_smoke.py "$@" 2>&1 | tee "$OUT/llama-smoke.log" ;;
   profile-h100|profile-cpu|app) bash "benchmarks/gpu/$step.sh" "$@" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;

@@ -101,6 +101,10 @@ class GenerationRequest:
     messages: list[dict] | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     arrival_time: float = field(default_factory=time.monotonic)
+    # False: the caller wants only the whole result, so an engine may send one final delta instead of a
+    # stream (vLLM then skips every intermediate output, as its own server does for non-streamed requests).
+    # That delta must still carry `first_token_time`.
+    stream: bool = True
 
 
 @dataclass

@@ -115,10 +115,13 @@ def finish_reason_of(reason: str | None) -> FinishReason:
 
 
 class DeltaBuilder:
-    """Turns one request's vLLM RequestOutputs (output_kind DELTA) into GenerationDeltas.
+    """Turns one request's vLLM RequestOutputs (output_kind DELTA, or FINAL_ONLY: one output holding it
+    all) into GenerationDeltas.
 
     Counts completion tokens from the deltas themselves (exact), takes the prompt length from the first
-    output that carries it, and stamps the first token's arrival time.
+    output that carries it, and stamps the first token's time: when its delta arrived here, or, for a
+    final-only output, the engine core's own stamp (`metrics.first_token_ts`, time.monotonic() in the
+    engine's process on this machine: the same clock).
     """
 
     def __init__(self, prompt_tokens: int, clock: Callable[[], float] = time.monotonic):
@@ -136,7 +139,9 @@ class DeltaBuilder:
         if getattr(out, "prompt_token_ids", None):
             self.prompt_tokens = len(out.prompt_token_ids)
         if ids and self.first_token_time is None:
-            self.first_token_time = self._clock()
+            stamped = getattr(getattr(out, "metrics", None), "first_token_ts", 0.0) or 0.0
+            # A final-only output arrives at the end: only the engine's own stamp says when the first came.
+            self.first_token_time = stamped if out.finished and stamped > 0 else self._clock()
         self.completion_tokens += len(ids)
         done = bool(out.finished)
         if not ids and not text and not done:
@@ -263,7 +268,7 @@ class VllmEngine:
         self._tok: Any = None
         self._chat: Any = None
         self._sampling_cls: Any = None
-        self._delta_kind: Any = None
+        self._kinds: dict[bool, Any] = {}  # request.stream -> vLLM output kind
         self._ids = itertools.count()
         self._inflight = 0
         self._stats = EngineStats(max_running=settings.max_num_seqs)
@@ -280,7 +285,8 @@ class VllmEngine:
             raise EngineError(f"vLLM is not installed here ({e}); GPU pools need `pip install rayhet[gpu]`") from e
         from rayhet.engines.chat import ChatTemplate
 
-        self._sampling_cls, self._delta_kind = VSamplingParams, RequestOutputKind.DELTA
+        self._sampling_cls = VSamplingParams
+        self._kinds = {True: RequestOutputKind.DELTA, False: RequestOutputKind.FINAL_ONLY}
         self._tok = _load_tokenizer(self.settings)
         self._chat = ChatTemplate(getattr(self._tok, "chat_template", None),
                                   self._tok.bos_token or "", self._tok.eos_token or "")
@@ -291,6 +297,9 @@ class VllmEngine:
             self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[factory] if factory else None)
         except Exception as e:
             raise EngineError(f"vLLM could not start {self.settings.model!r}: {type(e).__name__}: {e}") from e
+        if not getattr(self._llm, "log_stats", False):
+            # No per-request metrics, so a final-only output could not say when its first token came.
+            self._kinds[False] = RequestOutputKind.DELTA
         cfg = self._llm.vllm_config
         self.max_context = int(cfg.model_config.max_model_len)
         self.max_batch = int(cfg.scheduler_config.max_num_seqs)
@@ -330,7 +339,7 @@ class VllmEngine:
         if limit is not None and self._inflight >= self.max_batch + limit:
             raise EngineOverloadedError(
                 f"{self._inflight} requests in flight (batch {self.max_batch} + waiting {limit}): retry elsewhere")
-        params = self._sampling_cls(**sampling_kwargs(s), output_kind=self._delta_kind)
+        params = self._sampling_cls(**sampling_kwargs(s), output_kind=self._kinds[request.stream])
         # vLLM refuses a request id that is still running: a retried client id must not collide.
         rid = f"{request.request_id}-{next(self._ids)}"
         stream = self._llm.generate({"prompt_token_ids": ids}, params, rid)

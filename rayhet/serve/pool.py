@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
 from rayhet.config import EMBEDDED_MODEL, engine_classes
@@ -90,11 +90,12 @@ class PoolServer:
         ids: list[int] = []
         finish, usage, t_first, t_last = None, None, None, t0
         try:
-            async with contextlib.aclosing(self.engine.generate(request)) as stream:
+            # stream=False lets the engine skip intermediate outputs (vLLM: one final output)
+            async with contextlib.aclosing(self.engine.generate(replace(request, stream=False))) as stream:
                 async for d in stream:
                     t_last = time.monotonic()
                     if t_first is None and d.token_ids:
-                        t_first = t_last
+                        t_first = d.first_token_time if d.first_token_time is not None else t_last
                     parts.append(d.text)
                     ids.extend(d.token_ids)
                     if d.finish_reason is not None:
@@ -112,7 +113,7 @@ class PoolServer:
             c["completion_tokens"] += usage.completion_tokens
         c["ok"] += 1
         t_first = t_last if t_first is None else t_first
-        return Completion("".join(parts), ids, finish, usage, ttft_s=t_first - t0, decode_s=t_last - t_first,
+        return Completion("".join(parts), ids, finish, usage, ttft_s=max(0.0, t_first - t0), decode_s=t_last - t_first,
                           total_s=time.monotonic() - t0)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:

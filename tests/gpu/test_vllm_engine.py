@@ -82,6 +82,25 @@ def test_exact_lengths_with_ignore_eos(loop, engine):
     assert len(deltas) > 1  # streamed, not one final chunk
 
 
+def test_non_streamed_request_is_one_final_delta_with_the_engines_first_token_time(loop, engine):
+    import time
+
+    def run(stream):
+        t0 = time.monotonic()
+        ds = loop.run_until_complete(_collect(engine, GenerationRequest(
+            f"final{stream}", prompt="hello there", stream=stream,
+            sampling=SamplingParams(max_tokens=64, ignore_eos=True, temperature=0))))
+        return ds, t0, time.monotonic()
+
+    streamed, _, _ = run(True)
+    (final,), t0, t1 = run(False)  # FINAL_ONLY: exactly one delta
+    assert final.token_ids == [t for d in streamed for t in d.token_ids]
+    assert final.text == "".join(d.text for d in streamed)
+    assert final.finish_reason == "length" and final.usage.completion_tokens == 64
+    # the engine core's stamp of the first token: after the call, and before the end (64 decode steps)
+    assert t0 <= final.first_token_time < t1
+
+
 def test_same_seed_same_tokens(loop, engine):
     def run(seed):
         ds = loop.run_until_complete(_collect(engine, GenerationRequest(

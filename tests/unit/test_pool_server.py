@@ -46,6 +46,32 @@ async def test_complete_returns_everything_in_one_reply():
     assert (c["requests"], c["ok"], c["completion_tokens"]) == (1, 1, 10)
 
 
+class _FinalOnly:
+    """An engine that honours stream=False: one delta with everything, stamped with the engine's own
+    first-token time (as VllmEngine does with FINAL_ONLY outputs)."""
+
+    def __init__(self):
+        self.seen: list[bool] = []
+
+    async def generate(self, request):
+        self.seen.append(request.stream)
+        first = time.monotonic()
+        await asyncio.sleep(0.05)  # the decode the caller does not see
+        yield GenerationDelta(text="abc", token_ids=[1, 2, 3], finish_reason="length", usage=Usage(5, 3),
+                              first_token_time=first)
+
+
+async def test_complete_asks_for_the_final_result_only_and_takes_the_engines_first_token_time():
+    pool = await make_pool()
+    pool.engine = _FinalOnly()
+    request = req(3)
+    res = await pool.complete(request)
+    assert pool.engine.seen == [False] and request.stream is True  # the caller's request is left as it was
+    assert (res.text, res.token_ids, res.usage) == ("abc", [1, 2, 3], Usage(5, 3))
+    # TTFT from the engine's stamp, not from when the one delta arrived: the decode time is not lost
+    assert res.ttft_s < 0.04 and res.decode_s >= 0.04
+
+
 async def test_complete_errors_before_the_first_token_propagate_as_raised():
     pool = await make_pool(fail=True)
     with pytest.raises(EngineError) as e:

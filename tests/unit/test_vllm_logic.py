@@ -92,6 +92,17 @@ def test_delta_builder_counts_tokens_and_stamps_first_token():
     assert (d2.usage.prompt_tokens, d2.usage.completion_tokens) == (4, 3) and b.finished
 
 
+def test_delta_builder_final_only_output_takes_the_engines_first_token_stamp():
+    b = ve.DeltaBuilder(prompt_tokens=2, clock=lambda: 99.0)
+    out = _out([10, 11, 12], "abc", finished=True, reason="length", prompt=[1, 2])
+    out.metrics = types.SimpleNamespace(first_token_ts=41.5)  # vLLM's RequestStateStats (log_stats on)
+    d = b.feed(out)
+    assert (d.token_ids, d.text, d.first_token_time, d.usage.completion_tokens) == ([10, 11, 12], "abc", 41.5, 3)
+    # without metrics (log stats off) the arrival time is all there is
+    b = ve.DeltaBuilder(prompt_tokens=2, clock=lambda: 99.0)
+    assert b.feed(_out([10], "a", finished=True, reason="length")).first_token_time == 99.0
+
+
 @pytest.mark.parametrize("reason,ours", [("stop", "stop"), ("length", "length"), ("abort", "abort"),
                                          ("error", "error"), (None, "stop"), ("something-new", "stop")])
 def test_finish_reasons(reason, ours):
