@@ -14,13 +14,14 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/models")
     p.add_argument("--size", default="1b", choices=sorted(SIZES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hf-only", action="store_true", help="only the HF copy (vLLM runs; no llama.cpp needed)")
     a = p.parse_args()
     out = Path(a.out)
     hf, gg = out / f"rayhet-{a.size}-hf", out / f"rayhet-{a.size}-f16.gguf"
     t0 = time.monotonic()
     if not (hf / "model.safetensors").exists():
         write_hf(hf, a.size, seed=a.seed, dtype="float16")
-    if not gg.exists():
+    if not a.hf_only and not gg.exists():
         write_gguf(gg, a.size, seed=a.seed, dtype="f16")
     print(f"model {a.size}: {SIZES[a.size].n_params() / 1e9:.2f} B parameters; {hf} and {gg} "
           f"in {time.monotonic() - t0:.0f} s")
