@@ -45,7 +45,7 @@ PATHS = ("http", "handle", "http_stream", "http_again")
 def app_config(n: int, fake: bool, ingress_replicas: int = 1) -> dict:
     """One pool, one replica, admitting all n requests (batch slots + a queue of n), no controller."""
     settings = ({"n_slots": 256, "tpot_s": 0.01, "max_context": 8192, "max_waiting": 4 * n} if fake else
-                {k: v for k, v in ENGINE.items() if k != "seed"})
+                {**{k: v for k, v in ENGINE.items() if k != "seed"}, "max_waiting": n})
     pool = {"name": "h100", "engine": "fake" if fake else "vllm", "num_gpus": 0 if fake else 1,
             "num_cpus": 0.1 if fake else 1, "engine_settings": settings, "price_per_hour": 12.29,
             "min_replicas": 1, "max_replicas": 1, "queue_per_replica": n, "max_queued_requests": -1}

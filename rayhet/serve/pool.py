@@ -4,7 +4,8 @@ The engine starts in the (async) constructor, so a replica is only ready once it
 Serve's health check calls the engine's. Two ways to ask for a generation, because every Serve message
 costs (a vLLM pool was at 81% of LLM.generate when each delta was one):
 - `complete` (unary handle call, non-streamed requests): the whole result in ONE message, with the
-  timings the ingress needs for its traffic records (TTFT, TPOT), measured here;
+  timings the ingress needs for its traffic records (TTFT, TPOT), measured here; the engine is asked for
+  the final result only (`stream=False`: vLLM then makes no intermediate outputs at all);
 - `generate` (streaming handle call, `stream: true`): GenerationDelta objects, where each message carries
   every delta the engine produced since the last one was sent (the first goes out alone, at once).
 `stats` returns the replica's own counters, which tests and the controller read.
