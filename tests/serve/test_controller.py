@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from rayhet.testing.driver import call_deployment
+
 pytestmark = pytest.mark.serve
 
 APP = "ctl"
@@ -186,7 +188,6 @@ def test_killed_controller_leaves_serving_alone_and_resumes_its_plan(ctl_app):
 
 def test_failed_solve_keeps_the_previous_plan(ctl_app):
     import ray
-    from ray import serve
 
     from rayhet.serve.autoscaling import get_controller
     from rayhet.serve.controller import ensure_controller
@@ -203,7 +204,7 @@ def test_failed_solve_keeps_the_previous_plan(ctl_app):
         assert st["last_solve"]["status"] == "infeasible", st["last_solve"]
         assert "max_replicas" in st["last_solve"]["message"]
         assert st["plan"]["created_at"] == good["created_at"]
-        ingress_plan = serve.get_deployment_handle("ingress", APP).get_plan.remote().result(timeout_s=10)
+        ingress_plan = call_deployment(APP, "ingress", "get_plan", timeout_s=10)
         assert ingress_plan["created_at"] == good["created_at"]
     finally:
         ensure_controller(spec)

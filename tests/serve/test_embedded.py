@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rayhet.testing.driver import call_deployment
+
 pytestmark = pytest.mark.serve
 
 
@@ -22,7 +24,7 @@ def test_build_without_args_serves_the_embedded_model(serve_url, caplog):
                        json={"model": "rayhet-tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] <= 4
-        snap = serve.get_deployment_handle("ingress", "embedded").get_plan.remote().result(timeout_s=30)
+        snap = call_deployment("embedded", "ingress", "get_plan")
         assert snap["status"] == "static" and snap["replicas"] == {"cpu": 1}
     finally:
         serve.delete("embedded")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from rayhet.testing.driver import call_deployment
+
 pytestmark = pytest.mark.serve
 
 APP = "hetero"
@@ -38,16 +40,13 @@ def hetero(serve_url):
 
 
 def test_each_pool_lands_on_its_accelerator_node(hetero, ray_cluster):
-    from ray import serve
-
     for pool, acc in (("a10g", "A10G"), ("l4", "L4")):
-        stats = serve.get_deployment_handle(f"pool-{pool}", APP).stats.remote().result(timeout_s=30)
+        stats = call_deployment(APP, f"pool-{pool}", "stats")
         assert stats["node_id"] == ray_cluster["nodes"][acc], (pool, stats["node_id"])
 
 
 def test_failed_pool_spills_to_the_next(hetero):
     import httpx
-    from ray import serve
 
     h = {"authorization": f"Bearer {KEY}"}
     for _ in range(4):
@@ -55,7 +54,7 @@ def test_failed_pool_spills_to_the_next(hetero):
                        json={"model": "fake", "prompt": "hello", "max_tokens": 3})
         assert r.status_code == 200, r.text
         assert r.json()["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
-    snap = serve.get_deployment_handle("ingress", APP).traffic_snapshot.remote().result(timeout_s=30)
+    snap = call_deployment(APP, "ingress", "traffic_snapshot")
     assert snap["pools"]["a10g"]["errors"] >= 1
     assert snap["pools"]["l4"]["ok"] == 4 and snap["pools"]["l4"]["spilled_in"] >= 1
 
@@ -123,7 +122,7 @@ def test_backpressure_spills_to_the_next_pool(serve_url):
         with ThreadPoolExecutor(6) as ex:
             codes = [r.status_code for r in ex.map(one, range(6))]
         assert codes == [200] * 6
-        snap = serve.get_deployment_handle("ingress", "bp").traffic_snapshot.remote().result(timeout_s=30)
+        snap = call_deployment("bp", "ingress", "traffic_snapshot")
         small, big = snap["pools"]["small"], snap["pools"]["big"]
         assert small["spilled_out"] >= 1 and big["spilled_in"] == small["spilled_out"]
         assert small["ok"] + big["ok"] == 6 and small["errors"] == big["errors"] == 0

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from rayhet.testing.driver import call_deployment
+
 pytestmark = pytest.mark.serve
 
 APP = "two-pools"
@@ -35,14 +37,10 @@ def client(two_pools):
 
 
 def pool_counters(pool: str) -> dict:
-    from ray import serve
-
-    return serve.get_deployment_handle(f"pool-{pool}", APP).stats.remote().result(timeout_s=30)["counters"]
+    return call_deployment(APP, f"pool-{pool}", "stats")["counters"]
 
 
 def test_plan_sends_short_and_long_requests_to_different_pools(client):
-    from ray import serve
-
     from rayhet.testing.models import prompt_of_tokens
 
     before = {p: pool_counters(p)["requests"] for p in ("small", "big")}
@@ -57,7 +55,7 @@ def test_plan_sends_short_and_long_requests_to_different_pools(client):
     after = {p: pool_counters(p)["requests"] for p in ("small", "big")}
     assert after["small"] - before["small"] == 3
     assert after["big"] - before["big"] == 2
-    snap = serve.get_deployment_handle("ingress", APP).traffic_snapshot.remote().result(timeout_s=30)
+    snap = call_deployment(APP, "ingress", "traffic_snapshot")
     arrivals = {(i, j): c for i, j, c in snap["arrivals"]}
     assert arrivals[(0, 0)] >= 3 and arrivals[(0, 1)] >= 2
     assert snap["pools"]["small"]["ttft_ms"] is not None and snap["pools"]["big"]["tpot_ms"] is not None

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from rayhet.testing.driver import call_deployment
+
 pytestmark = pytest.mark.serve
 
 APP = "zero"
@@ -34,7 +36,7 @@ def test_a_pool_planned_at_zero_replicas_deploys_and_the_app_serves(serve_url):
         assert r.status_code == 200, r.text
         deps = serve.status().applications[APP].deployments
         assert deps["pool-off"].replica_states.get("RUNNING", 0) == 0
-        on = serve.get_deployment_handle("pool-on", APP).stats.remote().result(timeout_s=30)
+        on = call_deployment(APP, "pool-on", "stats")
         assert on["counters"]["ok"] == 1
         deadline = time.monotonic() + 30  # /health reads the pools' states every 2 s in the background
         while (h := httpx.get(f"{serve_url}{PREFIX}/health", timeout=10)).status_code != 200:
