@@ -215,11 +215,10 @@ def _start(cfg: dict) -> str:
 
 
 def _snapshot() -> dict:
-    from ray import serve
-
     from rayhet.serve.builder import INGRESS_NAME
+    from rayhet.testing.driver import call_deployment
 
-    return serve.get_deployment_handle(INGRESS_NAME, app_name=APP).traffic_snapshot.remote().result()
+    return call_deployment(APP, INGRESS_NAME, "traffic_snapshot")
 
 
 def max_capped_rate(a: argparse.Namespace) -> float:
