@@ -4,8 +4,8 @@
 distribution, the two measured profiles, market prices), drive it with open-loop Poisson arrivals whose
 (input, output) sizes are sampled from the LMSYS sample (prompts of exact token length, `ignore_eos`,
 streamed), then read the ingress's per-pool counters. Also solves the H100-only plan at the same rate.
-`--pool-throughput N`: an h100-only app, N LMSYS-sized requests at once over HTTP, against vLLM's own
-LLM.generate on the same requests (bench_engine.py --mode offline, run first in its own process).
+(The pool's throughput against LLM.generate is pool_throughput.py; session 2's runs used this script's
+former `--pool-throughput`, at commit 2575099.)
 `--fake`: both pools on the FakeEngine (no GPU, no model) to check the script itself on a laptop.
 """
 
@@ -64,9 +64,6 @@ def config_for(a: argparse.Namespace, rate: float, pools: list[str]) -> dict:
     chosen = [p for p in (h100, cpu) if p["name"] in pools]
     if len(chosen) == 1:
         chosen[0]["min_replicas"] = 1
-    if a.pool_queue is not None:
-        for p in chosen:
-            p["queue_per_replica"], p["max_queued_requests"] = a.pool_queue, -1
     model = {"id": "rayhet-1b"}
     if not fake:
         model.update(hf=os.environ["RAYHET_HF"], gguf=os.environ["RAYHET_GGUF"], tokenizer=os.environ["RAYHET_HF"])
@@ -280,31 +277,6 @@ def _grid(a: argparse.Namespace) -> tuple[int, int]:
     return max(p.input_edges[-1] for p in ps), max(p.output_edges[-1] for p in ps)
 
 
-def pool_throughput(a: argparse.Namespace, vocab: int) -> dict:
-    from ray import serve
-
-    offline_json = Path(a.out).with_suffix(".offline.json")
-    if not a.fake:
-        subprocess.run([sys.executable, str(HERE / "bench_engine.py"), "--mode", "offline", "--n", str(a.pool_throughput),
-                        "--seed", str(a.seed), "--model", os.environ["RAYHET_HF"], "--out", str(offline_json)], check=True)
-    reqs = lmsys_requests(a.pool_throughput, a.seed, 8192, vocab, Path(a.lmsys))
-    a.pool_queue = a.pool_throughput
-    cfg = config_for(a, 1.0, ["h100"])
-    a.pool_queue = None
-    url = _start(cfg)
-    asyncio.run(batch(url, reqs[:16]))  # warm-up
-    recs, wall = asyncio.run(batch(url, reqs))
-    s = summarise(recs, wall, 1e9, 1e9)
-    serve.delete(APP)
-    out = {"requests": len(reqs), "engine_settings": ENGINE, "rayhet_pool_over_http": s}
-    if offline_json.exists():
-        off = json.loads(offline_json.read_text())
-        out["offline"] = off
-        out["pool_vs_offline"] = round(s["output_tokens_per_s"] / off["output_tokens_per_s"], 4)
-    print(json.dumps({k: v for k, v in out.items() if k != "offline"})[:2000], flush=True)
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profiles", default=str(HERE.parents[1] / "profiles" / "rayhet-1b"))
@@ -314,7 +286,6 @@ def main() -> None:
     p.add_argument("--high-frac", type=float, default=0.97)
     p.add_argument("--max-rate", type=float, default=150.0, help="cap on 'high' (the load generator's reach)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per rate")
-    p.add_argument("--pool-throughput", type=int, default=0, metavar="N")
     p.add_argument("--h100-price", type=float, default=12.29)
     p.add_argument("--vcpu-price", type=float, default=0.0425)
     p.add_argument("--threads", type=int, default=12, help="llama.cpp threads (and vCPUs) of the cpu pool")
@@ -327,7 +298,6 @@ def main() -> None:
     p.add_argument("--fake", action="store_true")
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    a.pool_queue = None
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
@@ -337,9 +307,6 @@ def main() -> None:
                                                          "cpu_pool_per_hour": a.vcpu_price * a.threads},
               "slo": {"tpot_ms": a.slo_tpot_ms, "ttft_ms": a.slo_ttft_ms}, "runs": []}
     out = Path(a.out)
-    if a.pool_throughput:
-        result["pool_throughput"] = pool_throughput(a, vocab)
-        out.write_text(json.dumps(result, indent=1) + "\n")
     rates = []
     for tok in filter(None, a.rates.split(",")):
         if tok in ("low", "high"):
