@@ -80,7 +80,7 @@ async def via_handle(reqs: list[tuple[list[int], int]]) -> tuple[list[dict], flo
 
 
 def serve_child(a: argparse.Namespace) -> dict:
-    """One app, three measurements (runs in its own process: Serve's mode is fixed when Ray starts)."""
+    """One app, four measurements (runs in its own process: Serve's mode is fixed when Ray starts)."""
     import ray
     from ray import serve
 

@@ -49,7 +49,7 @@ def config_for(a: argparse.Namespace, rate: float, pools: list[str]) -> dict:
     h100 = {
         "name": "h100", "engine": "fake" if fake else "vllm",
         "accelerator_type": None if fake else os.environ.get("GPU_ACCEL", "H100"), "num_gpus": 0 if fake else 1, "num_cpus": 0.1 if fake else 1,
-        "engine_settings": ({"n_slots": 64, "tpot_s": 0.005, "max_context": 8192, "max_waiting": 4096} if fake else
+        "engine_settings": ({"n_slots": 64, "tpot_s": 0.005, "max_context": 8192} if fake else
                             {**{k: v for k, v in ENGINE.items() if k != "seed"}, **_stream_interval()}),
         "profile": str(Path(a.profiles) / "h100.json"), "price_per_hour": a.h100_price,
         "min_replicas": 0, "max_replicas": 1,
