@@ -1,7 +1,9 @@
 """Run rayhet from Python on an existing Ray cluster: build the app from a config object and serve it.
 
+Minimum cluster: 2 CPUs (the demo's two pools take one each; with --config, what that config needs).
+
     ray start --head                                  # or any running cluster: KubeRay, an Anyscale workspace
-    python examples/python_api.py                     # two CPU pools on the embedded tiny model (a demo)
+    python examples/python_api.py                     # two CPU pools on the embedded tiny model (the default)
     python examples/python_api.py --config examples/two-pools.yaml
     python examples/openai_client.py                  # then query it
 
@@ -14,30 +16,31 @@ from __future__ import annotations
 import argparse
 import json
 import urllib.request
-from pathlib import Path
 
 import ray
 from ray import serve
 
 from rayhet.app import build
-from rayhet.config import ModelConfig, PlannerConfig, PoolConfig, RayhetConfig, load_config
+from rayhet.config import DEFAULT_APP, ModelConfig, PlannerConfig, PoolConfig, RayhetConfig, load_config
 
-HERE = Path(__file__).resolve().parent
 
 
 def demo_config() -> RayhetConfig:
-    """examples/two-pools.yaml written as Python objects: a cheap 1-thread pool and a 2-thread pool."""
+    """rayhet's default app (rayhet/data/default/app.yaml) written as Python objects: two CPU pools of the
+    tiny model, `small` (short context, cheap) and `large` (long context, dearer), with their shipped
+    profiles, routed by size under the controller."""
+    profiles = DEFAULT_APP.parent / "profiles"
     return RayhetConfig(
         model=ModelConfig(id="rayhet-tiny", gguf="embedded:tiny"),
         pools=[
-            PoolConfig(name="small", engine="llama_cpp", num_cpus=1, min_replicas=1, max_replicas=2,
+            PoolConfig(name="small", engine="llama_cpp", num_cpus=1, min_replicas=1, max_replicas=1,
                        engine_settings={"n_threads": 1, "n_ctx": 1024, "n_slots": 4},
-                       profile=str(HERE / "profiles" / "cpu-1t.json")),
-            PoolConfig(name="big", engine="llama_cpp", num_cpus=2, min_replicas=1, max_replicas=2,
-                       engine_settings={"n_threads": 2, "n_ctx": 1024, "n_slots": 4},
-                       profile=str(HERE / "profiles" / "cpu-2t.json")),
+                       profile=str(profiles / "small.json")),
+            PoolConfig(name="large", engine="llama_cpp", num_cpus=1, min_replicas=1, max_replicas=1,
+                       engine_settings={"n_threads": 1, "n_ctx": 4096, "n_slots": 4},
+                       profile=str(profiles / "large.json")),
         ],
-        planner=PlannerConfig(expected_rate=1.0, distribution=[[0.4, 0.4], [0.1, 0.1]]),
+        planner=PlannerConfig(expected_rate=1.0),
     )
 
 

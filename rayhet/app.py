@@ -3,8 +3,8 @@
 `build(args)` takes one pydantic-typed argument, so the same entry point serves `serve run` (key=value
 args), a Serve config file (`import_path: rayhet.app:build` with an `args:` block holding `config:` as a
 path or inline, or the config's fields directly) and Python (`serve.run(build({...}))`).
-With no arguments it serves the embedded default: one CPU pool on a tiny random-weight GGUF generated on
-first use. The start-up plan is solved here from the pools' profiles and the configured expected traffic.
+With no arguments it serves the embedded default (`rayhet/data/default/app.yaml`): two CPU pools of a tiny
+random-weight GGUF generated on first use, with shipped profiles and the controller. The start-up plan is solved here from the pools' profiles and the configured expected traffic.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rayhet.config import EMBEDDED_MODEL, RayhetConfig, embedded_config, load_config, parse_config
+from rayhet.config import DEFAULT_APP, RayhetConfig, embedded_config, load_config, parse_config
 from rayhet.errors import ConfigError, PlanningError
 from rayhet.plan import Plan
 from rayhet.routing import static_plan
@@ -34,7 +34,8 @@ class AppArgs(BaseModel):
     gguf: str | None = Field(
         None, description="Without `config`: serve this GGUF file with the embedded one-pool CPU default."
     )
-    threads: int = Field(1, ge=1, description="Without `config`: llama.cpp threads (and CPUs) of the default pool.")
+    threads: int | None = Field(
+        None, ge=1, description="With `gguf`: llama.cpp threads (and CPUs) of its one pool (default 1).")
 
     @model_validator(mode="before")
     @classmethod
@@ -48,6 +49,8 @@ class AppArgs(BaseModel):
     def _one_source(self) -> "AppArgs":
         if self.config is not None and self.gguf is not None:
             raise ValueError("give config or gguf, not both")
+        if self.threads is not None and self.gguf is None:
+            raise ValueError("threads goes with gguf (a config sets each pool's n_threads in engine_settings)")
         return self
 
 
@@ -58,18 +61,19 @@ def resolve_config(args: AppArgs) -> RayhetConfig:
     if isinstance(args.config, str):
         return load_config(args.config)
     if args.gguf is not None:
-        log.info("rayhet: serving %s with the default one-pool CPU config", args.gguf)
-        return embedded_config(args.gguf, args.threads)
+        log.info("rayhet: serving %s from one llama.cpp CPU pool with %d thread(s) (static routing, no controller); "
+                 "give a config for pools by size", args.gguf, args.threads or 1)
+        return embedded_config(args.gguf, args.threads or 1)
     from rayhet.testing.models import default_model_path
 
     path = default_model_path()  # made now (well under a second) so the log can name it; cached after
     log.warning(
-        "rayhet: no config given, serving the EMBEDDED tiny model (random weights: its output is gibberish) "
-        "generated at %s. Serve a real model with `serve run rayhet.app:build gguf=/path/to/model.gguf` or a "
-        "config: `serve run rayhet.app:build config=rayhet.yaml` (see examples/two-pools.yaml).",
-        path,
+        "rayhet: no config given, serving the DEFAULT: two CPU pools (small, large) of a tiny random-weight model "
+        "(gibberish output, generated at %s) routed by request size under the controller (%s); "
+        "serve a real model with `serve run rayhet.app:build gguf=/path/to/model.gguf` or `config=rayhet.yaml`.",
+        path, DEFAULT_APP,
     )
-    return embedded_config(EMBEDDED_MODEL, args.threads)
+    return load_config(DEFAULT_APP)
 
 
 def startup_plan(config: RayhetConfig) -> Plan:

@@ -23,6 +23,9 @@ from rayhet.profiles import SLO
 EMBEDDED_MODEL = "embedded:tiny"
 """`model.gguf` value meaning: the tiny random-weight GGUF that rayhet generates on first use."""
 
+DEFAULT_APP = Path(__file__).parent / "data" / "default" / "app.yaml"
+"""The config `serve run rayhet.app:build` serves with no arguments (two CPU pools with shipped profiles)."""
+
 EngineName = Literal["llama_cpp", "vllm", "fake"]
 
 # engine name -> (module, engine class, settings class); imported only when a pool of that engine is used.
@@ -187,7 +190,10 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted (413 above).")
     ingress_replicas: int = Field(1, ge=1, description="Ingress replicas.")
     ingress_max_ongoing_requests: int = Field(1000, ge=1, description="Concurrent requests per ingress replica.")
-    ingress_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per ingress replica.")
+    ingress_num_cpus: float = Field(
+        0.0, ge=0,
+        description="CPUs reserved per ingress replica. Default 0, as Serve's own proxy: the ingress only forwards "
+        "(I/O-bound), and a whole CPU reserved for it is one the pools cannot use (`threads=N` on an N-CPU node).")
     traffic_window_s: float = Field(60.0, gt=0, description="Sliding window of the traffic the ingress records.")
     access_log: bool = Field(
         True,

@@ -3,7 +3,7 @@
 Formulation (Griggs et al. 2024, §5). The load of bucket b (rate · fraction_b) is cut into K equal slices.
 x[b, j] is the number of b's slices pool j serves and n[j] its replicas:
 
-    minimise   Σ_j price_j · n_j
+    minimise   Σ_j price_j · n_j  (+ 1e-4 · Σ_b,j price_j · load of x[b, j], a tie-break: C0)
     subject to Σ_j x[b, j] = K                                   for every bucket b with a capable pool (C1)
                Σ_b x[b, j] · (rate · fraction_b / K) / cap[b, j] ≤ n_j   for every pool j               (C2)
                x integer in [0, K] (0 where j cannot serve b), n integer in [min_j, max_j]
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 import time
 import warnings
@@ -120,13 +122,21 @@ class _Model:
             self.x = cp.Variable(n_pairs, integer=(kind == "integer"))
             cons += [self.x >= 0, self.x <= slices, S @ self.x == slices]
         cons.append(M @ cp.multiply(self.coef, self.x) <= self.n)
-        self.problem = cp.Problem(cp.Minimize(np.asarray(prices, float) @ self.n), cons)
+        prices = np.asarray(prices, float)
+        # C0 tie-break: among plans of the same replica cost, put each slice where its load costs least
+        # (price x replicas it occupies), so short requests stay on the cheap pool even when a dearer pool
+        # runs anyway (min_replicas, or needed for long requests) and has room. The load term is at most
+        # the replica cost (C2), so TIE_BREAK bounds how much dearer in replicas a plan can be for it.
+        load_cost = prices[p_idx] @ cp.multiply(self.coef, self.x)
+        self.problem = cp.Problem(cp.Minimize(prices @ self.n + TIE_BREAK * load_cost), cons)
 
     def solve(self, coef_matrix: np.ndarray, lo, hi, time_limit_s: float | None, mip_rel_gap: float, extra: dict | None = None):
         """(status, n, x as a (B, P) matrix, gap); status 'optimal' | 'time_limit' | 'infeasible' | 'no_solution'."""
         import cvxpy as cp
 
-        opts = {"mip_rel_gap": mip_rel_gap, **(extra or {})}
+        # output_flag off: HiGHS >= 1.16 prints its banner on the process's stdout even with CVXPY's
+        # verbose=False, which corrupts `rayhet plan --json` (and any caller's stdout)
+        opts = {"mip_rel_gap": mip_rel_gap, "output_flag": False, **(extra or {})}
         if time_limit_s is not None:
             opts["time_limit"] = float(max(time_limit_s, 1e-3))
         with self.lock:
@@ -158,7 +168,37 @@ _MODELS: OrderedDict[tuple, _Model] = OrderedDict()
 _MODELS_LOCK = threading.Lock()
 
 
+TIE_BREAK = 1e-4  # weight of the load-cost tie-break in the objective (see _Model), relative to replica cost
 _NO_MAX = 1e6  # stands for "no max_replicas" in the bound parameter
+
+
+_BANNER_DONE = False
+
+
+def _swallow_highs_banner() -> None:
+    """Construct the process's first highspy.Highs() with fd 1 pointed at /dev/null.
+
+    HiGHS >= 1.16 prints a licence banner on the C stdout when the first Highs object of a process is
+    made, before any option (output_flag, log_to_console) can be set; CVXPY makes that object inside
+    solve(). Unguarded, it lands on the stdout of `rayhet plan --json` (or a user's script) before its data.
+    Called under _MODELS_LOCK, once per process."""
+    global _BANNER_DONE
+    if _BANNER_DONE:
+        return
+    _BANNER_DONE = True
+    try:
+        import highspy
+    except ImportError:  # CVXPY will say that HiGHS is missing
+        return
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _model(allowed, prices, slices, kind) -> _Model:
@@ -167,6 +207,8 @@ def _model(allowed, prices, slices, kind) -> _Model:
         if key in _MODELS:
             _MODELS.move_to_end(key)
             return _MODELS[key]
+    with _MODELS_LOCK:
+        _swallow_highs_banner()
     model = _Model(allowed, prices, slices, kind)
     with _MODELS_LOCK:
         _MODELS[key] = model

@@ -39,12 +39,16 @@ def default_threads() -> int:
 def tokenize_text(lc, vocab, text: str, add_bos: bool) -> list[int]:
     """Token ids of `text` in a llama.cpp vocabulary (special tokens parsed); shared with the ingress's tokenizer."""
     data = text.encode()
+    # A byte-fallback vocabulary can give more tokens than bytes (SentencePiece's '▁' for a space is 3
+    # bytes, so 3 byte tokens); llama.cpp then returns minus the count it needs, and we retry with that.
     cap = len(data) + 8
-    buf = (lc.llama_token * cap)()
-    n = lc.llama_tokenize(vocab, data, len(data), buf, cap, add_bos, True)
-    if n < 0:
-        raise EngineError(f"tokenize needed {-n} tokens, more than {cap}")
-    return list(buf[:n])
+    for _ in range(2):
+        buf = (lc.llama_token * cap)()
+        n = lc.llama_tokenize(vocab, data, len(data), buf, cap, add_bos, True)
+        if n >= 0:
+            return list(buf[:n])
+        cap = -n
+    raise EngineError(f"tokenize needed {-n} tokens after a retry with room for {cap}")
 
 
 def token_piece(lc, vocab, token: int, special: bool = False) -> bytes:

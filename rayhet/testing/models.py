@@ -202,9 +202,35 @@ def _gguf_tensors(w: dict[str, np.ndarray], s: LlamaShape) -> Iterator[tuple[str
 # ---------------------------------------------------------------- writers
 
 
-def write_gguf(path: str | os.PathLike, size: Size = "tiny", seed: int = 0, dtype: str = "f32") -> Path:
-    """Write a llama GGUF (weights in f32, f16, bf16 or q8_0; norms stay f32) with vocab and chat template."""
+def _add_byte_fallback_vocab(wr, vocab_size: int) -> None:
+    """A SentencePiece ("llama") vocabulary of <unk>, <s>, </s>, the 256 byte tokens and unused fillers, so
+    every character falls back to its UTF-8 bytes and a space ('\u2581', 3 bytes) becomes 3 tokens: a text
+    then has more tokens than bytes, as with real SPM models on text their vocabulary does not cover."""
     import gguf
+
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens += [f"<unused{i}>" for i in range(vocab_size - len(tokens))]
+    t = gguf.TokenType
+    types = [t.UNKNOWN, t.CONTROL, t.CONTROL] + [t.BYTE] * 256 + [t.UNUSED] * (vocab_size - 259)
+    wr.add_tokenizer_model("llama")
+    wr.add_token_list(tokens)
+    wr.add_token_scores([0.0] * vocab_size)
+    wr.add_token_types(types)
+    wr.add_unk_token_id(0)
+    wr.add_bos_token_id(1)
+    wr.add_eos_token_id(2)
+
+
+def write_gguf(path: str | os.PathLike, size: Size = "tiny", seed: int = 0, dtype: str = "f32",
+               vocab: str = "bpe") -> Path:
+    """Write a llama GGUF (weights in f32, f16, bf16 or q8_0; norms stay f32) with vocab and chat template.
+
+    `vocab`: "bpe", this module's byte-level BPE (every test model), or "byte_fallback", a SentencePiece
+    vocabulary with byte tokens only (`_add_byte_fallback_vocab`; tokenizer edge cases)."""
+    import gguf
+
+    if vocab not in ("bpe", "byte_fallback"):
+        raise ValueError(f"vocab must be 'bpe' or 'byte_fallback', got {vocab!r}")
 
     s, path = shape_of(size), Path(path)
     q = gguf.GGMLQuantizationType
@@ -229,15 +255,18 @@ def write_gguf(path: str | os.PathLike, size: Size = "tiny", seed: int = 0, dtyp
     wr.add_layer_norm_rms_eps(s.rms_norm_eps)
     wr.add_vocab_size(s.vocab_size)
     wr.add_file_type(ftype[dtype])
-    wr.add_tokenizer_model("gpt2")
-    wr.add_tokenizer_pre("gpt-2")
-    wr.add_token_list(tokens)
-    types = [gguf.TokenType.NORMAL] * (len(tokens) - len(SPECIAL_TOKENS)) + [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS)
-    wr.add_token_types(types)
-    wr.add_token_merges([f"{a} {b}" for a, b in merges])
-    wr.add_bos_token_id(ids[BOS])
-    wr.add_eos_token_id(ids[EOS])
-    wr.add_eot_token_id(ids[IM_END])
+    if vocab == "byte_fallback":
+        _add_byte_fallback_vocab(wr, s.vocab_size)
+    else:
+        wr.add_tokenizer_model("gpt2")
+        wr.add_tokenizer_pre("gpt-2")
+        wr.add_token_list(tokens)
+        types = [gguf.TokenType.NORMAL] * (len(tokens) - len(SPECIAL_TOKENS)) + [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS)
+        wr.add_token_types(types)
+        wr.add_token_merges([f"{a} {b}" for a, b in merges])
+        wr.add_bos_token_id(ids[BOS])
+        wr.add_eos_token_id(ids[EOS])
+        wr.add_eot_token_id(ids[IM_END])
     wr.add_add_bos_token(True)
     wr.add_add_eos_token(False)
     wr.add_chat_template(CHAT_TEMPLATE)

@@ -12,3 +12,28 @@ async def test_gguf_tokenizer_matches_the_engine(tiny_gguf, engine):
         assert tok.prompt_ids(text) == engine.tokenize(text), text
     assert tok.chat_ids(CHAT) == engine.tokenize(engine.render_chat(CHAT), add_bos=False)
     assert len(tok.chat_ids(CHAT)) > len(tok.prompt_ids("Hi there ünïcode"))  # the template adds its tokens
+
+
+MORE_TOKENS_THAN_BYTES = "hello world " * 10  # with byte fallback each space is '\u2581': 3 byte tokens
+
+
+async def test_more_tokens_than_bytes_goes_through_engine_and_ingress(tmp_path):
+    """A SentencePiece byte-fallback vocabulary gives more tokens than UTF-8 bytes; the buffer grows (issue 12, 4)."""
+    from rayhet.engines.base import GenerationRequest, SamplingParams
+    from rayhet.engines.llama_cpp import LlamaCppEngine, LlamaCppSettings
+    from rayhet.testing.models import write_gguf
+
+    path = write_gguf(tmp_path / "spm.gguf", "tiny", vocab="byte_fallback")
+    engine = LlamaCppEngine(LlamaCppSettings(model_path=str(path), n_ctx=512, n_slots=2, n_threads=1))
+    await engine.start()
+    try:
+        ids = engine.tokenize(MORE_TOKENS_THAN_BYTES)
+        assert len(ids) > len(MORE_TOKENS_THAN_BYTES.encode()) + 8  # what the old fixed buffer could not hold
+        assert GGUFTokenizer(str(path)).prompt_ids(MORE_TOKENS_THAN_BYTES) == ids
+        req = GenerationRequest(request_id="r", prompt=MORE_TOKENS_THAN_BYTES,
+                                sampling=SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
+        deltas = [d async for d in engine.generate(req)]
+        assert sum(len(d.token_ids) for d in deltas) == 4
+        assert deltas[-1].usage.prompt_tokens == len(ids)
+    finally:
+        await engine.shutdown()
