@@ -155,6 +155,11 @@ class PlanController:
             self._reports[replica] = (time.time(), snapshot, plan_version)
             if offered is not None and self._offered is None:
                 self._offered = offered
+        if self.state.plan is None and self._offered is not None and self._lock.acquire(blocking=False):
+            try:  # adopt the start-up plan now, not at the next period: `rayhet status` shows it at once
+                self._adopt_offered(time.time())
+            finally:
+                self._lock.release()
         plan = self.state.plan
         version = plan.get("created_at") if plan else None
         return {"version": version, "plan": plan if plan and version != plan_version else None}
@@ -229,11 +234,7 @@ class PlanController:
             snap = self._merged(reports)
             grid = (snap["input_edges"], snap["output_edges"])
             reported = dict(self._reported)
-            if self.state.plan is None and self._offered is not None:  # first period ever: start-up plan
-                self.state.plan, self.state.plan_at = self._offered, now
-                self.state.last_solve = {"at": self.state.plan_at, "status": self.state.plan.get("status"),
-                                         "reason": "start-up plan (solved by the app builder)",
-                                         "seconds": self.state.plan.get("solve_time_s", 0.0), "message": ""}
+            self._adopt_offered(now)
             force, self._force = self._force, None
             new, rep = tick(self.state, observe(snap, reported), self.bounds, lambda r, t: self._solve(grid, r, t),
                             now, self.settings, force=force)
@@ -250,6 +251,14 @@ class PlanController:
                 "ingress": {r: sum(c for _, _, c in s["arrivals"]) for r, (_, s, _) in sorted(reports.items())},
             }
             return self._last
+
+    def _adopt_offered(self, now: float) -> None:
+        """With no plan yet, take an ingress's start-up plan (solved by the app builder). Under self._lock."""
+        if self.state.plan is None and self._offered is not None:
+            self.state.plan, self.state.plan_at = self._offered, now
+            self.state.last_solve = {"at": now, "status": self.state.plan.get("status"),
+                                     "reason": "start-up plan (solved by the app builder)",
+                                     "seconds": self.state.plan.get("solve_time_s", 0.0), "message": ""}
 
     def _solve(self, grid, rates: dict, total: float) -> SolveOutcome:
         """Run the planner on the observed mix, bounded in time; failures come back as an outcome, not raised."""

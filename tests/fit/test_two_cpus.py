@@ -31,7 +31,7 @@ def minimum_cluster(path: Path) -> str | None:
     for line in path.read_text().splitlines()[:15]:
         m = MIN_CLUSTER.search(line)
         if m:
-            return m.group(1).strip()
+            return m.group(1).split(". ")[0].strip().rstrip(".")  # its first sentence
     return None
 
 

@@ -1,4 +1,9 @@
-"""The embedded default (`serve run rayhet.app:build` with no args): one CPU pool on the generated tiny model."""
+"""The embedded default (`serve run rayhet.app:build` with no args): the product in miniature (issue 12, 3).
+
+Two CPU pools of the generated tiny model with shipped profiles, the planner's routing by size, and the
+controller: `rayhet status` shows pools, replicas, $/hour and routing, and short and long requests land on
+different pools.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,47 @@ from rayhet.testing.driver import call_deployment
 
 pytestmark = pytest.mark.serve
 
+APP = "embedded"
 
-def test_build_without_args_serves_the_embedded_model(serve_url, caplog):
+
+def served(pool: str) -> int:
+    return call_deployment(APP, f"pool-{pool}", "stats")["counters"]["requests"]
+
+
+def test_build_without_args_serves_two_pools_by_size_under_the_controller(serve_url, caplog, capsys):
     import httpx
     from ray import serve
 
+    from rayhet import cli
     from rayhet.app import build
+    from rayhet.testing.models import prompt_of_tokens
 
     with caplog.at_level("WARNING", logger="rayhet"):
         app = build({})
-    assert "EMBEDDED tiny model" in caplog.text and "gguf=" in caplog.text
-    serve.run(app, name="embedded", route_prefix="/emb")
+    lines = [r.getMessage() for r in caplog.records if r.name == "rayhet" and "DEFAULT" in r.getMessage()]
+    assert len(lines) == 1 and "two CPU pools" in lines[0] and "gguf=" in lines[0]  # one line: what, and how to leave
+    serve.run(app, name=APP, route_prefix="/emb")
     try:
-        r = httpx.post(f"{serve_url}/emb/v1/chat/completions", timeout=60,
-                       json={"model": "rayhet-tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
-        assert r.status_code == 200, r.text
-        assert r.json()["usage"]["completion_tokens"] <= 4
-        snap = call_deployment("embedded", "ingress", "get_plan")
-        assert snap["status"] == "static" and snap["replicas"] == {"cpu": 1}
+        plan = call_deployment(APP, "ingress", "get_plan")
+        assert plan["replicas"] == {"small": 1, "large": 1}
+        before = {p: served(p) for p in ("small", "large")}
+        for n_in in (20, 20, 700):  # 700 input tokens: beyond the small pool's 1024-token context buckets
+            r = httpx.post(f"{serve_url}/emb/v1/completions", timeout=60,
+                           json={"model": "rayhet-tiny", "prompt": prompt_of_tokens(n_in), "max_tokens": 8})
+            assert r.status_code == 200, r.text
+            assert r.json()["usage"]["prompt_tokens"] == n_in
+        after = {p: served(p) for p in ("small", "large")}
+        assert after["small"] - before["small"] == 2, (before, after)
+        assert after["large"] - before["large"] == 1, (before, after)
+
+        def status() -> str:
+            assert cli.main(["status", "--app", APP]) == 0
+            return capsys.readouterr().out
+
+        out = status()
+        assert "$0.07/hour" in out and "routing" in out, out  # the start-up plan, adopted at the first report
+        assert "small 100%" in out and "large 100%" in out  # some bucket routed wholly to each pool
+        rows = {line.split()[0]: line.split() for line in status().splitlines() if line.startswith(("small ", "large "))}
+        assert set(rows) == {"small", "large"} and rows["small"][2] == "1" and rows["large"][2] == "1"  # running
     finally:
-        serve.delete("embedded")
+        serve.delete(APP)

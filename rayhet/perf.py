@@ -1,0 +1,123 @@
+"""Perf: the engine step-time model — how long one continuous-batching step takes for the work in it.
+
+One engine step (a llama.cpp `llama_decode`, a vLLM scheduler iteration) runs a token of every decoding
+sequence and prompt chunks up to the step's token budget. Its time is modelled as linear in the work,
+as Vidur and BLIS do for one iteration (both with a few more terms per operator; AIConfigurator looks
+operators up in measured tables instead):
+
+    t(step) = c_step                                  fixed cost of a step (launch, sampling set-up)
+            + c_prefill  * prefill tokens             the MLP/projection work of prompt tokens
+            + c_decode   * decoding sequences         the same for one new token each, plus its sampling
+            + c_kv_read  * context of decoding seqs   attention reads of their KV (tokens)
+            + c_attn     * prefill attention pairs    / 1000: a chunk of n tokens after p cached ones
+                                                       attends n*p + n*(n+1)/2 pairs
+
+Coefficients are non-negative (non-negative least squares), so no fitted term can make a step faster.
+The same five numbers hold for any batch, which is what lets capacity be derived for any SLO by
+simulating a replica (rayhet.sim.replica) instead of measuring every (bucket, rate) point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+FEATURES = ("step", "prefill_tokens", "decode_seqs", "decode_context", "prefill_attention_k")
+
+
+def attention_pairs(cached: int, chunk: int) -> int:
+    """Query-key pairs of a prefill chunk of `chunk` tokens after `cached` tokens of the same sequence."""
+    return chunk * cached + chunk * (chunk + 1) // 2
+
+
+@dataclass
+class StepWork:
+    """The work of one step (or, summed, of several: the model is linear, so sums of steps fit too)."""
+
+    steps: float = 0.0
+    prefill_tokens: float = 0.0
+    decode_seqs: float = 0.0
+    decode_context: float = 0.0
+    prefill_pairs: float = 0.0
+
+    def vector(self) -> np.ndarray:
+        return np.array([self.steps, self.prefill_tokens, self.decode_seqs, self.decode_context,
+                         self.prefill_pairs / 1000.0])
+
+    def add(self, other: "StepWork") -> None:
+        self.steps += other.steps
+        self.prefill_tokens += other.prefill_tokens
+        self.decode_seqs += other.decode_seqs
+        self.decode_context += other.decode_context
+        self.prefill_pairs += other.prefill_pairs
+
+
+class EngineLimits(BaseModel):
+    """What bounds a replica's batch: the engine's settings, recorded with its model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_slots: int = Field(..., ge=1, description="Sequences decoded together (llama.cpp n_slots, vLLM max_num_seqs).")
+    step_tokens: int = Field(..., ge=1, description="Most tokens in one step: decode tokens first, then prompt chunks "
+                             "(llama.cpp n_batch, vLLM max_num_batched_tokens).")
+    kv_tokens: int = Field(..., ge=1, description="KV cache capacity in tokens; a request is admitted only when its "
+                           "prompt + max_tokens fit in what is free.")
+    max_context: int = Field(..., ge=1, description="Prompt + output tokens one request may have.")
+    max_waiting: int | None = Field(None, ge=0, description="Requests that may wait for a slot (None: unbounded); "
+                                    "beyond it the replica refuses.")
+
+
+class StepModel(BaseModel):
+    """Fitted coefficients (seconds per unit of each feature) and how well they fit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    c_step: float = Field(..., ge=0, description="Seconds per step.")
+    c_prefill: float = Field(..., ge=0, description="Seconds per prefill token.")
+    c_decode: float = Field(..., ge=0, description="Seconds per decoding sequence in a step.")
+    c_kv_read: float = Field(..., ge=0, description="Seconds per context token of a decoding sequence.")
+    c_attn: float = Field(..., ge=0, description="Seconds per 1000 prefill attention pairs.")
+
+    def coefficients(self) -> np.ndarray:
+        return np.array([self.c_step, self.c_prefill, self.c_decode, self.c_kv_read, self.c_attn])
+
+    def time(self, work: StepWork) -> float:
+        return float(self.coefficients() @ work.vector())
+
+    def step_time(self, prefill_tokens: int, prefill_pairs: int, decode_seqs: int, decode_context: int) -> float:
+        """One step's seconds (the replica model's hot path: plain arithmetic, no arrays)."""
+        return (self.c_step + self.c_prefill * prefill_tokens + self.c_decode * decode_seqs
+                + self.c_kv_read * decode_context + self.c_attn * prefill_pairs / 1000.0)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: StepModel
+    mean_abs_rel_error: float  # over the samples, |predicted - measured| / measured
+    max_abs_rel_error: float
+    n_samples: int
+
+
+def fit_step_model(work: list[StepWork], seconds: list[float]) -> FitResult:
+    """Non-negative least squares of the measured times on the work, each sample weighted by 1/time so that
+    short intervals (one decode step) count as much as long ones (a whole prefill): the error that matters
+    for latency is relative."""
+    from scipy.optimize import nnls
+
+    if len(work) != len(seconds) or not work:
+        raise ValueError(f"need as many measured times as work samples, and at least one (got {len(work)}, "
+                         f"{len(seconds)})")
+    X = np.stack([w.vector() for w in work])
+    y = np.asarray(seconds, dtype=float)
+    if np.any(y <= 0) or not np.all(np.isfinite(y)):
+        raise ValueError("measured times must be finite and > 0")
+    wts = 1.0 / y
+    scale = np.maximum(np.abs(X * wts[:, None]).max(axis=0), 1e-12)  # column scaling: features differ by 1e6
+    coef_scaled, _ = nnls((X * wts[:, None]) / scale, y * wts)
+    coef = coef_scaled / scale
+    pred = X @ coef
+    rel = np.abs(pred - y) / y
+    model = StepModel(**dict(zip(("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn"), map(float, coef))))
+    return FitResult(model, float(rel.mean()), float(rel.max()), len(y))

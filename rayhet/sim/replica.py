@@ -1,0 +1,219 @@
+"""Replica: an event-driven model of one continuous-batching engine replica, timed by its step model.
+
+The scheduler is the one rayhet's engines run (llama.cpp's step loop in rayhet.engines.llama_cpp, and
+vLLM's v1 scheduler with chunked prefill): requests wait FCFS for a batch slot (and, here, for KV room
+for prompt + max_tokens: no preemption); each step feeds one token of every decoding sequence, then
+prompt chunks, oldest request first, up to the step's token budget; a sequence whose prompt completes in
+a step gets its first token at the end of that step, and each later step gives it one more. A request
+that finds `max_waiting` others waiting is refused at once (the engine's queue bound).
+
+Time only moves in steps, and each step costs `StepModel.step_time` of its work. Runs of identical
+decode-only steps (nothing to admit, nothing prefilling) are fast-forwarded in closed form up to the next
+event (a completion or an admissible arrival): their times form an arithmetic series, since each step
+adds one token to every context. That keeps a simulated hour of a CPU replica to milliseconds.
+
+Pure: no clock, no I/O. `Replica` is driven by whoever owns time (capacity search here, the fleet
+simulator later): `submit()` requests, `advance(until)` to move time, read `finished`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from rayhet.perf import EngineLimits, StepModel, attention_pairs
+
+
+@dataclass
+class SimRequest:
+    """One request through the replica; the replica fills the times (seconds on the driver's clock)."""
+
+    arrival: float
+    input_tokens: int
+    output_tokens: int
+    rid: int = 0
+    first_token: float | None = None
+    end: float | None = None
+    refused: bool = False
+    fed: int = field(default=0, repr=False)  # prompt tokens in the KV cache
+    generated: int = field(default=0, repr=False)
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token is None else self.first_token - self.arrival
+
+    @property
+    def tpot(self) -> float | None:
+        """Mean time per output token after the first (0 for a one-token output)."""
+        if self.end is None or self.first_token is None:
+            return None
+        return (self.end - self.first_token) / max(self.output_tokens - 1, 1)
+
+    @property
+    def e2e(self) -> float | None:
+        return None if self.end is None else self.end - self.arrival
+
+
+class Replica:
+    """One replica's state. Requests must be submitted in arrival order, each before `advance` passes it."""
+
+    def __init__(self, model: StepModel, limits: EngineLimits, start: float = 0.0):
+        self.model, self.limits = model, limits
+        self.now = start
+        self.waiting: deque[SimRequest] = deque()
+        self.running: list[SimRequest] = []
+        self.kv_reserved = 0
+        self.finished: list[SimRequest] = []
+        self.steps = 0
+        self._pending: deque[SimRequest] = deque()  # submitted, arrival still in the future
+
+    # -- driving ------------------------------------------------------------------------------
+    def submit(self, req: SimRequest) -> None:
+        need = req.input_tokens + req.output_tokens
+        if need > self.limits.max_context or need > self.limits.kv_tokens:
+            raise ValueError(f"request of {req.input_tokens}+{req.output_tokens} tokens does not fit this replica "
+                             f"(max_context {self.limits.max_context}, kv_tokens {self.limits.kv_tokens})")
+        if req.output_tokens < 1 or req.input_tokens < 1:
+            raise ValueError("a request has at least 1 input and 1 output token")
+        self._pending.append(req)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    def idle(self) -> bool:
+        return not self.running and not self.waiting
+
+    def advance(self, until: float) -> None:
+        """Run steps until `until` (a step that starts before it may end after it), or until the replica is
+        idle with no arrival before `until`."""
+        while True:
+            self._arrive(self.now)
+            self._admit()
+            if not self.running:  # idle: jump to the next arrival, or to `until`
+                nxt = self._pending[0].arrival if self._pending else math.inf
+                if not self._pending or nxt > until:
+                    if until < math.inf:
+                        self.now = max(self.now, until)
+                    return
+                self.now = max(self.now, nxt)
+                continue
+            if self.now >= until:
+                return
+            if self._decode_only():
+                self._fast_forward(until)
+            else:
+                self._step()
+
+    def run_to_completion(self) -> list[SimRequest]:
+        """Serve everything submitted; returns every request (finished or refused) in arrival order."""
+        self.advance(math.inf)
+        return sorted(self.finished, key=lambda r: (r.arrival, r.rid))
+
+    # -- internals ----------------------------------------------------------------------------
+    def _arrive(self, t: float) -> None:
+        bound = self.limits.max_waiting
+        while self._pending and self._pending[0].arrival <= t:
+            req = self._pending.popleft()
+            if bound is not None and len(self.waiting) >= bound and len(self.running) >= self.limits.batch_slots:
+                req.refused = True
+                self.finished.append(req)
+            else:
+                self.waiting.append(req)
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.running) < self.limits.batch_slots:
+            req = self.waiting[0]
+            need = req.input_tokens + req.output_tokens
+            if self.kv_reserved + need > self.limits.kv_tokens:
+                return  # FCFS: the head waits for room, nobody overtakes it
+            self.waiting.popleft()
+            self.kv_reserved += need
+            self.running.append(req)
+
+    def _decode_only(self) -> bool:
+        return all(r.fed >= r.input_tokens for r in self.running)
+
+    def _finish(self, req: SimRequest, t: float) -> None:
+        req.end = t
+        self.running.remove(req)
+        self.kv_reserved -= req.input_tokens + req.output_tokens
+        self.finished.append(req)
+
+    def _step(self) -> None:
+        """One step with prefill work in it."""
+        budget = self.limits.step_tokens
+        decoding = [r for r in self.running if r.fed >= r.input_tokens]
+        context = sum(r.input_tokens + r.generated for r in decoding)
+        budget -= len(decoding)
+        chunks: list[tuple[SimRequest, int]] = []
+        pairs = 0
+        for r in sorted((r for r in self.running if r.fed < r.input_tokens), key=lambda r: (r.arrival, r.rid)):
+            if budget <= 0:
+                break
+            take = min(r.input_tokens - r.fed, budget)
+            pairs += attention_pairs(r.fed, take)
+            chunks.append((r, take))
+            budget -= take
+        prefill = sum(take for _, take in chunks)
+        self.now += self.model.step_time(prefill, pairs, len(decoding), context)
+        self.steps += 1
+        for r in decoding:
+            r.generated += 1
+        for r, take in chunks:
+            r.fed += take
+            if r.fed >= r.input_tokens:  # prompt complete: its first token comes out of this step
+                r.generated = 1
+                r.first_token = self.now
+        for r in [r for r in self.running if r.generated >= r.output_tokens and r.fed >= r.input_tokens]:
+            self._finish(r, self.now)
+
+    def _fast_forward(self, until: float) -> None:
+        """k identical decode steps at once: step j costs a + b*j (every context grows by one per step)."""
+        m = self.model
+        B = len(self.running)
+        C0 = sum(r.input_tokens + r.generated for r in self.running)
+        a = m.c_step + m.c_decode * B + m.c_kv_read * C0
+        b = m.c_kv_read * B
+        k = min(r.output_tokens - r.generated for r in self.running)  # steps to the next completion
+        full = B >= self.limits.batch_slots
+        horizon = until
+        if self._pending and not full:
+            horizon = min(horizon, self._pending[0].arrival)  # an arrival could join the batch: stop there
+        if horizon < math.inf:
+            k = min(k, _steps_to_reach(a, b, horizon - self.now))
+        end = self.now + k * a + b * k * (k - 1) / 2
+        if full:
+            # arrivals meanwhile only queue, or are refused by a bound that cannot change until a completion
+            self._arrive(end)
+        self.now = end
+        self.steps += k
+        for r in self.running:
+            r.generated += k
+        for r in [r for r in self.running if r.generated >= r.output_tokens]:
+            self._finish(r, self.now)
+
+
+def _steps_to_reach(a: float, b: float, dt: float) -> int:
+    """Fewest k >= 1 with k*a + b*k*(k-1)/2 >= dt (the step during which dt passes is run in full)."""
+    if dt <= 0:
+        return 1
+    if b <= 0:
+        return max(1, math.ceil(dt / a)) if a > 0 else 1
+    # b/2 k^2 + (a - b/2) k - dt >= 0
+    p = a - b / 2
+    k = (-p + math.sqrt(p * p + 2 * b * dt)) / b
+    k = max(1, math.ceil(k - 1e-9))
+    while k > 1 and (k - 1) * a + b * (k - 1) * (k - 2) / 2 >= dt:
+        k -= 1
+    return k
+
+
+def simulate(model: StepModel, limits: EngineLimits, requests: list[SimRequest]) -> list[SimRequest]:
+    """Serve `requests` (any order) on one replica from an empty start; returns them with times filled."""
+    rep = Replica(model, limits, start=min((r.arrival for r in requests), default=0.0))
+    for i, r in enumerate(sorted(requests, key=lambda r: r.arrival)):
+        r.rid = r.rid or i
+        rep.submit(r)
+    return rep.run_to_completion()
