@@ -91,11 +91,13 @@ def startup_plan(config: RayhetConfig) -> Plan:
         return static_plan(replicas, ctx)
 
     from rayhet.planner import PoolOption, capacity_on_grid, common_grid, solve
-    from rayhet.profiles import load_profile
+    from rayhet.capacity import service_profile
     from rayhet.workload import Distribution, bucketize, read_workload
 
     pc = config.planner
-    options = [PoolOption(p.name, load_profile(p.profile), p.price_per_hour, p.min_replicas, p.max_replicas)
+    # each profile's capacity under the service's SLO: re-derived from its engine model where it differs
+    options = [PoolOption(p.name, service_profile(p.profile, config.slo), p.price_per_hour, p.min_replicas,
+                          p.max_replicas)
                for p in config.pools]
     grid = common_grid([o.profile for o in options])
     if pc.workload:

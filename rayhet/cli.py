@@ -109,8 +109,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--price", action="append", metavar="POOL=USD", help="override a pool's $/replica-hour (repeatable)")
     p.add_argument("--vcpu-price", type=float, metavar="USD", help="price CPU pools at vCPUs x USD per vCPU-hour")
     p.add_argument("--form", default="aggregated", choices=["aggregated", "binary"], help="MILP form (binary: the paper's, slower)")
+    g = p.add_argument_group("the service's SLO (re-derives each profile's capacity from its engine model; "
+                             "a profile without one must have been measured under the same SLO)")
+    g.add_argument("--slo-ttft-ms", type=float, help="TTFT limit (ms) at --slo-ttft-quantile")
+    g.add_argument("--slo-ttft-quantile", type=float, default=0.9, help="quantile of requests within the TTFT limit (default 0.9)")
+    g.add_argument("--slo-ttft-ms-per-1k-input", type=float, default=0.0, help="TTFT allowance per 1,000 prompt tokens (ms)")
+    g.add_argument("--slo-tpot-ms", type=float, help="TPOT limit (ms): the mean, or at --slo-tpot-quantile")
+    g.add_argument("--slo-tpot-quantile", type=float, help="judge TPOT at this quantile instead of the mean")
+    g.add_argument("--slo-normalized-ms", type=float, help="normalized latency limit (end-to-end ms / output tokens)")
+    g.add_argument("--slo-normalized-quantile", type=float, default=0.9, help="its quantile (default 0.9)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", metavar="F.png", help="draw $/hour against rate for the mix and each single pool")
+
+
+def _service_slo(args: argparse.Namespace):
+    """The SLO given with --slo-*, or None (plan with each profile's capacity as measured)."""
+    from rayhet.profiles import SLO
+
+    if args.slo_ttft_ms is None and args.slo_tpot_ms is None and args.slo_normalized_ms is None:
+        return None
+    try:
+        return SLO(ttft_ms=args.slo_ttft_ms, ttft_quantile=args.slo_ttft_quantile,
+                   ttft_ms_per_1k_input=args.slo_ttft_ms_per_1k_input, tpot_ms=args.slo_tpot_ms,
+                   tpot_quantile=args.slo_tpot_quantile, normalized_ms=args.slo_normalized_ms,
+                   normalized_quantile=args.slo_normalized_quantile)
+    except ValueError as e:
+        raise RayhetError(f"--slo-*: {e}") from None
 
 
 def _pool_options(args: argparse.Namespace):
@@ -118,6 +142,12 @@ def _pool_options(args: argparse.Namespace):
     from rayhet.profiles import load_profiles
 
     profiles = [p for path in args.profiles for p in load_profiles(path)]
+    slo = _service_slo(args)
+    if slo is not None:
+        from rayhet.capacity import service_profile
+
+        files = [f for path in args.profiles for f in (sorted(Path(path).glob("*.json")) if Path(path).is_dir() else [Path(path)])]
+        profiles = [service_profile(f, slo) for f in files]
     names = [p.pool for p in profiles]
     if len(set(names)) != len(names):
         raise RayhetError(f"--profiles: pool names repeat across paths: {names}")

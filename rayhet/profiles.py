@@ -1,6 +1,6 @@
 """Profiles: the measured capacity of one pool type, per (input tokens, output tokens) bucket, under an SLO.
 
-A profile is a JSON file (schema below, `schema_version` 1). Buckets follow Mélange: `input_edges` and
+A profile is a JSON file (schema below, `schema_version` 2; version 1 files, without an engine model, still load). Buckets follow Mélange: `input_edges` and
 `output_edges` are increasing *upper* edges and bucket i holds sizes in `(input_edges[i-1], input_edges[i]]`
 (the first bucket starts at 0). `max_rate[i][j]` is the highest request rate (req/s) one replica sustains
 for requests of input bucket i and output bucket j while meeting the SLO; `null` means it cannot (the SLO
@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rayhet.errors import ProfileError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: fixed capacity only; 2: adds `engine_model` and the newer SLO kinds
 
 
 class _Strict(BaseModel):
@@ -28,22 +29,45 @@ class _Strict(BaseModel):
 
 
 class SLO(_Strict):
-    """The latency objective a profile was measured under."""
+    """A latency objective: what a profile was measured under, or what a service must meet (rayhet.slo judges
+    a sample against it). Every stated part must hold."""
 
     tpot_ms: float | None = Field(
-        None, gt=0, description="Mean time per output token (ms) that each request must stay under."
+        None, gt=0, description="Time per output token (ms): the mean over requests, or at `tpot_quantile`."
+    )
+    tpot_quantile: float | None = Field(
+        None, gt=0, le=1, description="Judge TPOT at this quantile of requests instead of on their mean (v2)."
     )
     ttft_ms: float | None = Field(None, gt=0, description="Time to first token (ms) at `ttft_quantile`.")
     ttft_quantile: float = Field(0.9, gt=0, le=1, description="Quantile of TTFT that must meet `ttft_ms`.")
+    ttft_ms_per_1k_input: float = Field(
+        0.0, ge=0, description="TTFT allowance per 1,000 prompt tokens (v2): a request's TTFT limit is ttft_ms + "
+        "this x input tokens / 1000."
+    )
+    normalized_ms: float | None = Field(
+        None, gt=0, description="Normalized latency (end-to-end ms / output tokens) at `normalized_quantile` (v2)."
+    )
+    normalized_quantile: float = Field(0.9, gt=0, le=1, description="Quantile of requests judged on normalized_ms.")
     unknown: bool = Field(
         False, description="True when the source did not record its SLO (e.g. Mélange's early tables)."
     )
 
     @model_validator(mode="after")
     def _something_stated(self) -> "SLO":
-        if not self.unknown and self.tpot_ms is None and self.ttft_ms is None:
-            raise ValueError("give tpot_ms and/or ttft_ms, or set unknown: true")
+        if not self.unknown and self.tpot_ms is None and self.ttft_ms is None and self.normalized_ms is None:
+            raise ValueError("give tpot_ms, ttft_ms and/or normalized_ms, or set unknown: true")
         return self
+
+    def v2_only(self) -> set[str]:
+        """The fields a version-1 profile cannot hold (left at their defaults there)."""
+        out = set()
+        if self.tpot_quantile is not None:
+            out.add("tpot_quantile")
+        if self.ttft_ms_per_1k_input:
+            out.add("ttft_ms_per_1k_input")
+        if self.normalized_ms is not None:
+            out.add("normalized_ms")
+        return out
 
 
 class Hardware(_Strict):
@@ -111,10 +135,60 @@ class SweepPoint(_Strict):
     meets_slo: bool
 
 
+class StepPoint(_Strict):
+    """One measured interval of the engine-model experiments: the work the replica model says it held
+    (rayhet.perf.StepWork fields, summed over its steps) and the seconds it took."""
+
+    label: str = Field(..., description="Which experiment and interval, e.g. 'B4 P256 O32: request 2 TTFT'.")
+    work: list[float] = Field(..., min_length=5, max_length=5, description="Summed features, in rayhet.perf.FEATURES order.")
+    seconds: float = Field(..., gt=0)
+    predicted_s: float | None = Field(None, ge=0, description="What the fitted model predicts for it.")
+
+
+class HeldOut(_Strict):
+    """A bucket measured directly by the rate search, next to the capacity the engine model predicts."""
+
+    input_bucket: int = Field(..., ge=0)
+    output_bucket: int = Field(..., ge=0)
+    predicted_rate: float | None = Field(..., ge=0)
+    measured_rate: float | None = Field(..., ge=0)
+
+    @property
+    def error(self) -> float | None:
+        """(predicted - measured) / measured; None where either is missing."""
+        if not self.predicted_rate or not self.measured_rate:
+            return None
+        return (self.predicted_rate - self.measured_rate) / self.measured_rate
+
+
+class EngineModelRecord(_Strict):
+    """What `rayhet profile` measured of the engine itself: limits, the fitted step model, its error and the
+    raw points behind it, and the held-out checks of the capacity it predicts."""
+
+    limits: dict = Field(..., description="rayhet.perf.EngineLimits fields.")
+    step: dict = Field(..., description="rayhet.perf.StepModel coefficients (seconds per unit of each feature).")
+    mean_abs_rel_error: float = Field(..., ge=0, description="Fit error over the points: mean |predicted - measured| / measured.")
+    max_abs_rel_error: float = Field(..., ge=0)
+    points: list[StepPoint] = Field(default_factory=list)
+    held_out: list[HeldOut] = Field(default_factory=list)
+    capacity_requests: int = Field(300, ge=10, description="Simulated requests per rate when deriving capacity.")
+    capacity_tolerance: float = Field(0.03, gt=0, description="Rate search stops at highest pass x (1 + this) >= lowest fail.")
+
+    def step_model(self):
+        from rayhet.perf import StepModel
+
+        return StepModel.model_validate(self.step)
+
+    def engine_limits(self):
+        from rayhet.perf import EngineLimits
+
+        return EngineLimits.model_validate(self.limits)
+
+
 class Profile(_Strict):
     """The capacity table of one pool type for one model (see module docstring)."""
 
-    schema_version: int = Field(SCHEMA_VERSION, description="Profile schema version; this library reads 1.")
+    schema_version: int = Field(SCHEMA_VERSION, description="Profile schema version; this library reads 1 and 2.")
     model: str = Field(..., min_length=1, description="Model id the profile was measured with.")
     pool: str = Field(..., min_length=1, description="Pool type name, e.g. 'h100' or 'cpu-16'.")
     engine: Literal["vllm", "llama_cpp", "unknown"] = Field(..., description="Serving engine.")
@@ -130,12 +204,16 @@ class Profile(_Strict):
     )
     provenance: Provenance
     sweep: list[SweepPoint] = Field(default_factory=list, description="Raw measurements behind max_rate.")
+    engine_model: "EngineModelRecord | None" = Field(
+        None, description="Version 2: the engine's step-time model and limits, from which max_rate was derived and "
+        "from which it can be derived again for another SLO (rayhet.capacity).")
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, v: int) -> int:
-        if v != SCHEMA_VERSION:
-            raise ValueError(f"unknown schema version {v}; this rayhet reads version {SCHEMA_VERSION}")
+        if v not in READABLE_VERSIONS:
+            raise ValueError(f"unknown schema version {v}; this rayhet reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
         return v
 
     @field_validator("input_edges", "output_edges")
@@ -162,6 +240,10 @@ class Profile(_Strict):
         for k, p in enumerate(self.sweep):
             if p.input_bucket >= n_in or p.output_bucket >= n_out:
                 raise ValueError(f"sweep[{k}] names bucket ({p.input_bucket}, {p.output_bucket}) outside the grid")
+        if self.schema_version == 1:
+            extra = sorted(self.slo.v2_only()) + (["engine_model"] if self.engine_model is not None else [])
+            if extra:
+                raise ValueError(f"{', '.join(extra)} need schema_version 2")
         return self
 
     # -- queries ---------------------------------------------------------------------------------
@@ -248,6 +330,11 @@ def save_profile(profile: Profile, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(_dumps(profile.model_dump(mode="json", exclude_none=False)) + "\n")
+    data = profile.model_dump(mode="json", exclude_none=False)
+    if profile.schema_version == 1:  # a v1 file keeps its v1 fields only (the shipped ones regenerate byte-identical)
+        data.pop("engine_model", None)
+        for k in ("tpot_quantile", "ttft_ms_per_1k_input", "normalized_ms", "normalized_quantile"):
+            data["slo"].pop(k, None)
+    tmp.write_text(_dumps(data) + "\n")
     tmp.replace(path)
     return path

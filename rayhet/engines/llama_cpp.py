@@ -20,6 +20,7 @@ from typing import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rayhet.perf import attention_pairs
 from rayhet.engines.base import (
     EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
     Usage, check_fits, check_one_prompt, check_token_ids,
@@ -144,6 +145,9 @@ class LlamaCppEngine:
         self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) per step
         self._kv_tokens = 0
         self._model = self._ctx = self._vocab = None
+        # (prefill tokens, prefill attention pairs, decoding sequences, their context, seconds) per step, when a
+        # profiler asks for it (`rayhet profile` fits rayhet.perf.StepModel to these); None: not recorded
+        self.step_log: list[tuple[int, int, int, int, float]] | None = None
 
     # ------------------------------------------------------------ life cycle
 
@@ -288,6 +292,7 @@ class LlamaCppEngine:
                         self._cv.wait()
                     if self._stop:
                         break
+                    t_step = time.perf_counter()  # a step's time: admission, decode, sampling, sending
                     while self._waiting and free:
                         seq = self._waiting.popleft()
                         if seq.cancelled:
@@ -300,7 +305,9 @@ class LlamaCppEngine:
                 for seq in [s for s in running.values() if s.cancelled]:
                     self._release(seq, running, free)
                 if running:
-                    self._step(running, free)
+                    work = self._step(running, free)
+                    if self.step_log is not None:
+                        self.step_log.append((*work, time.perf_counter() - t_step))
         except BaseException as e:  # a llama.cpp failure: fail every request rather than hang them
             self._failure = e
             with self._cv:
@@ -346,14 +353,17 @@ class LlamaCppEngine:
         with self._cv:
             self._n_running = len(running)
 
-    def _step(self, running: dict[int, _Seq], free: list[int]) -> None:
-        """One llama_decode: a token of each decoding sequence, then prompt chunks up to n_batch."""
+    def _step(self, running: dict[int, _Seq], free: list[int]) -> tuple[int, int, int, int]:
+        """One llama_decode: a token of each decoding sequence, then prompt chunks up to n_batch. Returns its
+        work: (prefill tokens, prefill attention pairs, decoding sequences, their context tokens)."""
         lc, b, budget = self._lc, self._batch, self.settings.n_batch
         outputs: list[tuple[int, _Seq]] = []  # (batch index, sequence) whose logits are sampled
         n = 0
         decoding = [s for s in running.values() if s.n_fed >= len(s.prompt)]
         prefilling = sorted((s for s in running.values() if s.n_fed < len(s.prompt)),
                             key=lambda s: s.req.arrival_time)
+        context = sum(s.n_fed + 1 for s in decoding)
+        pairs = 0
         for s in decoding:
             n = self._put(b, n, s.last_token, s.n_fed, s.slot, True)
             outputs.append((n - 1, s))
@@ -362,6 +372,7 @@ class LlamaCppEngine:
             if n >= budget:
                 break
             take = min(len(s.prompt) - s.n_fed, budget - n)
+            pairs += attention_pairs(s.n_fed, take)
             for i in range(s.n_fed, s.n_fed + take):
                 n = self._put(b, n, s.prompt[i], i, s.slot, i == len(s.prompt) - 1)
             s.n_fed += take
@@ -385,6 +396,7 @@ class LlamaCppEngine:
                 self._recent.popleft()
         for (_, s), delta in zip(outputs, deltas):
             s.send(delta)
+        return n - len(decoding), pairs, len(decoding), context
 
     @staticmethod
     def _put(b, n: int, token: int, pos: int, seq_id: int, logits: bool) -> int:

@@ -11,6 +11,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from rayhet.errors import RayhetError
 from rayhet.profiles import SLO, Hardware, load_profile, save_profile
 from rayhet.profiling.grid import MELANGE_INPUT_EDGES, MELANGE_OUTPUT_EDGES, QUICK_INPUT_EDGES, QUICK_OUTPUT_EDGES
@@ -59,6 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--notes", help="caveats written into the profile's provenance")
     g.add_argument("--plot", metavar="F.png", help="also draw the capacity heatmap to this file")
     g.add_argument("--from", dest="from_profile", metavar="PROFILE.json", help="with --plot: plot an existing profile, measure nothing")
+    g = p.add_argument_group("method")
+    g.add_argument("--method", choices=["model", "sweep"], default=None,
+                   help="model: measure the engine's step times (minutes), fit its step model, derive every bucket's "
+                   "capacity by simulating a replica, and measure --held-out buckets directly as a check (default for "
+                   "llama_cpp in process); sweep: measure every bucket's capacity directly by rate search (hours; the "
+                   "default with --url or vllm, whose steps rayhet cannot yet observe)")
+    g.add_argument("--held-out", type=int, default=3, metavar="K",
+                   help="with --method model: buckets measured directly and recorded next to their prediction (default 3)")
     g = p.add_argument_group("grid, search and time")
     g.add_argument("--quick", action="store_true", help="coarse 3x3 grid, shorter points, looser search (a first look in minutes)")
     g.add_argument("--input-edges", type=_int_list, help="input bucket upper edges, comma-separated (default: Melange's 10)")
@@ -114,8 +124,13 @@ def _measure(args: argparse.Namespace) -> int:
         raise ProfilingError(f"{sidecar} holds an interrupted run: add --resume to continue it, or delete it")
     state = load_state(sidecar, expected) if args.resume and sidecar.exists() else SweepState(fingerprint=expected)
 
+    method = args.method or ("sweep" if args.url or args.engine != "llama_cpp" else "model")
+    if method == "model" and (args.url or args.engine != "llama_cpp"):
+        raise ProfilingError("--method model needs an engine whose steps rayhet observes: llama_cpp in process "
+                             "(not --url, not vllm yet); use --method sweep")
+    measured = None
     try:
-        asyncio.run(_sweep(args, settings, state, sidecar))
+        measured = asyncio.run(_sweep(args, settings, state, sidecar, method))
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(state.points)} points kept in {sidecar}; rerun with --resume", file=sys.stderr)
         return 130
@@ -130,25 +145,119 @@ def _measure(args: argparse.Namespace) -> int:
         price_source=args.price_source,
         notes=args.notes,
     )
+    if measured is not None:
+        profile = with_engine_model(profile, measured, settings)
     save_profile(profile, out)
-    if all(state.status.get(k, "").startswith(FINAL) for k in _all_keys(settings)):
+    keys = _all_keys(settings) if measured is None else [f"{i},{j}" for i, j in measured.held_out]
+    if all(state.status.get(k, "").startswith(FINAL) for k in keys):
         sidecar.unlink(missing_ok=True)
     else:
         print(f"budget spent before every bucket was measured: --resume with a larger --time-budget continues from {sidecar}")
     print(f"wrote {out} ({len(state.points)} points, {state.elapsed_s / 60:.1f} min)")
+    if measured is not None:
+        em = profile.engine_model
+        print(f"engine model: {em.mean_abs_rel_error:.1%} mean step-time error over {len(measured.samples)} steps; "
+              "held out: " + (", ".join(
+                  f"({h.input_bucket},{h.output_bucket}) predicted {_r(h.predicted_rate)} measured {_r(h.measured_rate)}"
+                  + (f" ({h.error:+.0%})" if h.error is not None else "") for h in em.held_out) or "none"))
     if args.plot:
-        from rayhet.profiling.plot import plot_profile
+        from rayhet.profiling.plot import plot_fit, plot_profile
 
         print(f"wrote {plot_profile(profile, args.plot)}")
+        if profile.engine_model is not None:
+            fit_png = Path(args.plot).with_name(Path(args.plot).stem + "-fit.png")
+            print(f"wrote {plot_fit(profile, fit_png)}")
     return 0
 
 
-async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path) -> None:
+def _r(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.3g}"
+
+
+async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path, method: str = "sweep"):
+    """Measure: the whole grid by rate search, or the engine model plus its held-out buckets."""
     target, close = await make_target(args)
     try:
-        await run_sweep(target, settings, state, save=lambda s: save_state(s, sidecar), progress=not args.no_progress)
+        save = lambda s: save_state(s, sidecar)  # noqa: E731
+        if method == "sweep":
+            await run_sweep(target, settings, state, save=save, progress=not args.no_progress)
+            return None
+        measured = await measure_engine_model(target.engine, settings, seed=args.seed, held_out=args.held_out,
+                                              progress=not args.no_progress)
+        await run_sweep(target, settings, state, save=save, progress=not args.no_progress, only=set(measured.held_out))
+        return measured
     finally:
         await close()
+
+
+class MeasuredModel:
+    """What the model method measured: step samples, the fit, limits, derived grid and held-out buckets."""
+
+    def __init__(self, samples, fit, limits, grid, held_out, seconds):
+        self.samples, self.fit, self.limits, self.grid, self.held_out, self.seconds = (
+            samples, fit, limits, grid, held_out, seconds)
+
+
+async def measure_engine_model(engine, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,
+                               progress: bool = True) -> MeasuredModel:
+    """Phase 1 and 2 of `--method model`: step times on the designed batches, the fit, the derived grid."""
+    import time
+
+    from tqdm import tqdm
+
+    from rayhet.capacity import derive_max_rate
+    from rayhet.profiling.engine_model import design, fit_samples, held_out_buckets, limits_of, measure_steps
+    from rayhet.profiling.targets import EngineTarget
+
+    t0 = time.monotonic()
+    limits = limits_of(engine)
+    batches = design(limits)
+    bar = tqdm(total=len(batches), unit="batch", desc="engine model: step times", disable=not progress,
+               dynamic_ncols=True)
+    samples = await measure_steps(engine, batches, EngineTarget(engine).token_ids(), seed=seed,
+                                  on_batch=lambda k, b: (bar.update(1), bar.set_postfix_str(b.label)))
+    bar.close()
+    fit = fit_samples(samples)
+    n_in, n_out = len(settings.input_edges), len(settings.output_edges)
+    bar = tqdm(total=n_in * n_out, unit="bucket", desc="capacity: simulated", disable=not progress, dynamic_ncols=True)
+    grid = derive_max_rate(fit.model, limits, settings.slo, settings.input_edges, settings.output_edges,
+                           progress=lambda i, j: bar.update(1))
+    bar.close()
+    fits = lambda i, j: settings.input_edges[i] + settings.output_edges[j] <= limits.max_context  # noqa: E731
+    return MeasuredModel(samples, fit, limits, grid, held_out_buckets(n_in, n_out, fits, held_out),
+                         time.monotonic() - t0)
+
+
+MAX_POINTS_KEPT = 3000  # raw step points written into the profile (an even subsample beyond this)
+
+
+def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings):
+    """The sweep-built profile turned into a version-2 one: capacity from the model, the model recorded, and
+    the held-out buckets' measured capacity next to their prediction."""
+    from rayhet.profiles import EngineModelRecord, HeldOut, StepPoint
+    from rayhet.profiling.capacity import bucket_capacity
+
+    samples = measured.samples
+    if len(samples) > MAX_POINTS_KEPT:
+        keep = np.linspace(0, len(samples) - 1, MAX_POINTS_KEPT).round().astype(int)
+        samples = [samples[k] for k in keep]
+    points = [StepPoint(label=label, work=[float(x) for x in w.vector()], seconds=max(sec, 1e-9),
+                        predicted_s=measured.fit.model.time(w)) for label, w, sec in samples]
+    held = []
+    for i, j in measured.held_out:
+        pts = [p for p in profile.sweep if (p.input_bucket, p.output_bucket) == (i, j)]
+        held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
+                            measured_rate=bucket_capacity(pts) if pts else None))
+    record = EngineModelRecord(limits=measured.limits.model_dump(), step=measured.fit.model.model_dump(),
+                               mean_abs_rel_error=measured.fit.mean_abs_rel_error,
+                               max_abs_rel_error=measured.fit.max_abs_rel_error, points=points, held_out=held)
+    prov = profile.provenance.model_copy(update={"notes": (profile.provenance.notes or "") + (
+        f" Method: engine model. {measured.fit.n_samples} steps of {len({s[0] for s in measured.samples})} designed "
+        f"batches measured and fitted in {measured.seconds:.0f} s (mean step-time error "
+        f"{measured.fit.mean_abs_rel_error:.1%}); max_rate derived by simulating one replica (rayhet.capacity); "
+        f"the sweep holds only the held-out buckets {measured.held_out}.")})
+    return profile.model_copy(update={"schema_version": 2, "max_rate": measured.grid, "engine_model": record,
+                                      "provenance": prov})
 
 
 def sweep_settings(args: argparse.Namespace) -> SweepSettings:

@@ -54,3 +54,39 @@ def plot_profile(profile: Profile, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_fit(profile: Profile, path: str | Path) -> Path:
+    """Measured against predicted step times of the profile's engine model (log-log, one dot a step),
+    coloured by the step's kind, with the y = x line and ±25 % band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    em = profile.engine_model
+    if em is None or not em.points:
+        raise ValueError(f"profile {profile.pool} has no engine-model points to plot")
+    meas = np.array([p.seconds for p in em.points]) * 1e3
+    pred = np.array([p.predicted_s for p in em.points]) * 1e3
+    prefill = np.array([p.work[1] > 0 for p in em.points])
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter(pred[~prefill], meas[~prefill], s=6, alpha=0.5, label="decode-only steps")
+    ax.scatter(pred[prefill], meas[prefill], s=10, alpha=0.7, label="steps with prefill")
+    lo, hi = max(min(meas.min(), pred.min()) * 0.8, 1e-3), max(meas.max(), pred.max()) * 1.25
+    xs = np.geomspace(lo, hi, 50)
+    ax.plot(xs, xs, "k-", lw=1, label="measured = predicted")
+    ax.fill_between(xs, xs * 0.75, xs * 1.25, color="grey", alpha=0.15, label="±25 %")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("predicted step time (ms)")
+    ax.set_ylabel("measured step time (ms)")
+    ax.set_title(f"{profile.model} on {profile.pool}: step-time model\n"
+                 f"mean |error| {em.mean_abs_rel_error:.1%} over {len(em.points)} steps", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -108,14 +108,19 @@ async def run_sweep(
     progress: bool = True,
     drive=run_point,
     probe=single_request,
+    only: set[tuple[int, int]] | None = None,
 ) -> SweepState:
-    """Measure every bucket not finished in `state`, cheapest first, until done or out of budget.
+    """Measure every bucket not finished in `state` (of `only`, when given), cheapest first, until done or
+    out of budget.
 
     `drive` and `probe` default to the real open-loop load (rayhet.profiling.load); tests pass doubles.
     """
     from tqdm import tqdm
 
     fit, too_long = buckets(settings.input_edges, settings.output_edges, target.max_context)
+    if only is not None:
+        fit = [b for b in fit if b.key in only]
+        too_long = [b for b in too_long if b.key in only]
     for b in too_long:
         state.status[_key(b)] = f"{TOO_LONG}: {b.input_tokens}+{b.output_tokens} tokens > context {target.max_context}"
     started, spent_before = time.monotonic(), state.elapsed_s

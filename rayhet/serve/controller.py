@@ -365,7 +365,7 @@ class Wiring:
         return cls(config)
 
     def pool_options(self, pool, opts: dict) -> dict:
-        from rayhet.profiles import load_profile
+        from rayhet.capacity import service_profile
         from rayhet.serve.autoscaling import policy_config
 
         opts = dict(opts)
@@ -378,7 +378,7 @@ class Wiring:
             "policy": policy_config(pool.name, poll_s=self.config.controller.policy_poll_s),
         }
         self.bounds[pool.name] = PoolBounds(pool.min_replicas, hi, int(opts.get("max_ongoing_requests", 1)))
-        self.profiles[pool.name] = load_profile(pool.profile)
+        self.profiles[pool.name] = service_profile(pool.profile, self.config.slo)
         return opts
 
     def ingress_kwargs(self, ingress: str) -> dict:

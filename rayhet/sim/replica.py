@@ -22,7 +22,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from rayhet.perf import EngineLimits, StepModel, attention_pairs
+from rayhet.perf import EngineLimits, StepModel
 
 
 @dataclass
@@ -66,6 +66,7 @@ class Replica:
         self.kv_reserved = 0
         self.finished: list[SimRequest] = []
         self.steps = 0
+        self._prefilling = 0  # running requests whose prompt is not all in the KV cache yet
         self._pending: deque[SimRequest] = deque()  # submitted, arrival still in the future
 
     # -- driving ------------------------------------------------------------------------------
@@ -116,7 +117,8 @@ class Replica:
         bound = self.limits.max_waiting
         while self._pending and self._pending[0].arrival <= t:
             req = self._pending.popleft()
-            if bound is not None and len(self.waiting) >= bound and len(self.running) >= self.limits.batch_slots:
+            # the engines' rule: refuse when running + waiting already fill the slots and the queue
+            if bound is not None and len(self.waiting) + len(self.running) >= self.limits.batch_slots + bound:
                 req.refused = True
                 self.finished.append(req)
             else:
@@ -130,10 +132,11 @@ class Replica:
                 return  # FCFS: the head waits for room, nobody overtakes it
             self.waiting.popleft()
             self.kv_reserved += need
-            self.running.append(req)
+            self.running.append(req)  # admission order is arrival order: prefill chunks go oldest first
+            self._prefilling += 1
 
     def _decode_only(self) -> bool:
-        return all(r.fed >= r.input_tokens for r in self.running)
+        return self._prefilling == 0
 
     def _finish(self, req: SimRequest, t: float) -> None:
         req.end = t
@@ -142,31 +145,42 @@ class Replica:
         self.finished.append(req)
 
     def _step(self) -> None:
-        """One step with prefill work in it."""
-        budget = self.limits.step_tokens
-        decoding = [r for r in self.running if r.fed >= r.input_tokens]
-        context = sum(r.input_tokens + r.generated for r in decoding)
-        budget -= len(decoding)
+        """One step with prefill work in it (the hot path of the model: plain loops, no sorting)."""
+        n_dec = context = 0
+        for r in self.running:
+            if r.fed >= r.input_tokens:
+                n_dec += 1
+                context += r.input_tokens + r.generated
+        budget = self.limits.step_tokens - n_dec
         chunks: list[tuple[SimRequest, int]] = []
-        pairs = 0
-        for r in sorted((r for r in self.running if r.fed < r.input_tokens), key=lambda r: (r.arrival, r.rid)):
-            if budget <= 0:
-                break
-            take = min(r.input_tokens - r.fed, budget)
-            pairs += attention_pairs(r.fed, take)
-            chunks.append((r, take))
-            budget -= take
-        prefill = sum(take for _, take in chunks)
-        self.now += self.model.step_time(prefill, pairs, len(decoding), context)
+        prefill = pairs = 0
+        if budget > 0:
+            for r in self.running:
+                if r.fed < r.input_tokens:
+                    take = min(r.input_tokens - r.fed, budget)
+                    pairs += take * r.fed + take * (take + 1) // 2  # perf.attention_pairs, inlined
+                    chunks.append((r, take))
+                    prefill += take
+                    budget -= take
+                    if budget <= 0:
+                        break
+        self.now += self.model.step_time(prefill, pairs, n_dec, context)
         self.steps += 1
-        for r in decoding:
-            r.generated += 1
+        done = []
+        for r in self.running:
+            if r.fed >= r.input_tokens:  # decoding before this step (chunks below are not yet counted)
+                r.generated += 1
+                if r.generated >= r.output_tokens:
+                    done.append(r)
         for r, take in chunks:
             r.fed += take
             if r.fed >= r.input_tokens:  # prompt complete: its first token comes out of this step
+                self._prefilling -= 1
                 r.generated = 1
                 r.first_token = self.now
-        for r in [r for r in self.running if r.generated >= r.output_tokens and r.fed >= r.input_tokens]:
+                if r.output_tokens <= 1:
+                    done.append(r)
+        for r in done:
             self._finish(r, self.now)
 
     def _fast_forward(self, until: float) -> None:

@@ -50,6 +50,14 @@ def _ask(url: str, model: str) -> None:
         raise RuntimeError(f"chat request: {r.status_code} {r.text[:300]}")
 
 
+def _run(application, app: str) -> None:
+    """Deploy without waiting for RUNNING (serve.run would wait forever on a replica that never fits;
+    _wait_running below waits with a deadline and says what is pending)."""
+    from ray import serve
+
+    serve._run(application, name=app, route_prefix="/", _blocking=False)
+
+
 def deploy(case: str, url: str) -> list[str]:
     from ray import serve
 
@@ -58,11 +66,11 @@ def deploy(case: str, url: str) -> list[str]:
     kind, _, rest = case.partition(":")
     app = "fit"
     if kind == "default":
-        serve.run(build({}), name=app, route_prefix="/", blocking=False)
+        _run(build({}), app)
         model = "rayhet-tiny"
     elif kind == "gguf":
         path, threads = rest.rsplit(":", 1)
-        serve.run(build({"gguf": path, "threads": int(threads)}), name=app, route_prefix="/", blocking=False)
+        _run(build({"gguf": path, "threads": int(threads)}), app)
         from pathlib import Path
 
         model = Path(path).stem
@@ -70,14 +78,14 @@ def deploy(case: str, url: str) -> list[str]:
         from rayhet.config import load_config
 
         model = load_config(rest).model.id
-        serve.run(build({"config": rest}), name=app, route_prefix="/", blocking=False)
+        _run(build({"config": rest}), app)
     elif kind == "python":
         spec = importlib.util.spec_from_file_location("example", rest)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         config = mod.demo_config()
         model = config.model.id
-        serve.run(build(config), name=app, route_prefix="/", blocking=False)
+        _run(build(config), app)
     elif kind == "serve":
         import yaml
         from ray.serve._private import api as serve_api

@@ -2,7 +2,8 @@
 
 import pytest
 
-from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest, accepted, parse_request
+from rayhet.serve import openai_api
+from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest, parse_request
 
 BASE = {
     CompletionRequest: {"model": "m", "prompt": "hi"},
@@ -31,7 +32,7 @@ def test_every_field_names_its_accepted_type(cls):
                 if "Invalid type" not in e.message:
                     continue  # a range or value error (e.g. n=7): not what this test is about
                 assert e.status == 400 and e.param == name, (name, value, e.message)
-                assert f"expected {accepted(field.annotation)}" in e.message, (name, e.message)
+                assert f"expected {openai_api.accepted(field.annotation)}" in e.message, (name, e.message)
                 assert "Input should be" not in e.message
                 checked.append(name)
                 break

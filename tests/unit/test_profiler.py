@@ -272,7 +272,7 @@ def test_command_refuses_missing_slo_and_plots_existing_profile(tmp_path, capsys
 def test_profile_tiny_model_capacity_matches_raw_sweep(tiny_gguf, tmp_path):
     out = tmp_path / "tiny" / "cpu1.json"
     png = tmp_path / "tiny.png"
-    argv = ["--engine", "llama_cpp", "--model", str(tiny_gguf), "--n-ctx", "128", "--n-slots", "4",
+    argv = ["--method", "sweep", "--engine", "llama_cpp", "--model", str(tiny_gguf), "--n-ctx", "128", "--n-slots", "4",
             "--n-threads", "1", "--slo-tpot-ms", "50", "--slo-ttft-ms", "1000", "--out", str(out),
             "--price-per-hour", "0.05", "--input-edges", "25,100", "--output-edges", "16,64",
             "--min-requests", "5", "--min-duration", "0.5", "--warmup", "0.2", "--max-window", "2",
@@ -325,3 +325,34 @@ def test_http_target_times_a_streamed_completion():
     timing = asyncio.run(go())
     assert seen["prompt"] == [5, 6, 7, 8] and seen["max_tokens"] == 3 and seen["ignore_eos"] is True
     assert timing.ok and timing.output_tokens == 3 and timing.end >= timing.first_token
+
+
+def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_gguf, tmp_path, capsys):
+    """`--method model` (the default in process): step times on designed batches, the fitted model, the grid
+    derived by simulation, one bucket measured directly next to its prediction (issue 13)."""
+    from rayhet.capacity import derive_max_rate as simulate_grid
+
+    out = tmp_path / "tiny-model.json"
+    png = tmp_path / "tiny-model.png"
+    argv = ["--engine", "llama_cpp", "--model", str(tiny_gguf), "--n-ctx", "512", "--n-slots", "4",
+            "--n-threads", "1", "--slo-tpot-ms", "50", "--slo-ttft-ms", "1000", "--out", str(out),
+            "--price-per-hour", "0.05", "--input-edges", "32,256", "--output-edges", "16,128", "--held-out", "1",
+            "--min-requests", "5", "--min-duration", "1", "--warmup", "0.3", "--max-window", "3",
+            "--tolerance", "0.5", "--max-points", "3", "--no-progress", "--plot", str(png)]
+    assert run(_parse(argv)) == 0
+    profile = load_profile(out)
+    em = profile.engine_model
+    assert profile.schema_version == 2 and em is not None
+    assert em.engine_limits().batch_slots == 4 and em.engine_limits().max_context == 512
+    assert len(em.points) >= 50 and all(p.predicted_s is not None for p in em.points)
+    # the grid is the model's, re-derivable from the file alone
+    assert profile.max_rate == simulate_grid(em.step_model(), em.engine_limits(), profile.slo,
+                                             profile.input_edges, profile.output_edges,
+                                             requests=em.capacity_requests, tolerance=em.capacity_tolerance)
+    assert all(r is not None and r > 0 for row in profile.max_rate for r in row)
+    (held,) = em.held_out
+    assert held.predicted_rate == profile.max_rate[held.input_bucket][held.output_bucket]
+    assert held.measured_rate is not None and held.measured_rate > 0
+    assert {(p.input_bucket, p.output_bucket) for p in profile.sweep} == {(held.input_bucket, held.output_bucket)}
+    assert "held out" in capsys.readouterr().out
+    assert png.stat().st_size > 0 and (tmp_path / "tiny-model-fit.png").stat().st_size > 0

@@ -1,0 +1,165 @@
+"""Capacity: the highest request rate one replica sustains under an SLO, derived from its engine model.
+
+For a bucket, requests of its upper-edge sizes arrive as a Poisson stream at rate λ into the replica model
+(rayhet.sim.replica) timed by the pool's step model; λ passes when the simulated requests meet the SLO
+(rayhet.slo), none is refused, and the replica keeps up (completions within 90 % of arrivals per second,
+the same rule `rayhet profile` applies to a measured point). The search brackets λ by doubling and then
+bisects geometrically. The arrival gaps are drawn once per bucket (common random numbers), so a higher
+rate sees the same stream compressed, and the pass/fail boundary does not jitter with the draw.
+
+Pure and fast: a whole 10 x 6 grid takes seconds, so a service's own SLO is applied to every profile that
+has an engine model when it plans (`derive_max_rate`), without profiling again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+
+import numpy as np
+
+from rayhet.perf import EngineLimits, StepModel
+from rayhet.sim.replica import SimRequest, simulate
+from rayhet.slo import Sample, meets
+
+log = logging.getLogger(__name__)
+
+WARMUP_SHARE = 0.1  # leading requests excluded from the verdict: the replica starts empty
+KEEP_UP = 0.9  # completions per second must reach this share of arrivals per second
+
+
+def judge(model: StepModel, limits: EngineLimits, slo, input_tokens: int, output_tokens: int, rate: float,
+          gaps: np.ndarray) -> bool:
+    """Whether one replica meets `slo` for this request size at `rate` req/s (arrival gaps: unit-rate)."""
+    arrivals = np.cumsum(gaps) / rate
+    reqs = [SimRequest(float(t), input_tokens, output_tokens, rid=k + 1) for k, t in enumerate(arrivals)]
+    done = simulate(model, limits, reqs)
+    if any(r.refused for r in done):
+        return False
+    judged = done[int(len(done) * WARMUP_SHARE):]
+    # keeping up: completions per second over arrivals per second, both over the judged requests' own
+    # arrival window (the realised rate, not λ: a Poisson draw of a few hundred is off by several %)
+    arriving = judged[-1].arrival - judged[0].arrival
+    if arriving > 0 and arriving / (max(r.end for r in judged) - judged[0].arrival) < KEEP_UP:
+        return False
+    return meets(slo, Sample.of(judged))
+
+
+def bucket_capacity(model: StepModel, limits: EngineLimits, slo, input_tokens: int, output_tokens: int, *,
+                    requests: int = 300, tolerance: float = 0.03, seed: int = 0) -> float | None:
+    """Max req/s for requests of exactly these sizes; None when even one request alone misses the SLO or the
+    request does not fit the replica."""
+    if input_tokens + output_tokens > min(limits.max_context, limits.kv_tokens):
+        return None
+    gaps = np.random.default_rng(seed).exponential(1.0, requests)
+    alone = simulate(model, limits, [SimRequest(0.0, input_tokens, output_tokens, rid=1)])[0]
+    if not meets(slo, Sample.of([alone])):
+        return None
+    # a replica cannot finish more than its slots' worth of requests per single-request latency
+    lo, hi = None, None
+    rate = max(limits.batch_slots / alone.e2e, 1e-6)
+    if judge(model, limits, slo, input_tokens, output_tokens, rate, gaps):
+        lo = rate
+        while hi is None:  # rare: batching helps more than the slots suggest (e.g. prefill-bound) — go up
+            rate *= 2
+            if judge(model, limits, slo, input_tokens, output_tokens, rate, gaps):
+                lo = rate
+            else:
+                hi = rate
+            if rate > 1e6:
+                return lo
+    else:
+        hi = rate
+        while lo is None:
+            rate /= 2
+            if judge(model, limits, slo, input_tokens, output_tokens, rate, gaps):
+                lo = rate
+            else:
+                hi = rate
+            if rate < 1e-6:
+                return None
+    while hi / lo > 1 + tolerance:
+        mid = math.sqrt(lo * hi)
+        if judge(model, limits, slo, input_tokens, output_tokens, mid, gaps):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def derive_max_rate(model: StepModel, limits: EngineLimits, slo, input_edges: list[int], output_edges: list[int], *,
+                    requests: int = 300, tolerance: float = 0.03, seed: int = 0,
+                    progress=None) -> list[list[float | None]]:
+    """The capacity grid: each bucket at its upper-edge sizes (as `rayhet profile` measures it)."""
+    grid = []
+    for i, n_in in enumerate(input_edges):
+        row = []
+        for j, n_out in enumerate(output_edges):
+            row.append(bucket_capacity(model, limits, slo, n_in, n_out, requests=requests, tolerance=tolerance,
+                                       seed=seed))  # one arrival draw for all buckets: a smoother grid
+            if progress is not None:
+                progress(i, j)
+        grid.append(row)
+    return grid
+
+
+def for_slo(profile, slo, *, requests: int | None = None):
+    """`profile` with max_rate re-derived for `slo` from its engine model (a new Profile; the file's is kept
+    as measured). A profile without an engine model must already be for this SLO: ValueError otherwise."""
+    from rayhet.profiles import SLO
+
+    slo = SLO.model_validate(slo) if not isinstance(slo, SLO) else slo
+    if profile.engine_model is None:
+        if _same_slo(profile.slo, slo):
+            return profile
+        raise ValueError(f"pool {profile.pool}: its profile was measured under {profile.slo.model_dump(exclude_defaults=True)} "
+                         "and has no engine model to derive capacity for another SLO (profile it again with "
+                         "`rayhet profile` for schema version 2)")
+    em = profile.engine_model
+    grid = derive_max_rate(em.step_model(), em.engine_limits(), slo, profile.input_edges, profile.output_edges,
+                           requests=requests or em.capacity_requests, tolerance=em.capacity_tolerance)
+    return profile.model_copy(update={"max_rate": grid, "slo": slo})
+
+
+def _same_slo(a, b) -> bool:
+    return a.model_dump(exclude={"unknown"}) == b.model_dump(exclude={"unknown"})
+
+
+def service_profile(path, slo=None):
+    """The profile at `path` as a service with `slo` must plan with: re-derived from its engine model when it
+    has one and the SLO differs; as measured when the SLO is the same, not given, or unknown in the file
+    (a warning: its capacity may not match your SLO). A ProfileError names the file when it can be neither.
+    Cached per (file, modification time, SLO): the app builder and the controller ask for the same ones."""
+    import os
+
+    return _service_profile(str(path), os.stat(path).st_mtime_ns,
+                            None if slo is None else slo.model_dump_json() if hasattr(slo, "model_dump_json")
+                            else json.dumps(slo, sort_keys=True))
+
+
+_warned: set[str] = set()
+
+
+@functools.lru_cache(maxsize=64)
+def _service_profile(path: str, mtime_ns: int, slo_json: str | None):
+    from rayhet.errors import ProfileError
+    from rayhet.profiles import SLO, load_profile
+
+    profile = load_profile(path)
+    if profile.engine_model is None and path not in _warned:
+        _warned.add(path)
+        log.info("%s: schema version %d profile without an engine model: its capacity is fixed at the SLO it "
+                 "was measured under", path, profile.schema_version)
+    if slo_json is None:
+        return profile
+    slo = SLO.model_validate_json(slo_json)
+    if profile.slo.unknown and profile.engine_model is None:
+        log.warning("%s: the SLO its capacity was measured under is unknown; planning with it as if it were %s",
+                    path, slo.model_dump(exclude_defaults=True))
+        return profile
+    try:
+        return for_slo(profile, slo)
+    except ValueError as e:
+        raise ProfileError(f"{path}: {e}") from None

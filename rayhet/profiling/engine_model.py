@@ -1,0 +1,125 @@
+"""Engine model: measure a pool's step times on a designed set of batches, fit the step model, derive capacity.
+
+The design runs, one after another on an idle engine, batches of B requests with P-token prompts and
+O-token outputs submitted together: single long prompts (chunked prefill, attention over a growing
+prefix), B from 1 to the batch slots with short and long contexts (decode steps of every width, over
+short and long KV), and mixes of prompts arriving while others decode. The engine reports each step it
+ran (its work and seconds; `LlamaCppEngine.step_log`), so every step is one sample of rayhet.perf's
+linear model; the fit is non-negative least squares. Minutes, not hours: a few thousand steps.
+
+Capacity then comes from rayhet.capacity (the replica model driven with Poisson arrivals, judged on the
+SLO). A few buckets are still measured directly by the rate search as held-out checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from rayhet.engines.base import GenerationRequest, SamplingParams
+from rayhet.perf import EngineLimits, FitResult, StepWork, fit_step_model
+
+
+@dataclass(frozen=True)
+class Batch:
+    """B requests of P prompt tokens and O output tokens, submitted together."""
+
+    b: int
+    p: int
+    o: int
+
+    @property
+    def label(self) -> str:
+        return f"B{self.b} P{self.p} O{self.o}"
+
+
+def design(limits: EngineLimits, budget_tokens: int = 60_000) -> list[Batch]:
+    """The batches to run: prompts from 16 tokens to the context, widths from 1 to the slots, outputs long
+    enough for decode steps to dominate some batches. Trimmed to about `budget_tokens` generated+prefilled
+    tokens (the biggest batches first to go), so a slow engine still profiles in minutes."""
+    ctx = limits.max_context
+    prompts = sorted({p for p in (16, 128, 512, 1024, 2048, 4096, 8192) if p + 32 <= ctx} | {max(16, ctx - 64)})
+    widths = sorted({1, 2, max(1, limits.batch_slots // 2), limits.batch_slots})
+    out: list[Batch] = [Batch(1, p, 8) for p in prompts]  # prefill: one prompt alone, chunked
+    for b in widths:  # decode: every width over a short and a long context
+        out.append(Batch(b, 16, 64))
+        out.append(Batch(b, prompts[len(prompts) // 2], 32))
+        out.append(Batch(b, prompts[-1], 16))
+    out.sort(key=lambda x: x.b * (x.p + x.o))
+    kept, total = [], 0
+    for x in out:
+        cost = x.b * (x.p + x.o)
+        if total + cost > budget_tokens and kept:
+            continue
+        kept.append(x)
+        total += cost
+    return kept
+
+
+async def run_batch(engine, batch: Batch, vocab: list[int], rng: np.random.Generator) -> None:
+    """Submit the batch's requests at once and wait for all (random prompt ids, exact output length)."""
+    async def one() -> None:
+        ids = [int(t) for t in rng.choice(vocab, size=batch.p)]
+        req = GenerationRequest(request_id=f"em-{uuid.uuid4().hex[:10]}", prompt_token_ids=ids,
+                                sampling=SamplingParams(max_tokens=batch.o, temperature=1.0, ignore_eos=True),
+                                stream=False)
+        async for _ in engine.generate(req):
+            pass
+
+    await asyncio.gather(*[one() for _ in range(batch.b)])
+
+
+async def measure_steps(engine, batches: list[Batch], vocab: list[int], seed: int = 0,
+                        on_batch=None) -> list[tuple[str, StepWork, float]]:
+    """Run the batches on `engine` (which must keep a `step_log`) and return (label, work, seconds) per step."""
+    if not hasattr(engine, "step_log"):
+        raise TypeError(f"{type(engine).__name__} does not record its steps (step_log); the engine model needs "
+                        "an engine that does (llama_cpp in process)")
+    rng = np.random.default_rng(seed)
+    await run_batch(engine, Batch(min(2, engine.max_batch), 64, 4), vocab, rng)  # warm-up, not recorded
+    samples: list[tuple[str, StepWork, float]] = []
+    for k, batch in enumerate(batches):
+        engine.step_log = []
+        await run_batch(engine, batch, vocab, rng)
+        log, engine.step_log = engine.step_log, None
+        for prefill, pairs, dec, ctx, seconds in log:
+            samples.append((batch.label, StepWork(1, prefill, dec, ctx, pairs), seconds))
+        if on_batch is not None:
+            on_batch(k, batch)
+    return samples
+
+
+def fit_samples(samples: list[tuple[str, StepWork, float]]) -> FitResult:
+    return fit_step_model([w for _, w, _ in samples], [s for _, _, s in samples])
+
+
+def limits_of(engine) -> EngineLimits:
+    """The limits a rayhet engine runs under (llama.cpp: n_slots, n_batch, one full context per slot)."""
+    s = engine.settings
+    return EngineLimits(batch_slots=s.n_slots, step_tokens=s.n_batch, kv_tokens=s.n_ctx * s.n_slots,
+                        max_context=s.n_ctx, max_waiting=s.max_waiting)
+
+
+def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3) -> list[tuple[int, int]]:
+    """k buckets spread over the grid: along the anti-diagonal from (short input, long output) to (long
+    input, short output), so they differ in what bounds them; only buckets whose sizes fit (`fits(i, j)`)."""
+    if k <= 0:
+        return []
+    cells = []
+    for t in np.linspace(0, 1, k + 2)[1:-1] if k > 1 else [0.5]:
+        i, j = round(t * (n_in - 1)), round((1 - t) * (n_out - 1))
+        while (i > 0 or j > 0) and not fits(i, j):  # too long for the context: step towards smaller sizes
+            i, j = (i - 1, j) if i >= j and i > 0 else (i, max(j - 1, 0))
+        if fits(i, j) and (i, j) not in cells:
+            cells.append((i, j))
+    return cells
+
+
+def timed(fn):
+    """(result, seconds) of a call — the profile records how long each phase took."""
+    t0 = time.monotonic()
+    return fn(), time.monotonic() - t0

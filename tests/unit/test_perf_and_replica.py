@@ -1,0 +1,197 @@
+"""The engine step-time model (rayhet.perf), the replica model (rayhet.sim.replica), SLO kinds (rayhet.slo)
+and capacity derivation (rayhet.capacity): closed forms and known answers (issue 13)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rayhet.capacity import bucket_capacity, derive_max_rate, for_slo
+from rayhet.perf import EngineLimits, StepModel, StepWork, attention_pairs, fit_step_model
+from rayhet.profiles import SLO
+from rayhet.sim.replica import Replica, SimRequest, simulate
+from rayhet.slo import Sample, meets, verdicts
+
+TRUE = StepModel(c_step=2e-3, c_prefill=1e-4, c_decode=5e-4, c_kv_read=2e-7, c_attn=1e-5)
+WIDE = EngineLimits(batch_slots=8, step_tokens=256, kv_tokens=8 * 4096, max_context=4096, max_waiting=64)
+
+
+def test_fit_recovers_known_coefficients_within_5_percent():
+    rng = np.random.default_rng(1)
+    work, times = [], []
+    for _ in range(400):  # the kinds of steps the profiler's design produces: prefill chunks and decode batches
+        dec = int(rng.integers(0, 9))
+        ctx = int(dec * rng.integers(16, 4000))
+        chunk = int(rng.choice([0, 0, 16, 64, 256 - dec]))
+        cached = int(rng.integers(0, 3000)) if chunk else 0
+        w = StepWork(1, chunk, dec, ctx, attention_pairs(cached, chunk))
+        if chunk == 0 and dec == 0:
+            continue
+        work.append(w)
+        times.append(TRUE.time(w) * (1 + rng.normal(0, 0.01)))  # 1 % measurement noise
+    fit = fit_step_model(work, times)
+    for name in ("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn"):
+        assert getattr(fit.model, name) == pytest.approx(getattr(TRUE, name), rel=0.05), name
+    assert fit.mean_abs_rel_error < 0.02
+
+
+def test_fit_rejects_bad_input():
+    with pytest.raises(ValueError):
+        fit_step_model([StepWork(1, 1, 0, 0, 1)], [0.0])
+    with pytest.raises(ValueError):
+        fit_step_model([], [])
+
+
+def test_zero_load_ttft_is_the_prefill_time():
+    """One request alone: TTFT is its prefill steps (chunks of step_tokens), then one step per further token."""
+    req = simulate(TRUE, WIDE, [SimRequest(5.0, 600, 10)])[0]
+    chunks = [(0, 256), (256, 256), (512, 88)]
+    prefill = sum(TRUE.step_time(n, attention_pairs(c, n), 0, 0) for c, n in chunks)
+    assert req.ttft == pytest.approx(prefill)
+    decode = sum(TRUE.step_time(0, 0, 1, 600 + g) for g in range(1, 10))  # generated g tokens before step
+    assert req.e2e == pytest.approx(prefill + decode)  # fast-forwarded decode run = the step-by-step sum
+
+
+def test_one_slot_fixed_step_is_md1():
+    """One slot, every request one step of fixed length D: the mean wait is M/D/1's rho*D / (2 (1 - rho))."""
+    d = 0.01
+    model = StepModel(c_step=d, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    limits = EngineLimits(batch_slots=1, step_tokens=10_000, kv_tokens=10**6, max_context=10**5)
+    for lam in (20.0, 60.0):
+        t = np.cumsum(np.random.default_rng(0).exponential(1 / lam, 40_000))
+        done = simulate(model, limits, [SimRequest(float(x), 10, 1) for x in t])
+        wait = np.mean([r.ttft - d for r in done])
+        rho = lam * d
+        assert wait == pytest.approx(rho * d / (2 * (1 - rho)), rel=0.05), lam
+
+
+def test_queue_bound_refuses_and_kv_bounds_admission():
+    limits = EngineLimits(batch_slots=1, step_tokens=64, kv_tokens=1000, max_context=1000, max_waiting=1)
+    done = simulate(TRUE, limits, [SimRequest(0.0, 10, 50, rid=k + 1) for k in range(3)])
+    assert [r.refused for r in done] == [False, False, True]
+    # two slots but KV for one request at a time: the second waits for the first to finish
+    limits = EngineLimits(batch_slots=2, step_tokens=64, kv_tokens=600, max_context=600)
+    a, b = simulate(TRUE, limits, [SimRequest(0.0, 100, 400, rid=1), SimRequest(0.0, 100, 400, rid=2)])
+    assert b.first_token > a.end
+
+
+def test_advance_in_pieces_equals_one_run():
+    reqs = lambda: [SimRequest(float(t), 300, 40, rid=k + 1)  # noqa: E731
+                    for k, t in enumerate(np.cumsum(np.random.default_rng(3).exponential(0.05, 200)))]
+    whole = simulate(TRUE, WIDE, reqs())
+    rep = Replica(TRUE, WIDE)
+    for r in reqs():
+        rep.submit(r)
+    for until in np.arange(0.0, 60.0, 0.37):
+        rep.advance(float(until))
+    pieces = rep.run_to_completion()
+    got = np.array([(r.first_token, r.end) for r in pieces])
+    assert got == pytest.approx(np.array([(r.first_token, r.end) for r in whole]))
+
+
+@pytest.mark.parametrize("slo, ok", [
+    (SLO(ttft_ms=100), True), (SLO(ttft_ms=50), False),
+    (SLO(ttft_ms=50, ttft_ms_per_1k_input=100), True),  # 50 + 100 x 1000/1000 = 150 ms for the 1000-token prompts
+    (SLO(tpot_ms=20), True), (SLO(tpot_ms=20, tpot_quantile=0.5), True), (SLO(tpot_ms=10, tpot_quantile=0.95), False),
+    (SLO(normalized_ms=30), True), (SLO(normalized_ms=10), False),  # 10.7 ms per token for 9 of 10
+    (SLO(ttft_ms=100, tpot_ms=5), False),
+])
+def test_slo_kinds(slo, ok):
+    # 10 requests: TTFT 80 ms (one 200 ms), TPOT 10 ms (one 40 ms), 100 output tokens, 1000 input tokens
+    ttft = np.array([0.08] * 9 + [0.2])
+    tpot = np.array([0.01] * 9 + [0.04])
+    out = np.full(10, 100.0)
+    s = Sample(ttft=ttft, tpot=tpot, e2e=ttft + tpot * 99, input_tokens=np.full(10, 1000.0), output_tokens=out)
+    assert meets(slo, s) is ok, verdicts(slo, s)
+
+
+def test_capacity_falls_with_size_and_rises_with_a_looser_slo():
+    tight, loose = SLO(ttft_ms=500, tpot_ms=50), SLO(ttft_ms=2000, tpot_ms=100)
+    grid = derive_max_rate(TRUE, WIDE, tight, [128, 1024], [64, 512])
+    assert grid[0][0] > grid[0][1] and grid[0][0] > grid[1][0]
+    assert bucket_capacity(TRUE, WIDE, loose, 1024, 512) > grid[1][1]
+    assert bucket_capacity(TRUE, WIDE, SLO(ttft_ms=1), 1024, 64) is None  # alone already too slow
+    assert bucket_capacity(TRUE, WIDE, tight, 4000, 200) is None  # does not fit the context
+
+
+def test_capacity_matches_md1_bound_for_one_slot():
+    """One slot, fixed 10 ms per request, TTFT p90 <= 50 ms: capacity is where the M/D/1 waiting time's 90th
+    percentile reaches 40 ms, well below the 100 req/s the server could do flat out."""
+    model = StepModel(c_step=0.01, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    limits = EngineLimits(batch_slots=1, step_tokens=10_000, kv_tokens=10**6, max_context=10**5)
+    cap = bucket_capacity(model, limits, SLO(ttft_ms=50), 10, 1, requests=2000)
+    assert 40 < cap < 90
+
+
+def test_for_slo_rederives_v2_and_refuses_v1_with_another_slo(tmp_path):
+    from rayhet.profiles import Profile
+
+    base = Profile.model_validate(_profile_dict(version=1))
+    assert for_slo(base, SLO(tpot_ms=50)) is base  # same SLO: as measured
+    with pytest.raises(ValueError, match="no engine model"):
+        for_slo(base, SLO(tpot_ms=20))
+    v2 = Profile.model_validate(_profile_dict(version=2, engine_model=_engine_model()))
+    tighter = for_slo(v2, SLO(tpot_ms=20, ttft_ms=300))
+    assert tighter.slo.tpot_ms == 20 and tighter.max_rate != v2.max_rate
+    assert all(r is None or r > 0 for row in tighter.max_rate for r in row)
+
+
+def _engine_model() -> dict:
+    return {"limits": WIDE.model_dump(), "step": TRUE.model_dump(), "mean_abs_rel_error": 0.05,
+            "max_abs_rel_error": 0.2}
+
+
+def _profile_dict(version: int, **extra) -> dict:
+    return {
+        "schema_version": version, "model": "m", "pool": "cpu", "engine": "llama_cpp", "engine_version": "x",
+        "hardware": {"vcpus": 2}, "price_per_hour": 0.1, "slo": {"tpot_ms": 50}, "input_edges": [128, 1024],
+        "output_edges": [64, 512], "max_rate": [[1.0, 0.5], [0.5, 0.1]],
+        "provenance": {"measured_by": "test", "measured_at": "2026-11-30", "command": "test"}, **extra}
+
+
+def test_v1_and_v2_profiles_load_and_v1_cannot_carry_v2_fields():
+    from rayhet.profiles import parse_profile
+
+    assert parse_profile(_profile_dict(1)).engine_model is None
+    assert parse_profile(_profile_dict(2, engine_model=_engine_model())).engine_model.step_model() == TRUE
+    with pytest.raises(Exception, match="need schema_version 2"):
+        parse_profile(_profile_dict(1, engine_model=_engine_model()))
+    bad = _profile_dict(1)
+    bad["slo"] = {"normalized_ms": 10}
+    with pytest.raises(Exception, match="normalized_ms need schema_version 2"):
+        parse_profile(bad)
+
+
+def test_fast_forward_handles_no_kv_cost():
+    model = StepModel(c_step=1e-3, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    r = simulate(model, WIDE, [SimRequest(0.0, 10, 1000)])[0]
+    assert r.e2e == pytest.approx(1000 * 1e-3) and math.isfinite(r.tpot)
+
+
+def test_rayhet_plan_applies_the_service_slo(tmp_path, capsys):
+    """`rayhet plan --slo-*`: a v2 profile is re-derived for the SLO (a tighter one costs more replicas); a v1
+    profile measured under another SLO is refused, naming its file."""
+    import json
+
+    from rayhet import cli
+
+    v2 = tmp_path / "v2" / "cpu.json"
+    v2.parent.mkdir()
+    v2.write_text(json.dumps(_profile_dict(2, engine_model=_engine_model())))
+    work = tmp_path / "w.csv"
+    work.write_text("100,50\n900,400\n" * 50)
+
+    def plan(*args) -> dict:
+        assert cli.main(["plan", "--profiles", str(v2.parent), "--workload", str(work), "--rate", "10", "--json", *args]) == 0
+        return json.loads(capsys.readouterr().out)["results"][0]["plan"]
+
+    loose = plan("--slo-tpot-ms", "100", "--slo-ttft-ms", "3000")
+    tight = plan("--slo-tpot-ms", "10", "--slo-ttft-ms", "300")
+    assert tight["replicas"]["cpu"] > loose["replicas"]["cpu"]
+    v1 = tmp_path / "v1.json"
+    v1.write_text(json.dumps(_profile_dict(1)))
+    assert cli.main(["plan", "--profiles", str(v1), "--workload", str(work), "--rate", "1", "--slo-tpot-ms", "20"]) == 2
+    err = capsys.readouterr().err
+    assert str(v1) in err and "no engine model" in err
