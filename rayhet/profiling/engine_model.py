@@ -26,15 +26,28 @@ from rayhet.perf import EngineLimits, FitResult, StepWork, fit_step_model
 
 @dataclass(frozen=True)
 class Batch:
-    """B requests of P prompt tokens and O output tokens, submitted together."""
+    """B requests of P prompt tokens and O output tokens, submitted together; with `long_p`, one of them has
+    a `long_p`-token prompt (and 8 output tokens) instead: its chunks run in the same steps as the others'
+    decode tokens, the mixed steps a loaded replica mostly runs."""
 
     b: int
     p: int
     o: int
+    long_p: int = 0
 
     @property
     def label(self) -> str:
-        return f"B{self.b} P{self.p} O{self.o}"
+        return f"B{self.b} P{self.p} O{self.o}" + (f" +P{self.long_p}" if self.long_p else "")
+
+    def requests(self) -> list[tuple[int, int]]:
+        """(prompt tokens, output tokens) of each request, in submission order."""
+        if not self.long_p:
+            return [(self.p, self.o)] * self.b
+        return [(self.p, self.o)] * (self.b - 1) + [(self.long_p, 8)]
+
+    @property
+    def tokens(self) -> int:
+        return sum(p + o for p, o in self.requests())
 
 
 def design(limits: EngineLimits, budget_tokens: int = 60_000) -> list[Batch]:
@@ -49,10 +62,13 @@ def design(limits: EngineLimits, budget_tokens: int = 60_000) -> list[Batch]:
         out.append(Batch(b, 16, 64))
         out.append(Batch(b, prompts[len(prompts) // 2], 32))
         out.append(Batch(b, prompts[-1], 16))
-    out.sort(key=lambda x: x.b * (x.p + x.o))
+        if b > 1:  # mixed: b-1 sequences decode while a long prompt is prefilled in chunks beside them
+            out.append(Batch(b, 16, 96, long_p=prompts[len(prompts) // 2]))
+            out.append(Batch(b, 128, 96, long_p=prompts[-1]))
+    out.sort(key=lambda x: x.tokens)
     kept, total = [], 0
     for x in out:
-        cost = x.b * (x.p + x.o)
+        cost = x.tokens
         if total + cost > budget_tokens and kept:
             continue
         kept.append(x)
@@ -62,15 +78,15 @@ def design(limits: EngineLimits, budget_tokens: int = 60_000) -> list[Batch]:
 
 async def run_batch(engine, batch: Batch, vocab: list[int], rng: np.random.Generator) -> None:
     """Submit the batch's requests at once and wait for all (random prompt ids, exact output length)."""
-    async def one() -> None:
-        ids = [int(t) for t in rng.choice(vocab, size=batch.p)]
+    async def one(p: int, o: int) -> None:
+        ids = [int(t) for t in rng.choice(vocab, size=p)]
         req = GenerationRequest(request_id=f"em-{uuid.uuid4().hex[:10]}", prompt_token_ids=ids,
-                                sampling=SamplingParams(max_tokens=batch.o, temperature=1.0, ignore_eos=True),
+                                sampling=SamplingParams(max_tokens=o, temperature=1.0, ignore_eos=True),
                                 stream=False)
         async for _ in engine.generate(req):
             pass
 
-    await asyncio.gather(*[one() for _ in range(batch.b)])
+    await asyncio.gather(*[one(p, o) for p, o in batch.requests()])
 
 
 async def measure_steps(engine, batches: list[Batch], vocab: list[int], seed: int = 0,

@@ -175,15 +175,19 @@ def test_killed_controller_leaves_serving_alone_and_resumes_its_plan(ctl_app):
 
     before = status()
     replicas = running()
+    killed_at = time.time()
     ray.kill(get_controller(APP), no_restart=False)  # Ray restarts it (max_restarts=-1)
     n = len(ctl_app.codes)
     wait_for(lambda: len(ctl_app.codes) >= n + 4, 20, "requests served while the controller restarts")
     assert all(c == 200 for c in ctl_app.codes[n:])
     after = wait_for(lambda: status(), 60, "the controller back")
     assert after["resumed"] is True
-    assert after["plan"]["created_at"] == before["plan"]["created_at"]
-    assert after["targets"] == before["targets"]
-    assert running() == replicas
+    if after["plan"]["created_at"] == before["plan"]["created_at"]:
+        assert after["targets"] == before["targets"]
+        assert running() == replicas
+    else:  # a period re-planned between the status read and the kill (a loaded machine): still the old
+        # controller's persisted plan, not one the restarted controller solved
+        assert before["plan"]["created_at"] < after["plan"]["created_at"] <= killed_at
 
 
 def test_failed_solve_keeps_the_previous_plan(ctl_app):
