@@ -223,8 +223,9 @@ async def measure_engine_model(engine, settings: SweepSettings, *, seed: int = 0
     grid = derive_max_rate(fit.model, limits, settings.slo, settings.input_edges, settings.output_edges,
                            progress=lambda i, j: bar.update(1))
     bar.close()
-    fits = lambda i, j: settings.input_edges[i] + settings.output_edges[j] <= limits.max_context  # noqa: E731
-    return MeasuredModel(samples, fit, limits, grid, held_out_buckets(n_in, n_out, fits, held_out),
+    # held out where the model predicts a capacity: a bucket nobody can serve checks little
+    servable = lambda i, j: grid[i][j] is not None  # noqa: E731
+    return MeasuredModel(samples, fit, limits, grid, held_out_buckets(n_in, n_out, servable, held_out),
                          time.monotonic() - t0)
 
 

@@ -121,18 +121,15 @@ def limits_of(engine) -> EngineLimits:
 
 
 def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3) -> list[tuple[int, int]]:
-    """k buckets spread over the grid: along the anti-diagonal from (short input, long output) to (long
-    input, short output), so they differ in what bounds them; only buckets whose sizes fit (`fits(i, j)`)."""
-    if k <= 0:
+    """k buckets spread over those for which `fits(i, j)` (the profiler passes: the model predicts a
+    capacity): ordered from (short input, long output) to (long input, short output) and picked evenly
+    along that order, extremes included, so they differ in what bounds them (decode or prefill)."""
+    cells = [(i, j) for i in range(n_in) for j in range(n_out) if fits(i, j)]
+    if k <= 0 or not cells:
         return []
-    cells = []
-    for t in np.linspace(0, 1, k + 2)[1:-1] if k > 1 else [0.5]:
-        i, j = round(t * (n_in - 1)), round((1 - t) * (n_out - 1))
-        while (i > 0 or j > 0) and not fits(i, j):  # too long for the context: step towards smaller sizes
-            i, j = (i - 1, j) if i >= j and i > 0 else (i, max(j - 1, 0))
-        if fits(i, j) and (i, j) not in cells:
-            cells.append((i, j))
-    return cells
+    cells.sort(key=lambda c: (c[0] / max(n_in - 1, 1) - c[1] / max(n_out - 1, 1), c))
+    picks = np.linspace(0, len(cells) - 1, min(k, len(cells))).round().astype(int)
+    return [cells[p] for p in dict.fromkeys(picks.tolist())]
 
 
 def timed(fn):
