@@ -64,7 +64,7 @@ def resolve_config(args: AppArgs) -> RayhetConfig:
         log.info("rayhet: serving %s from one llama.cpp CPU pool with %d thread(s) (static routing, no controller); "
                  "give a config for pools by size", args.gguf, args.threads or 1)
         return embedded_config(args.gguf, args.threads or 1)
-    from rayhet.testing.models import default_model_path
+    from rayhet.models import default_model_path
 
     path = default_model_path()  # made now (well under a second) so the log can name it; cached after
     log.warning(

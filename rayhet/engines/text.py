@@ -48,3 +48,13 @@ class StreamText:
                     best = n
                     break
         return best
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte: the FakeEngine's tokenizer (a test double), and the ingress's for its pools."""
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def render_chat(self, messages: list[dict]) -> str:
+        return "".join(f"<{m.get('role', 'user')}>{m.get('content') or ''}\n" for m in messages) + "<assistant>"

@@ -61,7 +61,7 @@ def merge(deltas: list[GenerationDelta]) -> GenerationDelta:
 def resolve_model_path(settings: dict[str, Any]) -> dict[str, Any]:
     """Replace the embedded-model marker by the tiny GGUF, generated here on first use (and cached)."""
     if settings.get("model_path") == EMBEDDED_MODEL:
-        from rayhet.testing.models import default_model_path
+        from rayhet.models import default_model_path
 
         settings = dict(settings, model_path=str(default_model_path()))
     return settings

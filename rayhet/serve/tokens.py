@@ -80,7 +80,7 @@ class ByteLevelTokenizer:
     """The FakeEngine's tokenizer (one token per UTF-8 byte): only for pools of the fake test engine."""
 
     def __init__(self) -> None:
-        from rayhet.testing.fake_engine import ByteTokenizer
+        from rayhet.engines.text import ByteTokenizer
 
         self._tok = ByteTokenizer()
 
@@ -97,7 +97,7 @@ def load_tokenizer(config: RayhetConfig) -> PromptTokenizer:
         return ByteLevelTokenizer()
     src = config.model.tokenizer_source
     if src == EMBEDDED_MODEL:
-        from rayhet.testing.models import default_model_path
+        from rayhet.models import default_model_path
 
         src = str(default_model_path())
     if src is None:

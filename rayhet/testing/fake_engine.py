@@ -23,6 +23,7 @@ from rayhet.engines.base import (
     Usage,
     check_fits,
 )
+from rayhet.engines.text import ByteTokenizer  # noqa: F401  (also this module's name for it)
 
 
 class FakeEngineSettings(BaseModel):
@@ -42,16 +43,6 @@ class FakeEngineSettings(BaseModel):
     fail: bool = Field(False, description="Every generation raises EngineError (to test spill-over).")
     unhealthy: bool = Field(False, description="check_health raises.")
     model_path: str | None = Field(None, description="Ignored (accepted so configs can share settings).")
-
-
-class ByteTokenizer:
-    """One token per UTF-8 byte; the FakeEngine's tokenizer, also used by the ingress for fake pools."""
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def render_chat(self, messages: list[dict]) -> str:
-        return "".join(f"<{m.get('role', 'user')}>{m.get('content') or ''}\n" for m in messages) + "<assistant>"
 
 
 class FakeEngine:
