@@ -138,7 +138,9 @@ def test_shift_from_short_to_long_requests_changes_the_replica_mix(ctl_app):
     t0 = time.monotonic()
     ctl_app.max_tokens = LONG
     # long requests: only big serves them; small falls back to its minimum after the scale-down delay
-    raised = wait_for(lambda: (st := status())["targets"]["big"] == 2 and st, 20, "big raised")
+    # a deadline, not a speed target (alone it takes 4-6 s; under the full suite's load on 2 cores it once took
+    # over 20 s): the property is that an urgent re-plan raised big (asserted below)
+    raised = wait_for(lambda: (st := status())["targets"]["big"] == 2 and st, 60, "big raised")
     up = time.monotonic() - t0
     wait_for(lambda: settled({"small": 1, "big": 2}), 60, "small=1, big=2 under long load")
     settled_s = time.monotonic() - t0
