@@ -7,6 +7,8 @@ different pools.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rayhet.testing.driver import call_deployment
@@ -53,7 +55,14 @@ def test_build_without_args_serves_two_pools_by_size_under_the_controller(serve_
         out = status()
         assert "$0.07/hour" in out and "routing" in out, out  # the start-up plan, adopted at the first report
         assert "small 100%" in out and "large 100%" in out  # some bucket routed wholly to each pool
-        rows = {line.split()[0]: line.split() for line in status().splitlines() if line.startswith(("small ", "large "))}
-        assert set(rows) == {"small", "large"} and rows["small"][2] == "1" and rows["large"][2] == "1"  # running
+        def running() -> dict:  # pool -> its row's "running" column, once Serve's policy of each has reported
+            rows = [line.split() for line in status().splitlines() if line.startswith(("small ", "large "))]
+            got = {r[0]: r[2] for r in rows}
+            return got if got == {"small": "1", "large": "1"} else {}
+
+        deadline = time.monotonic() + 30  # Serve's policy of each pool reports its replicas every second
+        while not running():
+            assert time.monotonic() < deadline, f"status never showed one running replica per pool:\n{status()}"
+            time.sleep(0.5)
     finally:
         serve.delete(APP)
