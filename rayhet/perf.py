@@ -11,6 +11,9 @@ operators up in measured tables instead):
             + c_kv_read  * context of decoding seqs   attention reads of their KV (tokens)
             + c_attn     * prefill attention pairs    / 1000: a chunk of n tokens after p cached ones
                                                        attends n*p + n*(n+1)/2 pairs
+            + c_pass     * extra passes               llama.cpp with a KV stream per slot runs a batch
+                                                       whose slot ids have gaps in one pass per run of
+                                                       consecutive ids: each run past the first costs
 
 Coefficients are non-negative (non-negative least squares), so no fitted term can make a step faster.
 The same five numbers hold for any batch, which is what lets capacity be derived for any SLO by
@@ -24,7 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-FEATURES = ("step", "prefill_tokens", "decode_seqs", "decode_context", "prefill_attention_k")
+FEATURES = ("step", "prefill_tokens", "decode_seqs", "decode_context", "prefill_attention_k", "extra_passes")
+
+
+def extra_passes(slots) -> int:
+    """Runs of consecutive slot ids among the step's sequences, past the first (0 for an empty step)."""
+    ids = sorted(set(slots))
+    return sum(1 for a, b in zip(ids, ids[1:]) if b != a + 1)
 
 
 def attention_pairs(cached: int, chunk: int) -> int:
@@ -41,10 +50,11 @@ class StepWork:
     decode_seqs: float = 0.0
     decode_context: float = 0.0
     prefill_pairs: float = 0.0
+    extra_passes: float = 0.0
 
     def vector(self) -> np.ndarray:
         return np.array([self.steps, self.prefill_tokens, self.decode_seqs, self.decode_context,
-                         self.prefill_pairs / 1000.0])
+                         self.prefill_pairs / 1000.0, self.extra_passes])
 
     def add(self, other: "StepWork") -> None:
         self.steps += other.steps
@@ -52,6 +62,7 @@ class StepWork:
         self.decode_seqs += other.decode_seqs
         self.decode_context += other.decode_context
         self.prefill_pairs += other.prefill_pairs
+        self.extra_passes += other.extra_passes
 
 
 class EngineLimits(BaseModel):
@@ -67,6 +78,8 @@ class EngineLimits(BaseModel):
     max_context: int = Field(..., ge=1, description="Prompt + output tokens one request may have.")
     max_waiting: int | None = Field(None, ge=0, description="Requests that may wait for a slot (None: unbounded); "
                                     "beyond it the replica refuses.")
+    passes_per_slot_run: bool = Field(False, description="A step runs one pass per run of consecutive slot ids "
+                                      "(llama.cpp with a KV stream per slot); slots are then taken lowest id first.")
 
 
 class StepModel(BaseModel):
@@ -79,17 +92,20 @@ class StepModel(BaseModel):
     c_decode: float = Field(..., ge=0, description="Seconds per decoding sequence in a step.")
     c_kv_read: float = Field(..., ge=0, description="Seconds per context token of a decoding sequence.")
     c_attn: float = Field(..., ge=0, description="Seconds per 1000 prefill attention pairs.")
+    c_pass: float = Field(0.0, ge=0, description="Seconds per extra pass of a step (runs of consecutive slot ids "
+                          "past the first; 0 for engines that run a batch in one pass).")
 
     def coefficients(self) -> np.ndarray:
-        return np.array([self.c_step, self.c_prefill, self.c_decode, self.c_kv_read, self.c_attn])
+        return np.array([self.c_step, self.c_prefill, self.c_decode, self.c_kv_read, self.c_attn, self.c_pass])
 
     def time(self, work: StepWork) -> float:
         return float(self.coefficients() @ work.vector())
 
-    def step_time(self, prefill_tokens: int, prefill_pairs: int, decode_seqs: int, decode_context: int) -> float:
+    def step_time(self, prefill_tokens: int, prefill_pairs: int, decode_seqs: int, decode_context: int,
+                  extra_passes: int = 0) -> float:
         """One step's seconds (the replica model's hot path: plain arithmetic, no arrays)."""
         return (self.c_step + self.c_prefill * prefill_tokens + self.c_decode * decode_seqs
-                + self.c_kv_read * decode_context + self.c_attn * prefill_pairs / 1000.0)
+                + self.c_kv_read * decode_context + self.c_attn * prefill_pairs / 1000.0 + self.c_pass * extra_passes)
 
 
 @dataclass(frozen=True)
@@ -119,5 +135,5 @@ def fit_step_model(work: list[StepWork], seconds: list[float]) -> FitResult:
     coef = coef_scaled / scale
     pred = X @ coef
     rel = np.abs(pred - y) / y
-    model = StepModel(**dict(zip(("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn"), map(float, coef))))
+    model = StepModel(**dict(zip(("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn", "c_pass"), map(float, coef))))
     return FitResult(model, float(rel.mean()), float(rel.max()), len(y))

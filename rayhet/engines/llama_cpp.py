@@ -20,7 +20,7 @@ from typing import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rayhet.perf import attention_pairs
+from rayhet.perf import attention_pairs, extra_passes
 from rayhet.engines.base import (
     EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
     Usage, check_fits, check_one_prompt, check_token_ids,
@@ -145,9 +145,9 @@ class LlamaCppEngine:
         self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) per step
         self._kv_tokens = 0
         self._model = self._ctx = self._vocab = None
-        # (prefill tokens, prefill attention pairs, decoding sequences, their context, seconds) per step, when a
-        # profiler asks for it (`rayhet profile` fits rayhet.perf.StepModel to these); None: not recorded
-        self.step_log: list[tuple[int, int, int, int, float]] | None = None
+        # (prefill tokens, prefill attention pairs, decoding sequences, their context, extra passes, seconds) per
+        # step, when a profiler asks for it (`rayhet profile` fits rayhet.perf.StepModel to these); None: off
+        self.step_log: list[tuple[int, int, int, int, int, float]] | None = None
 
     # ------------------------------------------------------------ life cycle
 
@@ -353,9 +353,9 @@ class LlamaCppEngine:
         with self._cv:
             self._n_running = len(running)
 
-    def _step(self, running: dict[int, _Seq], free: list[int]) -> tuple[int, int, int, int]:
+    def _step(self, running: dict[int, _Seq], free: list[int]) -> tuple[int, int, int, int, int]:
         """One llama_decode: a token of each decoding sequence, then prompt chunks up to n_batch. Returns its
-        work: (prefill tokens, prefill attention pairs, decoding sequences, their context tokens)."""
+        work: (prefill tokens, prefill attention pairs, decoding sequences, their context tokens, extra passes)."""
         lc, b, budget = self._lc, self._batch, self.settings.n_batch
         outputs: list[tuple[int, _Seq]] = []  # (batch index, sequence) whose logits are sampled
         n = 0
@@ -364,6 +364,7 @@ class LlamaCppEngine:
                             key=lambda s: s.req.arrival_time)
         context = sum(s.n_fed + 1 for s in decoding)
         pairs = 0
+        slots = [s.slot for s in decoding]  # sequences in this batch (their id runs make llama.cpp's passes)
         for s in decoding:
             n = self._put(b, n, s.last_token, s.n_fed, s.slot, True)
             outputs.append((n - 1, s))
@@ -373,6 +374,7 @@ class LlamaCppEngine:
                 break
             take = min(len(s.prompt) - s.n_fed, budget - n)
             pairs += attention_pairs(s.n_fed, take)
+            slots.append(s.slot)
             for i in range(s.n_fed, s.n_fed + take):
                 n = self._put(b, n, s.prompt[i], i, s.slot, i == len(s.prompt) - 1)
             s.n_fed += take
@@ -396,7 +398,8 @@ class LlamaCppEngine:
                 self._recent.popleft()
         for (_, s), delta in zip(outputs, deltas):
             s.send(delta)
-        return n - len(decoding), pairs, len(decoding), context
+        runs = 0 if self.settings.kv_unified else extra_passes(slots)
+        return n - len(decoding), pairs, len(decoding), context, runs
 
     @staticmethod
     def _put(b, n: int, token: int, pos: int, seq_id: int, logits: bool) -> int:

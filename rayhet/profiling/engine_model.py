@@ -102,8 +102,8 @@ async def measure_steps(engine, batches: list[Batch], vocab: list[int], seed: in
         engine.step_log = []
         await run_batch(engine, batch, vocab, rng)
         log, engine.step_log = engine.step_log, None
-        for prefill, pairs, dec, ctx, seconds in log:
-            samples.append((batch.label, StepWork(1, prefill, dec, ctx, pairs), seconds))
+        for prefill, pairs, dec, ctx, passes, seconds in log:
+            samples.append((batch.label, StepWork(1, prefill, dec, ctx, pairs, passes), seconds))
         if on_batch is not None:
             on_batch(k, batch)
     return samples
@@ -117,7 +117,7 @@ def limits_of(engine) -> EngineLimits:
     """The limits a rayhet engine runs under (llama.cpp: n_slots, n_batch, one full context per slot)."""
     s = engine.settings
     return EngineLimits(batch_slots=s.n_slots, step_tokens=s.n_batch, kv_tokens=s.n_ctx * s.n_slots,
-                        max_context=s.n_ctx, max_waiting=s.max_waiting)
+                        max_context=s.n_ctx, max_waiting=s.max_waiting, passes_per_slot_run=not s.kv_unified)
 
 
 def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3) -> list[tuple[int, int]]:

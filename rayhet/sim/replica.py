@@ -22,7 +22,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from rayhet.perf import EngineLimits, StepModel
+from rayhet.perf import EngineLimits, StepModel, extra_passes
 
 
 @dataclass
@@ -37,6 +37,7 @@ class SimRequest:
     end: float | None = None
     refused: bool = False
     fed: int = field(default=0, repr=False)  # prompt tokens in the KV cache
+    slot: int = field(default=-1, repr=False)
     generated: int = field(default=0, repr=False)
 
     @property
@@ -67,6 +68,7 @@ class Replica:
         self.finished: list[SimRequest] = []
         self.steps = 0
         self._prefilling = 0  # running requests whose prompt is not all in the KV cache yet
+        self._free = list(range(limits.batch_slots))  # slot ids, lowest taken first (as the llama.cpp engine)
         self._pending: deque[SimRequest] = deque()  # submitted, arrival still in the future
 
     # -- driving ------------------------------------------------------------------------------
@@ -132,6 +134,7 @@ class Replica:
                 return  # FCFS: the head waits for room, nobody overtakes it
             self.waiting.popleft()
             self.kv_reserved += need
+            req.slot = self._free.pop(self._free.index(min(self._free)))
             self.running.append(req)  # admission order is arrival order: prefill chunks go oldest first
             self._prefilling += 1
 
@@ -141,6 +144,7 @@ class Replica:
     def _finish(self, req: SimRequest, t: float) -> None:
         req.end = t
         self.running.remove(req)
+        self._free.append(req.slot)
         self.kv_reserved -= req.input_tokens + req.output_tokens
         self.finished.append(req)
 
@@ -164,7 +168,10 @@ class Replica:
                     budget -= take
                     if budget <= 0:
                         break
-        self.now += self.model.step_time(prefill, pairs, n_dec, context)
+        passes = 0
+        if self.limits.passes_per_slot_run:
+            passes = extra_passes([r.slot for r in self.running if r.fed >= r.input_tokens] + [r.slot for r, _ in chunks])
+        self.now += self.model.step_time(prefill, pairs, n_dec, context, passes)
         self.steps += 1
         done = []
         for r in self.running:
@@ -188,7 +195,8 @@ class Replica:
         m = self.model
         B = len(self.running)
         C0 = sum(r.input_tokens + r.generated for r in self.running)
-        a = m.c_step + m.c_decode * B + m.c_kv_read * C0
+        passes = extra_passes([r.slot for r in self.running]) if self.limits.passes_per_slot_run else 0
+        a = m.c_step + m.c_decode * B + m.c_kv_read * C0 + m.c_pass * passes
         b = m.c_kv_read * B
         k = min(r.output_tokens - r.generated for r in self.running)  # steps to the next completion
         full = B >= self.limits.batch_slots

@@ -195,3 +195,17 @@ def test_rayhet_plan_applies_the_service_slo(tmp_path, capsys):
     assert cli.main(["plan", "--profiles", str(v1), "--workload", str(work), "--rate", "1", "--slo-tpot-ms", "20"]) == 2
     err = capsys.readouterr().err
     assert str(v1) in err and "no engine model" in err
+
+
+def test_extra_passes_counts_gaps_between_slot_runs():
+    from rayhet.perf import extra_passes
+
+    assert extra_passes([]) == 0 and extra_passes([0, 1, 2]) == 0 and extra_passes([2, 0]) == 1
+    assert extra_passes([0, 2, 4, 5]) == 2
+    # the replica model charges them where the engine does: slots with gaps after an early finisher
+    model = StepModel(c_step=1e-3, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0, c_pass=1e-3)
+    limits = EngineLimits(batch_slots=3, step_tokens=64, kv_tokens=10**5, max_context=4096, passes_per_slot_run=True)
+    a, b, c = simulate(model, limits, [SimRequest(0.0, 10, 100, rid=1), SimRequest(0.0, 10, 5, rid=2),
+                                       SimRequest(0.0, 10, 100, rid=3)])
+    # after b (slot 1) finishes, a and c (slots 0 and 2) decode in two passes: 2 ms a step instead of 1
+    assert a.e2e == pytest.approx(b.e2e + 95 * 2e-3)
