@@ -34,13 +34,16 @@ class Batch:
     p: int
     o: int
     long_p: int = 0
+    gapped: bool = False  # every other request stops after 4 tokens: the rest decode in slots with gaps
 
     @property
     def label(self) -> str:
-        return f"B{self.b} P{self.p} O{self.o}" + (f" +P{self.long_p}" if self.long_p else "")
+        return f"B{self.b} P{self.p} O{self.o}" + (f" +P{self.long_p}" if self.long_p else "") + (" gapped" if self.gapped else "")
 
     def requests(self) -> list[tuple[int, int]]:
         """(prompt tokens, output tokens) of each request, in submission order."""
+        if self.gapped:
+            return [(self.p, self.o if k % 2 == 0 else 4) for k in range(self.b)]
         if not self.long_p:
             return [(self.p, self.o)] * self.b
         return [(self.p, self.o)] * (self.b - 1) + [(self.long_p, 8)]
@@ -62,6 +65,9 @@ def design(limits: EngineLimits, budget_tokens: int = 60_000) -> list[Batch]:
         out.append(Batch(b, 16, 64))
         out.append(Batch(b, prompts[len(prompts) // 2], 32))
         out.append(Batch(b, prompts[-1], 16))
+        if b > 2:  # gapped: slots 0, 2, 4... decode on alone, as they do under load when others finish first
+            out.append(Batch(b, 16, 64, gapped=True))
+            out.append(Batch(b, prompts[len(prompts) // 2], 32, gapped=True))
         if b > 1:  # mixed: b-1 sequences decode while a long prompt is prefilled in chunks beside them
             out.append(Batch(b, 16, 96, long_p=prompts[len(prompts) // 2]))
             out.append(Batch(b, 128, 96, long_p=prompts[-1]))
