@@ -8,8 +8,10 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -190,12 +192,16 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
         await close()
 
 
+@dataclass
 class MeasuredModel:
     """What the model method measured: step samples, the fit, limits, derived grid and held-out buckets."""
 
-    def __init__(self, samples, fit, limits, grid, held_out, seconds):
-        self.samples, self.fit, self.limits, self.grid, self.held_out, self.seconds = (
-            samples, fit, limits, grid, held_out, seconds)
+    samples: list
+    fit: Any
+    limits: Any
+    grid: list
+    held_out: list
+    seconds: float
 
 
 async def measure_engine_model(engine, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,

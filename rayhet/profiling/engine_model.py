@@ -14,7 +14,6 @@ SLO). A few buckets are still measured directly by the rate search as held-out c
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -136,9 +135,3 @@ def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3) -> list[tuple[int,
     cells.sort(key=lambda c: (c[0] / max(n_in - 1, 1) - c[1] / max(n_out - 1, 1), c))
     picks = np.linspace(0, len(cells) - 1, min(k, len(cells))).round().astype(int)
     return [cells[p] for p in dict.fromkeys(picks.tolist())]
-
-
-def timed(fn):
-    """(result, seconds) of a call — the profile records how long each phase took."""
-    t0 = time.monotonic()
-    return fn(), time.monotonic() - t0

@@ -22,7 +22,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from rayhet.perf import EngineLimits, StepModel, extra_passes
+from rayhet.perf import EngineLimits, StepModel, attention_pairs, extra_passes
 
 
 @dataclass
@@ -162,7 +162,7 @@ class Replica:
             for r in self.running:
                 if r.fed < r.input_tokens:
                     take = min(r.input_tokens - r.fed, budget)
-                    pairs += take * r.fed + take * (take + 1) // 2  # perf.attention_pairs, inlined
+                    pairs += attention_pairs(r.fed, take)
                     chunks.append((r, take))
                     prefill += take
                     budget -= take
