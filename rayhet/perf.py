@@ -11,9 +11,10 @@ operators up in measured tables instead):
             + c_kv_read  * context of decoding seqs   attention reads of their KV (tokens)
             + c_attn     * prefill attention pairs    / 1000: a chunk of n tokens after p cached ones
                                                        attends n*p + n*(n+1)/2 pairs
-            + c_pass     * extra passes               llama.cpp with a KV stream per slot runs a batch
-                                                       whose slot ids have gaps in one pass per run of
-                                                       consecutive ids: each run past the first costs
+            + c_pass     * extra passes               llama.cpp with a KV stream per slot splits a batch
+                                                       into passes (runs of consecutive slot ids, equal
+                                                       tokens per sequence): each past the first costs
+            + c_multi    * passes over several sequences  batched attention over several KV streams
 
 Coefficients are non-negative (non-negative least squares), so no fitted term can make a step faster.
 The same five numbers hold for any batch, which is what lets capacity be derived for any SLO by
@@ -27,13 +28,56 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-FEATURES = ("step", "prefill_tokens", "decode_seqs", "decode_context", "prefill_attention_k", "extra_passes")
+FEATURES = ("step", "prefill_tokens", "decode_seqs", "decode_context", "prefill_attention_k", "extra_passes",
+            "multi_seq_passes")
 
 
-def extra_passes(slots) -> int:
-    """Runs of consecutive slot ids among the step's sequences, past the first (0 for an empty step)."""
+def micro_batches(seqs, max_tokens: int) -> list[int]:
+    """The passes llama.cpp with a KV stream per sequence runs for one batch: sequences in each pass.
+
+    `seqs`: (sequence id, tokens it feeds in this step) in batch order. Such a batch is split into
+    micro-batches (llama_batch_allocr::split_equal, sequential): each takes, scanning in batch order, a run
+    of sequences whose ids rise by one, and the same number of tokens from each of them (until one runs out,
+    or `max_tokens` would be passed). Every micro-batch is a full pass over the weights. So decoding slots
+    0, 1, 3 take two passes (a gap), and a long prompt chunk next to decode tokens takes a second pass for
+    all its tokens but the first.
+    """
+    left = [[sid, n] for sid, n in seqs if n > 0]
+    passes = []
+    while left:
+        run = [left[0]]
+        for item in left[1:]:
+            if item[0] == run[-1][0] + 1:
+                run.append(item)
+        k = min(min(n for _, n in run), max(1, max_tokens // len(run)))
+        for item in run:
+            item[1] -= k
+        left = [item for item in left if item[1] > 0]
+        passes.append(len(run))
+    return passes
+
+
+def pass_features(passes: list[int]) -> tuple[int, int]:
+    """(passes past the first, passes of more than one sequence): a pass costs a step's fixed cost again, and
+    one over several KV streams costs more than one over a single stream (batched attention views)."""
+    return max(0, len(passes) - 1), sum(1 for n in passes if n > 1)
+
+
+def extra_passes(seqs, max_tokens: int) -> int:
+    """Passes past the first of micro_batches (0 for an empty batch)."""
+    return pass_features(micro_batches(seqs, max_tokens))[0]
+
+
+def slot_runs(slots) -> list[int]:
+    """Lengths of the runs of consecutive ids among `slots`: the passes of a decode-only step in slot order."""
     ids = sorted(set(slots))
-    return sum(1 for a, b in zip(ids, ids[1:]) if b != a + 1)
+    runs, n = [], 0
+    for k, sid in enumerate(ids):
+        if k and sid != ids[k - 1] + 1:
+            runs.append(n)
+            n = 0
+        n += 1
+    return runs + [n] if ids else []
 
 
 def attention_pairs(cached: int, chunk: int) -> int:
@@ -51,10 +95,11 @@ class StepWork:
     decode_context: float = 0.0
     prefill_pairs: float = 0.0
     extra_passes: float = 0.0
+    multi_passes: float = 0.0
 
     def vector(self) -> np.ndarray:
         return np.array([self.steps, self.prefill_tokens, self.decode_seqs, self.decode_context,
-                         self.prefill_pairs / 1000.0, self.extra_passes])
+                         self.prefill_pairs / 1000.0, self.extra_passes, self.multi_passes])
 
     def add(self, other: "StepWork") -> None:
         self.steps += other.steps
@@ -63,6 +108,7 @@ class StepWork:
         self.decode_context += other.decode_context
         self.prefill_pairs += other.prefill_pairs
         self.extra_passes += other.extra_passes
+        self.multi_passes += other.multi_passes
 
 
 class EngineLimits(BaseModel):
@@ -78,8 +124,9 @@ class EngineLimits(BaseModel):
     max_context: int = Field(..., ge=1, description="Prompt + output tokens one request may have.")
     max_waiting: int | None = Field(None, ge=0, description="Requests that may wait for a slot (None: unbounded); "
                                     "beyond it the replica refuses.")
-    passes_per_slot_run: bool = Field(False, description="A step runs one pass per run of consecutive slot ids "
-                                      "(llama.cpp with a KV stream per slot); slots are then taken lowest id first.")
+    passes_per_slot_run: bool = Field(False, description="A step is split into passes of consecutive slot ids with "
+                                      "equal tokens per sequence (llama.cpp with a KV stream per slot; "
+                                      "rayhet.perf.extra_passes); slots are then taken lowest id first.")
 
 
 class StepModel(BaseModel):
@@ -94,18 +141,22 @@ class StepModel(BaseModel):
     c_attn: float = Field(..., ge=0, description="Seconds per 1000 prefill attention pairs.")
     c_pass: float = Field(0.0, ge=0, description="Seconds per extra pass of a step (runs of consecutive slot ids "
                           "past the first; 0 for engines that run a batch in one pass).")
+    c_multi: float = Field(0.0, ge=0, description="Seconds per pass over more than one sequence (llama.cpp with a "
+                           "KV stream per slot; 0 elsewhere).")
 
     def coefficients(self) -> np.ndarray:
-        return np.array([self.c_step, self.c_prefill, self.c_decode, self.c_kv_read, self.c_attn, self.c_pass])
+        return np.array([self.c_step, self.c_prefill, self.c_decode, self.c_kv_read, self.c_attn, self.c_pass,
+                         self.c_multi])
 
     def time(self, work: StepWork) -> float:
         return float(self.coefficients() @ work.vector())
 
     def step_time(self, prefill_tokens: int, prefill_pairs: int, decode_seqs: int, decode_context: int,
-                  extra_passes: int = 0) -> float:
+                  extra_passes: int = 0, multi_passes: int = 0) -> float:
         """One step's seconds (the replica model's hot path: plain arithmetic, no arrays)."""
         return (self.c_step + self.c_prefill * prefill_tokens + self.c_decode * decode_seqs
-                + self.c_kv_read * decode_context + self.c_attn * prefill_pairs / 1000.0 + self.c_pass * extra_passes)
+                + self.c_kv_read * decode_context + self.c_attn * prefill_pairs / 1000.0 + self.c_pass * extra_passes
+                + self.c_multi * multi_passes)
 
 
 @dataclass(frozen=True)
@@ -135,5 +186,6 @@ def fit_step_model(work: list[StepWork], seconds: list[float]) -> FitResult:
     coef = coef_scaled / scale
     pred = X @ coef
     rel = np.abs(pred - y) / y
-    model = StepModel(**dict(zip(("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn", "c_pass"), map(float, coef))))
+    names = ("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn", "c_pass", "c_multi")
+    model = StepModel(**dict(zip(names, map(float, coef))))
     return FitResult(model, float(rel.mean()), float(rel.max()), len(y))

@@ -3,8 +3,14 @@
 One llama context holds `n_slots` sequences in a unified KV cache. A background thread runs the step
 loop: admit waiting requests into free slots, build one `llama_batch` with the next token of every
 running sequence plus prompt chunks of newly admitted ones, `llama_decode` it (ctypes releases the GIL),
-sample each sequence with its own sampler chain, and hand deltas to the asyncio side with
+sample each sequence with its own sampler chain, and hand the step's deltas to the asyncio side with one
 `loop.call_soon_threadsafe`. A finished or cancelled sequence's KV cells are removed at once.
+
+The GIL is released once per step, around `llama_decode`, and nowhere else in the step: the short calls
+(sampling, token pieces, end-of-generation checks) hold it. Every release is a hand-off to the event loop's
+thread, and getting the GIL back can wait for that thread's switch interval (5 ms): released at each of
+3 calls per sequence, a step of 8 sequences ran 5x slower while the event loop was busy (the replica's
+loop is busy whenever it serves traffic).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rayhet.perf import attention_pairs, extra_passes
+from rayhet.perf import attention_pairs, micro_batches, pass_features
 from rayhet.engines.base import (
     EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
     Usage, check_fits, check_one_prompt, check_token_ids,
@@ -53,13 +59,30 @@ def tokenize_text(lc, vocab, text: str, add_bos: bool) -> list[int]:
 
 
 def token_piece(lc, vocab, token: int, special: bool = False) -> bytes:
-    """The bytes of one token's piece (thread-safe: a buffer per call)."""
+    """The bytes of one token's piece (thread-safe: a buffer per call). `lc`: the llama_cpp module, or
+    anything with its llama_token_to_piece."""
     buf = ctypes.create_string_buffer(64)
     n = lc.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
     if n < 0:
         buf = ctypes.create_string_buffer(-n)
         n = lc.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
     return buf.raw[:n]
+
+
+class _GilHeld:
+    """llama.cpp's short functions as ctypes calls that keep the GIL (ctypes.PyDLL), with the same signatures
+    as llama-cpp-python's: a call of microseconds is not worth a GIL hand-off."""
+
+    NAMES = ("llama_sampler_sample", "llama_token_to_piece", "llama_vocab_is_eog", "llama_memory_seq_rm",
+             "llama_sampler_free")
+
+    def __init__(self, lc):
+        lib = lc.llama_cpp._lib
+        held = ctypes.PyDLL(lib._name, handle=lib._handle)
+        for name in self.NAMES:
+            fn, ref = getattr(held, name), getattr(lib, name)
+            fn.argtypes, fn.restype = ref.argtypes, ref.restype
+            setattr(self, name, fn)
 
 
 def load_chat_template(lc, model, vocab) -> ChatTemplate:
@@ -127,6 +150,25 @@ class _Seq:
             self.cancelled = True
 
 
+def _send_all(seqs: list[_Seq], items: list) -> None:
+    """Hand each sequence its item with one wake-up per event loop (not one per sequence)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for seq, item in zip(seqs, items):
+        by_loop.setdefault(seq.loop, []).append((seq.out, item))
+    for loop, batch in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, batch)
+        except RuntimeError:  # the consumers' event loop is closed: nobody is listening any more
+            for seq in seqs:
+                if seq.loop is loop:
+                    seq.cancelled = True
+
+
+def _put_all(batch: list) -> None:
+    for queue, item in batch:
+        queue.put_nowait(item)
+
+
 class LlamaCppEngine:
     """The Engine protocol on llama.cpp: continuous batching of `n_slots` sequences in one context."""
 
@@ -145,9 +187,10 @@ class LlamaCppEngine:
         self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) per step
         self._kv_tokens = 0
         self._model = self._ctx = self._vocab = None
-        # (prefill tokens, prefill attention pairs, decoding sequences, their context, extra passes, seconds) per
-        # step, when a profiler asks for it (`rayhet profile` fits rayhet.perf.StepModel to these); None: off
-        self.step_log: list[tuple[int, int, int, int, int, float]] | None = None
+        # (prefill tokens, prefill attention pairs, decoding sequences, their context, extra passes, passes over
+        # several sequences, seconds) per step, when a profiler asks for it (`rayhet profile` fits
+        # rayhet.perf.StepModel to these); None: off
+        self.step_log: list[tuple[int, int, int, int, int, int, float]] | None = None
 
     # ------------------------------------------------------------ life cycle
 
@@ -171,6 +214,7 @@ class LlamaCppEngine:
         lc_log.set_verbose(self.settings.verbose)
         lc.llama_backend_init()
         self._lc = lc
+        self._held = _GilHeld(lc)
         mp = lc.llama_model_default_params()
         self._model = lc.llama_model_load_from_file(self.settings.model_path.encode(), mp)
         if not self._model:
@@ -341,11 +385,11 @@ class LlamaCppEngine:
 
     def _free_sampler(self, seq: _Seq) -> None:
         if seq.sampler is not None:
-            self._lc.llama_sampler_free(seq.sampler)
+            self._held.llama_sampler_free(seq.sampler)
             seq.sampler = None
 
     def _release(self, seq: _Seq, running: dict[int, _Seq], free: list[int]) -> None:
-        self._lc.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        self._held.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
         self._kv_tokens -= seq.n_fed
         self._free_sampler(seq)
         del running[seq.slot]
@@ -353,31 +397,39 @@ class LlamaCppEngine:
         with self._cv:
             self._n_running = len(running)
 
-    def _step(self, running: dict[int, _Seq], free: list[int]) -> tuple[int, int, int, int, int]:
+    def _step(self, running: dict[int, _Seq], free: list[int]) -> tuple[int, int, int, int, int, int]:
         """One llama_decode: a token of each decoding sequence, then prompt chunks up to n_batch. Returns its
-        work: (prefill tokens, prefill attention pairs, decoding sequences, their context tokens, extra passes)."""
+        work: (prefill tokens, prefill attention pairs, decoding sequences, their context tokens, extra passes,
+        passes over several sequences)."""
         lc, b, budget = self._lc, self._batch, self.settings.n_batch
-        outputs: list[tuple[int, _Seq]] = []  # (batch index, sequence) whose logits are sampled
-        n = 0
         decoding = [s for s in running.values() if s.n_fed >= len(s.prompt)]
         prefilling = sorted((s for s in running.values() if s.n_fed < len(s.prompt)),
                             key=lambda s: s.req.arrival_time)
         context = sum(s.n_fed + 1 for s in decoding)
+        take = {s.slot: 1 for s in decoding}  # tokens each sequence feeds in this step: decode tokens first,
+        left = budget - len(decoding)  # then prompt chunks, oldest request first
         pairs = 0
-        slots = [s.slot for s in decoding]  # sequences in this batch (their id runs make llama.cpp's passes)
-        for s in decoding:
-            n = self._put(b, n, s.last_token, s.n_fed, s.slot, True)
-            outputs.append((n - 1, s))
-            s.n_fed += 1
         for s in prefilling:
-            if n >= budget:
+            if left <= 0:
                 break
-            take = min(len(s.prompt) - s.n_fed, budget - n)
-            pairs += attention_pairs(s.n_fed, take)
-            slots.append(s.slot)
-            for i in range(s.n_fed, s.n_fed + take):
+            take[s.slot] = n = min(len(s.prompt) - s.n_fed, left)
+            pairs += attention_pairs(s.n_fed, n)
+            left -= n
+        # Slot order in the batch: with a KV stream per slot, llama.cpp splits a batch into passes of slots
+        # whose ids rise by one in batch order (split_equal): unsorted, a full batch can take several passes.
+        outputs: list[tuple[int, _Seq]] = []  # (batch index, sequence) whose logits are sampled
+        n = 0
+        for slot in sorted(take):
+            s = running[slot]
+            if s.n_fed >= len(s.prompt):
+                n = self._put(b, n, s.last_token, s.n_fed, s.slot, True)
+                outputs.append((n - 1, s))
+                s.n_fed += 1
+                continue
+            end = s.n_fed + take[slot]
+            for i in range(s.n_fed, end):
                 n = self._put(b, n, s.prompt[i], i, s.slot, i == len(s.prompt) - 1)
-            s.n_fed += take
+            s.n_fed = end
             if s.n_fed == len(s.prompt):
                 outputs.append((n - 1, s))
         b.n_tokens = n
@@ -388,7 +440,7 @@ class LlamaCppEngine:
         now = time.monotonic()
         deltas = []
         for idx, s in outputs:
-            deltas.append(self._next(s, lc.llama_sampler_sample(s.sampler, self._ctx, idx), now))
+            deltas.append(self._next(s, self._held.llama_sampler_sample(s.sampler, self._ctx, idx), now))
             if s.done:  # free the slot before the last delta goes out: a client never sees it still held
                 self._release(s, running, free)
         with self._cv:
@@ -396,10 +448,9 @@ class LlamaCppEngine:
             self._recent.append((now, len(outputs)))
             while self._recent and self._recent[0][0] < now - 5.0:
                 self._recent.popleft()
-        for (_, s), delta in zip(outputs, deltas):
-            s.send(delta)
-        runs = 0 if self.settings.kv_unified else extra_passes(slots)
-        return n - len(decoding), pairs, len(decoding), context, runs
+        _send_all([s for _, s in outputs], deltas)
+        passes = (0, 0) if self.settings.kv_unified else pass_features(micro_batches(sorted(take.items()), budget))
+        return n - len(decoding), pairs, len(decoding), context, *passes
 
     @staticmethod
     def _put(b, n: int, token: int, pos: int, seq_id: int, logits: bool) -> int:
@@ -415,10 +466,10 @@ class LlamaCppEngine:
         if s.first_token_time is None:
             s.first_token_time = now
         finish = None
-        if not sp.ignore_eos and self._lc.llama_vocab_is_eog(self._vocab, token):
+        if not sp.ignore_eos and self._held.llama_vocab_is_eog(self._vocab, token):
             text, finish = s.text.flush(), "stop"
         else:
-            text = s.text.push(token_piece(self._lc, self._vocab, token))
+            text = s.text.push(token_piece(self._held, self._vocab, token))
             if s.text.stopped:
                 finish = "stop"
             elif s.n_generated >= sp.max_tokens:

@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "default with --url or vllm, whose steps rayhet cannot yet observe)")
     g.add_argument("--held-out", type=int, default=3, metavar="K",
                    help="with --method model: buckets measured directly and recorded next to their prediction (default 3)")
+    g.add_argument("--live-seconds", type=float, default=45.0, metavar="S",
+                   help="with --method model: seconds of Poisson arrivals after the designed batches, whose steps are "
+                   "fitted too (default 45; 0 skips it)")
     g = p.add_argument_group("grid, search and time")
     g.add_argument("--quick", action="store_true", help="coarse 3x3 grid, shorter points, looser search (a first look in minutes)")
     g.add_argument("--input-edges", type=_int_list, help="input bucket upper edges, comma-separated (default: Melange's 10)")
@@ -185,7 +188,9 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
             await run_sweep(target, settings, state, save=save, progress=not args.no_progress)
             return None
         measured = await measure_engine_model(target.engine, settings, seed=args.seed, held_out=args.held_out,
-                                              progress=not args.no_progress)
+                                              progress=not args.no_progress, state=state,
+                                              live_seconds=args.live_seconds)
+        save(state)  # the steps are in the sidecar now: an interrupted held-out phase resumes after them
         await run_sweep(target, settings, state, save=save, progress=not args.no_progress, only=set(measured.held_out))
         return measured
     finally:
@@ -205,24 +210,45 @@ class MeasuredModel:
 
 
 async def measure_engine_model(engine, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,
-                               progress: bool = True) -> MeasuredModel:
-    """Phase 1 and 2 of `--method model`: step times on the designed batches, the fit, the derived grid."""
+                               progress: bool = True, state=None, live_seconds: float = 45.0) -> MeasuredModel:
+    """Phase 1 and 2 of `--method model`: step times on the designed batches, the fit, the derived grid.
+    With a `state` (the sidecar's), steps it already holds are used instead of measured, and new ones are
+    stored in it."""
     import time
 
     from tqdm import tqdm
 
     from rayhet.capacity import derive_max_rate
-    from rayhet.profiling.engine_model import design, fit_samples, held_out_buckets, limits_of, measure_steps
+    from rayhet.perf import StepWork
+    from rayhet.profiling.engine_model import (design, fit_samples, held_out_buckets, limits_of, live_mix,
+                                               live_rate, live_steps, measure_steps)
     from rayhet.profiling.targets import EngineTarget
 
     t0 = time.monotonic()
     limits = limits_of(engine)
-    batches = design(limits)
-    bar = tqdm(total=len(batches), unit="batch", desc="engine model: step times", disable=not progress,
-               dynamic_ncols=True)
-    samples = await measure_steps(engine, batches, EngineTarget(engine).token_ids(), seed=seed,
-                                  on_batch=lambda k, b: (bar.update(1), bar.set_postfix_str(b.label)))
-    bar.close()
+    if state is not None and state.engine_steps:
+        samples = [(label, StepWork(*work), sec) for label, work, sec in state.engine_steps]
+        print(f"engine model: {len(samples)} steps measured before the interruption, not measured again",
+              file=sys.stderr)
+    else:
+        batches = design(limits)
+        bar = tqdm(total=len(batches), unit="batch", desc="engine model: step times", disable=not progress,
+                   dynamic_ncols=True)
+        samples = await measure_steps(engine, batches, EngineTarget(engine).token_ids(), seed=seed,
+                                      on_batch=lambda k, b: (bar.update(1), bar.set_postfix_str(b.label)))
+        bar.close()
+        # a live phase, at a rate the first fit says keeps half the slots busy; then the fit on everything
+        if live_seconds > 0:
+            mix = live_mix(limits)
+            rate = live_rate(fit_samples(samples).model, limits, mix)
+            bar = tqdm(total=round(live_seconds), unit="s", desc=f"engine model: live load {rate:.2g} req/s",
+                       disable=not progress, dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s")
+            samples += await live_steps(engine, mix, rate, live_seconds, EngineTarget(engine).token_ids(),
+                                        np.random.default_rng(seed + 1),
+                                        on_tick=lambda t: bar.update(max(0, round(t) - bar.n)))
+            bar.close()
+        if state is not None:
+            state.engine_steps = [(label, _work_list(w), sec) for label, w, sec in samples]
     fit = fit_samples(samples)
     n_in, n_out = len(settings.input_edges), len(settings.output_edges)
     bar = tqdm(total=n_in * n_out, unit="bucket", desc="capacity: simulated", disable=not progress, dynamic_ncols=True)
@@ -233,6 +259,10 @@ async def measure_engine_model(engine, settings: SweepSettings, *, seed: int = 0
     servable = lambda i, j: grid[i][j] is not None  # noqa: E731
     return MeasuredModel(samples, fit, limits, grid, held_out_buckets(n_in, n_out, servable, held_out),
                          time.monotonic() - t0)
+
+
+def _work_list(w) -> list[float]:
+    return [w.steps, w.prefill_tokens, w.decode_seqs, w.decode_context, w.prefill_pairs, w.extra_passes, w.multi_passes]
 
 
 MAX_POINTS_KEPT = 3000  # raw step points written into the profile (an even subsample beyond this)
@@ -259,8 +289,9 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings)
                                mean_abs_rel_error=measured.fit.mean_abs_rel_error,
                                max_abs_rel_error=measured.fit.max_abs_rel_error, points=points, held_out=held)
     prov = profile.provenance.model_copy(update={"notes": (profile.provenance.notes or "") + (
-        f" Method: engine model. {measured.fit.n_samples} steps of {len({s[0] for s in measured.samples})} designed "
-        f"batches measured and fitted in {measured.seconds:.0f} s (mean step-time error "
+        f" Method: engine model. {measured.fit.n_samples} steps of {len({s[0] for s in measured.samples} - {'live'})} "
+        f"designed batches and {sum(s[0] == 'live' for s in measured.samples)} steps of live load measured and "
+        f"fitted in {measured.seconds:.0f} s (mean step-time error "
         f"{measured.fit.mean_abs_rel_error:.1%}); max_rate derived by simulating one replica (rayhet.capacity); "
         f"the sweep holds only the held-out buckets {measured.held_out}.")})
     return profile.model_copy(update={"schema_version": 2, "max_rate": measured.grid, "engine_model": record,

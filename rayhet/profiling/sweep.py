@@ -60,6 +60,9 @@ class SweepState(BaseModel):
     points: list[SweepPoint] = []
     probes: dict[str, dict] = {}  # "i,j" -> one request alone: latency_s, ttft_ms, tpot_ms, error
     status: dict[str, str] = {}  # "i,j" -> "<status word>: detail"
+    # --method model: the measured engine steps (label, work features, seconds), kept so that --resume
+    # goes on with the held-out buckets instead of measuring the steps again; None until measured
+    engine_steps: list[tuple[str, list[float], float]] | None = None
 
     def bucket_points(self, b: Bucket) -> list[SweepPoint]:
         return [p for p in self.points if (p.input_bucket, p.output_bucket) == b.key]

@@ -22,7 +22,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from rayhet.perf import EngineLimits, StepModel, attention_pairs, extra_passes
+from rayhet.perf import EngineLimits, StepModel, attention_pairs, micro_batches, pass_features, slot_runs
 
 
 @dataclass
@@ -168,10 +168,11 @@ class Replica:
                     budget -= take
                     if budget <= 0:
                         break
-        passes = 0
+        passes = multi = 0
         if self.limits.passes_per_slot_run:
-            passes = extra_passes([r.slot for r in self.running if r.fed >= r.input_tokens] + [r.slot for r, _ in chunks])
-        self.now += self.model.step_time(prefill, pairs, n_dec, context, passes)
+            fed = [(r.slot, 1) for r in self.running if r.fed >= r.input_tokens] + [(r.slot, t) for r, t in chunks]
+            passes, multi = pass_features(micro_batches(sorted(fed), self.limits.step_tokens))  # fed in slot order
+        self.now += self.model.step_time(prefill, pairs, n_dec, context, passes, multi)
         self.steps += 1
         done = []
         for r in self.running:
@@ -195,8 +196,9 @@ class Replica:
         m = self.model
         B = len(self.running)
         C0 = sum(r.input_tokens + r.generated for r in self.running)
-        passes = extra_passes([r.slot for r in self.running]) if self.limits.passes_per_slot_run else 0
-        a = m.c_step + m.c_decode * B + m.c_kv_read * C0 + m.c_pass * passes
+        passes, multi = pass_features(slot_runs([r.slot for r in self.running])) if self.limits.passes_per_slot_run \
+            else (0, 0)
+        a = m.c_step + m.c_decode * B + m.c_kv_read * C0 + m.c_pass * passes + m.c_multi * multi
         b = m.c_kv_read * B
         k = min(r.output_tokens - r.generated for r in self.running)  # steps to the next completion
         full = B >= self.limits.batch_slots

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from rayhet.capacity import bucket_capacity, derive_max_rate, for_slo
-from rayhet.perf import EngineLimits, StepModel, StepWork, attention_pairs, fit_step_model
+from rayhet.perf import (EngineLimits, StepModel, StepWork, attention_pairs, fit_step_model, micro_batches,
+                         pass_features)
 from rayhet.profiles import SLO
 from rayhet.sim.replica import Replica, SimRequest, simulate
 from rayhet.slo import Sample, meets, verdicts
 
-TRUE = StepModel(c_step=2e-3, c_prefill=1e-4, c_decode=5e-4, c_kv_read=2e-7, c_attn=1e-5)
+TRUE = StepModel(c_step=2e-3, c_prefill=1e-4, c_decode=5e-4, c_kv_read=2e-7, c_attn=1e-5, c_pass=1.5e-3, c_multi=6e-4)
 WIDE = EngineLimits(batch_slots=8, step_tokens=256, kv_tokens=8 * 4096, max_context=4096, max_waiting=64)
 
 
@@ -26,13 +27,16 @@ def test_fit_recovers_known_coefficients_within_5_percent():
         ctx = int(dec * rng.integers(16, 4000))
         chunk = int(rng.choice([0, 0, 16, 64, 256 - dec]))
         cached = int(rng.integers(0, 3000)) if chunk else 0
-        w = StepWork(1, chunk, dec, ctx, attention_pairs(cached, chunk))
+        # passes of a llama.cpp step over the slots decoding (some gaps, some single-slot runs)
+        slots = sorted(rng.choice(8, size=dec, replace=False).tolist())
+        passes, multi = pass_features(micro_batches([(k, 1) for k in slots], 256))
+        w = StepWork(1, chunk, dec, ctx, attention_pairs(cached, chunk), passes, multi)
         if chunk == 0 and dec == 0:
             continue
         work.append(w)
         times.append(TRUE.time(w) * (1 + rng.normal(0, 0.01)))  # 1 % measurement noise
     fit = fit_step_model(work, times)
-    for name in ("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn"):
+    for name in ("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn", "c_pass", "c_multi"):
         assert getattr(fit.model, name) == pytest.approx(getattr(TRUE, name), rel=0.05), name
     assert fit.mean_abs_rel_error < 0.02
 
@@ -197,11 +201,22 @@ def test_rayhet_plan_applies_the_service_slo(tmp_path, capsys):
     assert str(v1) in err and "no engine model" in err
 
 
-def test_extra_passes_counts_gaps_between_slot_runs():
-    from rayhet.perf import extra_passes
+def test_extra_passes_follow_llama_cpp_micro_batches():
+    from rayhet.perf import extra_passes, micro_batches, pass_features, slot_runs
 
-    assert extra_passes([]) == 0 and extra_passes([0, 1, 2]) == 0 and extra_passes([2, 0]) == 1
-    assert extra_passes([0, 2, 4, 5]) == 2
+    one = lambda *ids: [(i, 1) for i in ids]  # noqa: E731 - decode tokens
+    assert extra_passes([], 256) == 0 and extra_passes(one(0, 1, 2), 256) == 0
+    assert extra_passes(one(0, 2, 4, 5), 256) == 2 and slot_runs([5, 0, 2, 4]) == [1, 1, 2]
+    assert micro_batches(one(0, 2, 4, 5), 256) == [1, 1, 2] and pass_features([1, 1, 2]) == (2, 1)
+    # batch order matters: ids must rise by one along the batch, so an unsorted full batch takes several passes
+    assert extra_passes(one(2, 0, 1), 256) == 1 and extra_passes(one(5, 0, 1, 2, 3, 4, 6, 7), 256) == 1
+    assert extra_passes(one(7, 6, 5, 4), 256) == 3
+    # a prompt chunk beside decode tokens: one token of it rides with them, the rest takes a pass of its own
+    assert extra_passes([(0, 1), (1, 1), (2, 100)], 256) == 1
+    # two chunks: equal shares while both last, then the longer one's rest
+    assert extra_passes([(0, 50), (1, 100)], 256) == 1 and extra_passes([(0, 100), (1, 100)], 256) == 0
+    # the token budget bounds a pass: 2 sequences x 100 tokens in passes of at most 64 tokens
+    assert extra_passes([(0, 100), (1, 100)], 64) == 3
     # the replica model charges them where the engine does: slots with gaps after an early finisher
     model = StepModel(c_step=1e-3, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0, c_pass=1e-3)
     limits = EngineLimits(batch_slots=3, step_tokens=64, kv_tokens=10**5, max_context=4096, passes_per_slot_run=True)

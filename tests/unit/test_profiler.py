@@ -338,13 +338,25 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
             "--n-threads", "1", "--slo-tpot-ms", "50", "--slo-ttft-ms", "1000", "--out", str(out),
             "--price-per-hour", "0.05", "--input-edges", "32,256", "--output-edges", "16,128", "--held-out", "1",
             "--min-requests", "5", "--min-duration", "1", "--warmup", "0.3", "--max-window", "3",
-            "--tolerance", "0.5", "--max-points", "3", "--no-progress", "--plot", str(png)]
-    assert run(_parse(argv)) == 0
+            "--tolerance", "0.5", "--max-points", "3", "--no-progress", "--plot", str(png), "--live-seconds", "3"]
+    # a first run whose budget ends before the held-out bucket: the measured steps stay in the sidecar ...
+    assert run(_parse(argv + ["--time-budget", "0.1s"])) == 0
+    sidecar = tmp_path / "tiny-model.json.partial"
+    steps = SweepState.model_validate_json(sidecar.read_text()).engine_steps
+    assert steps and len(steps) >= 50
+    assert "budget spent" in capsys.readouterr().out
+    # ... and --resume goes on from them: the held-out bucket is measured, the steps are not measured again
+    assert run(_parse(argv + ["--resume"])) == 0
+    said = capsys.readouterr()
+    assert "not measured again" in said.err and "held out" in said.out
+    assert not sidecar.exists()
     profile = load_profile(out)
     em = profile.engine_model
+    assert len(em.points) == min(len(steps), 3000)
     assert profile.schema_version == 2 and em is not None
     assert em.engine_limits().batch_slots == 4 and em.engine_limits().max_context == 512
     assert len(em.points) >= 50 and all(p.predicted_s is not None for p in em.points)
+    assert any(p.label == "live" for p in em.points) and len(em.points[0].work) == 7
     # the grid is the model's, re-derivable from the file alone
     assert profile.max_rate == simulate_grid(em.step_model(), em.engine_limits(), profile.slo,
                                              profile.input_edges, profile.output_edges,
@@ -354,5 +366,4 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     assert held.predicted_rate == profile.max_rate[held.input_bucket][held.output_bucket]
     assert held.measured_rate is not None and held.measured_rate > 0
     assert {(p.input_bucket, p.output_bucket) for p in profile.sweep} == {(held.input_bucket, held.output_bucket)}
-    assert "held out" in capsys.readouterr().out
     assert png.stat().st_size > 0 and (tmp_path / "tiny-model-fit.png").stat().st_size > 0
