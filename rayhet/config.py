@@ -21,6 +21,9 @@ from rayhet.errors import ConfigError
 from rayhet.profiles import SLO
 
 EMBEDDED_MODEL = "embedded:tiny"
+# A new replica's start-up when the config does not say (pools' `startup_s`): a vLLM replica loads weights
+# and captures CUDA graphs (60-90 s on a warm node); llama.cpp maps a GGUF file and starts its step thread.
+DEFAULT_STARTUP_S = {"vllm": 90.0, "llama_cpp": 10.0, "fake": 1.0}
 """`model.gguf` value meaning: the tiny random-weight GGUF that rayhet generates on first use."""
 
 DEFAULT_APP = Path(__file__).parent / "data" / "default" / "app.yaml"
@@ -107,12 +110,21 @@ class PoolConfig(_Strict):
         "enable_access_log). Off by default: the ingress already logs each request, and one line per request here "
         "cost throughput (benchmarks/results/serve-path.md).",
     )
+    startup_s: float | None = Field(
+        None, ge=0,
+        description="Seconds from Serve starting a replica to it serving (node provisioning included, if your "
+        "cluster adds nodes). Used by `rayhet simulate`; default by engine: vllm 90, llama_cpp 10, fake 1.")
     max_queued_requests: int = Field(
         8,
         ge=-1,
         description="Requests waiting at the ingress for this pool before Serve pushes back and the ingress spills "
         "them to the next pool (-1: unbounded, never spill on queue length).",
     )
+
+    @property
+    def startup_seconds(self) -> float:
+        """`startup_s`, or its default for the engine (DEFAULT_STARTUP_S)."""
+        return self.startup_s if self.startup_s is not None else DEFAULT_STARTUP_S.get(self.engine, 10.0)
 
     @field_validator("max_queued_requests")
     @classmethod

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rayhet.plan import Plan
 
 Bucket = tuple[int, int]
-Reason = Literal["initial", "wake", "overload", "queue", "drift", "idle", "hold", "young", "forced"]
+Reason = Literal["initial", "wake", "overload", "trend", "queue", "drift", "idle", "hold", "young", "forced"]
 
 
 class ControlSettings(BaseModel):
@@ -41,6 +41,13 @@ class ControlSettings(BaseModel):
         1.0, gt=0, description="Scale a pool up at once when its in-flight requests exceed replicas x "
         "max_ongoing_requests x queue_factor."
     )
+    lookahead: bool = Field(
+        True, description="Plan for the rate expected one start-up time ahead (the slowest pool's startup_s): the "
+        "current rate plus its recent trend (least squares over the last `trend_window_s`), never less than now; "
+        "a rise smaller than `drift` counts as noise.")
+    trend_window_s: float = Field(120.0, gt=0, description="How far back the rate's trend is fitted (lookahead).")
+    max_lookahead_factor: float = Field(
+        3.0, ge=1, description="The most the lookahead may multiply the current rate by (a burst is not a trend).")
     solve_time_limit_s: float = Field(10.0, gt=0, description="Solver time limit; a timed-out solve keeps the last plan.")
     policy_poll_s: float = Field(1.0, gt=0, description="How often each pool's Serve policy fetches its target.")
     report_s: float = Field(
@@ -56,6 +63,7 @@ class PoolBounds:
     min_replicas: int = 0
     max_replicas: int = 1
     slots: int = 1  # the pool's max_ongoing_requests
+    startup_s: float = 0.0  # from Serve starting a replica to it serving (the lookahead horizon)
 
     def clamp(self, n: int) -> int:
         return max(self.min_replicas, min(self.max_replicas, int(n)))
@@ -87,6 +95,7 @@ class ControlState:
     down_since: dict[str, float] = field(default_factory=dict)  # pool -> when a lower target was first wanted
     idle: bool = False
     last_solve: dict = field(default_factory=dict)  # {"at", "status", "reason", "seconds", "message"}
+    history: list = field(default_factory=list)  # [[time, total observed req/s], ...] for the trend (lookahead)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -167,6 +176,23 @@ def uncovered_share(rates: dict[Bucket, float], planned: dict[Bucket, float]) ->
     if total <= 0:
         return 0.0
     return sum(max(0.0, r - planned.get(b, 0.0)) for b, r in rates.items()) / total
+
+
+def trend_factor(history: list, now: float, horizon_s: float, window_s: float, cap: float) -> float:
+    """How much higher the total rate is expected to be `horizon_s` from now: the least-squares slope of the
+    observed totals over the last `window_s`, extrapolated; 1 when flat, falling, or too little history."""
+    pts = [(t, r) for t, r in history if now - t <= window_s]
+    if horizon_s <= 0 or len(pts) < 3:
+        return 1.0
+    t = [p[0] for p in pts]
+    r = [p[1] for p in pts]
+    tm, rm = sum(t) / len(t), sum(r) / len(r)
+    var = sum((x - tm) ** 2 for x in t)
+    if var <= 0 or r[-1] <= 0:
+        return 1.0
+    slope = sum((x - tm) * (y - rm) for x, y in zip(t, r)) / var
+    expected = r[-1] + slope * horizon_s
+    return min(cap, max(1.0, expected / r[-1]))
 
 
 def queue_floor(in_flight: float, slots: int, queue_factor: float) -> int:
@@ -268,13 +294,24 @@ def tick(
     observed = obs.rates()
     rates = smooth(state.smoothed, observed, s.smoothing) if observed else {}
     floors = {p: queue_floor(obs.in_flight.get(p, 0.0), b.slots, s.queue_factor) for p, b in bounds.items()}
-    replan = decide_replan(state, rates, bool(observed), floors, now, s)
+    history = [h for h in state.history if now - h[0] <= s.trend_window_s] + [[now, sum(observed.values())]]
+    factor = 1.0
+    if s.lookahead:  # plan for the rate one start-up time ahead: a replica asked for now serves only then
+        horizon = max((b.startup_s for b in bounds.values() if b.max_replicas > 0), default=0.0)
+        factor = trend_factor(history, now, horizon, s.trend_window_s, s.max_lookahead_factor)
+        if factor < 1 + s.drift:  # a rise the size of ordinary drift (or of Poisson noise) is not a trend
+            factor = 1.0
+    ahead = {b: r * factor for b, r in rates.items()}
+    replan = decide_replan(state, ahead, bool(observed), floors, now, s)
+    if replan.reason == "overload" and factor > 1 and uncovered_share(rates, state.planned_rates) <= s.overload:
+        replan = ReplanDecision(True, "trend", f"rate rising: x{factor:.2f} expected within the start-up time; "
+                                + replan.detail)
     if force and observed and not replan.solve:  # e.g. the config changed: solve even if the plan is young
         replan = ReplanDecision(True, "forced", force)
-    new = replace(state, smoothed=rates)
+    new = replace(state, smoothed=rates, history=history)
     outcome, kept, new_plan = None, False, False
     if replan.solve:
-        padded = {b: r * (1 + s.headroom) for b, r in rates.items()}
+        padded = {b: r * (1 + s.headroom) for b, r in ahead.items()}
         outcome = solver(padded, sum(padded.values()))
         plan, kept = accept(state, outcome)
         new.last_solve = {"at": now, "status": outcome.status, "reason": replan.reason,
@@ -291,6 +328,41 @@ def tick(
     td = decide_targets(wanted, current, state.down_since, bounds, floors, now, s)
     new.targets, new.down_since = td.targets, td.down_since
     return new, TickReport(replan, outcome, kept, td, rates, new_plan)
+
+
+def solve_mix(options, grid, rates: dict[Bucket, float], total: float, *, slices: int = 8,
+              time_limit_s: float = 10.0) -> SolveOutcome:
+    """The controller's solver: the planner on the observed per-bucket mix (`rates` already padded with the
+    headroom, on `grid` = (input edges, output edges)), bounded in time; a failure comes back as an outcome,
+    not raised. The live controller and `rayhet simulate` both solve through this."""
+    import concurrent.futures
+    import time
+
+    import numpy as np
+
+    from rayhet.errors import PlanningError
+    from rayhet.planner import solve
+    from rayhet.workload import Distribution
+
+    t0 = time.perf_counter()
+    frac = np.zeros((len(grid[0]), len(grid[1])))
+    for (i, j), r in rates.items():
+        frac[i, j] = r / total
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    fut = pool.submit(solve, options, Distribution(list(grid[0]), list(grid[1]), frac), total, headroom=0.0,
+                      slices=slices, drop_unservable=True, time_limit_s=time_limit_s)
+    try:
+        plan = fut.result(timeout=2 * time_limit_s + 5)  # the solver's own limit, plus a guard against a hang
+        return SolveOutcome(plan, plan.status, time.perf_counter() - t0, plan.message)
+    except concurrent.futures.TimeoutError:
+        return SolveOutcome(None, "time_limit", time.perf_counter() - t0,
+                            f"solver did not return in {2 * time_limit_s + 5:g}s")
+    except PlanningError as e:
+        return SolveOutcome(None, "infeasible", time.perf_counter() - t0, str(e))
+    except Exception as e:  # noqa: BLE001 - any solver failure keeps the last plan
+        return SolveOutcome(None, "error", time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+    finally:
+        pool.shutdown(wait=False)
 
 
 def policy_target(

@@ -57,6 +57,19 @@ def verdicts(slo, s: Sample) -> dict[str, bool]:
     return out
 
 
+def within(slo, s: Sample) -> np.ndarray:
+    """Per request: whether it is within every stated limit (TTFT with its allowance, its own TPOT, its
+    normalized latency). The share of True is the SLO *attainment* `rayhet simulate` reports."""
+    ok = np.ones(len(s.ttft), dtype=bool)
+    if slo.ttft_ms is not None:
+        ok &= s.ttft <= (slo.ttft_ms + slo.ttft_ms_per_1k_input * s.input_tokens / 1000.0) / 1000.0
+    if slo.tpot_ms is not None:
+        ok &= s.tpot <= slo.tpot_ms / 1000.0
+    if slo.normalized_ms is not None:
+        ok &= s.e2e / np.maximum(s.output_tokens, 1) <= slo.normalized_ms / 1000.0
+    return ok
+
+
 def meets(slo, s: Sample) -> bool:
     """True when every stated part of the SLO holds (an SLO with nothing stated holds trivially)."""
     return all(verdicts(slo, s).values())

@@ -27,6 +27,7 @@ class Workload:
     samples: np.ndarray  # shape (n, 2) int64: input_tokens, output_tokens
     rate: float | None  # req/s measured from timestamps (Azure trace), None for plain pairs
     source: str
+    times: np.ndarray | None = None  # arrival of each sample, seconds from the first (Azure trace), else None
 
 
 @dataclass
@@ -123,7 +124,8 @@ def read_workload(path: str | Path, fmt: Literal["auto", "pairs", "azure"] = "au
     if len(times) >= 2:
         span = max(times) - min(times)
         rate = (len(times) - 1) / span if span > 0 else None  # n arrivals span n-1 gaps
-    return Workload(samples=np.asarray(rows, dtype=np.int64), rate=rate, source=str(path))
+    rel = np.asarray(times, dtype=float) - min(times) if times else None
+    return Workload(samples=np.asarray(rows, dtype=np.int64), rate=rate, source=str(path), times=rel)
 
 
 def bucketize(samples: np.ndarray, input_edges: Sequence[int], output_edges: Sequence[int], clip: bool = True) -> Distribution:

@@ -9,27 +9,24 @@ Ray metrics.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import threading
 import time
 from typing import Any
 
-import numpy as np
 import ray
 
 from rayhet.control import (
     ControlSettings,
     ControlState,
     PoolBounds,
-    SolveOutcome,
     TickReport,
     attainment,
     observe,
+    solve_mix,
     tick,
 )
-from rayhet.errors import PlanningError
 from rayhet.serve.autoscaling import NAMESPACE, controller_name, get_controller  # noqa: F401 (re-exported)
 from rayhet.traffic import merge_snapshots
 
@@ -261,30 +258,8 @@ class PlanController:
                                      "seconds": self.state.plan.get("solve_time_s", 0.0), "message": ""}
 
     def _solve(self, grid, rates: dict, total: float) -> SolveOutcome:
-        """Run the planner on the observed mix, bounded in time; failures come back as an outcome, not raised."""
-        from rayhet.planner import solve
-        from rayhet.workload import Distribution
-
-        t0 = time.perf_counter()
-        frac = np.zeros((len(grid[0]), len(grid[1])))
-        for (i, j), r in rates.items():
-            frac[i, j] = r / total
-        limit = self.settings.solve_time_limit_s
-        pool = concurrent.futures.ThreadPoolExecutor(1)
-        fut = pool.submit(solve, self.options, Distribution(list(grid[0]), list(grid[1]), frac), total,
-                          headroom=0.0, slices=int(self.planner.get("slices", 8)), drop_unservable=True,
-                          time_limit_s=limit)
-        try:
-            plan = fut.result(timeout=2 * limit + 5)  # the solver's own limit, plus a guard against a hang
-            return SolveOutcome(plan, plan.status, time.perf_counter() - t0, plan.message)
-        except concurrent.futures.TimeoutError:
-            return SolveOutcome(None, "time_limit", time.perf_counter() - t0, f"solver did not return in {2 * limit + 5:g}s")
-        except PlanningError as e:
-            return SolveOutcome(None, "infeasible", time.perf_counter() - t0, str(e))
-        except Exception as e:
-            return SolveOutcome(None, "error", time.perf_counter() - t0, f"{type(e).__name__}: {e}")
-        finally:
-            pool.shutdown(wait=False)
+        return solve_mix(self.options, grid, rates, total, slices=int(self.planner.get("slices", 8)),
+                         time_limit_s=self.settings.solve_time_limit_s)
 
     def _log(self, rep: TickReport) -> None:
         if rep.solve is None:
@@ -377,7 +352,8 @@ class Wiring:
             "upscale_delay_s": 0, "downscale_delay_s": 0,
             "policy": policy_config(pool.name, poll_s=self.config.controller.policy_poll_s),
         }
-        self.bounds[pool.name] = PoolBounds(pool.min_replicas, hi, int(opts.get("max_ongoing_requests", 1)))
+        self.bounds[pool.name] = PoolBounds(pool.min_replicas, hi, int(opts.get("max_ongoing_requests", 1)),
+                                            pool.startup_seconds)
         self.profiles[pool.name] = service_profile(pool.profile, self.config.slo)
         return opts
 

@@ -30,7 +30,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from rayhet.config import RayhetConfig
 from rayhet.engines.base import GenerationRequest, InvalidRequestError, SamplingParams
 from rayhet.plan import Plan
-from rayhet.routing import PoolLimit, Route, Router, make_predictor
+from rayhet.dispatch import Dispatcher
+from rayhet.routing import PoolLimit, Route, Router
 from rayhet.serve.openai_api import (
     APIError,
     ChatRequest,
@@ -52,8 +53,11 @@ log = logging.getLogger("ray.serve")
 
 
 
-def _json(status: int, body: dict) -> JSONResponse:
-    return JSONResponse(body, status_code=status)
+POOL_HEADER = "x-rayhet-pool"  # which pool served a request (for clients, logs and `rayhet simulate`'s validation)
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class _Attempt:
@@ -76,10 +80,7 @@ class Ingress:
         self._max_body = self.config.server.max_body_bytes
         self.tokenizer = load_tokenizer(self.config)
         p = Plan.from_dict(plan)
-        self.router = Router(p, [PoolLimit(**lim) for lim in limits], self._predictor(p))
-        slo = self.config.slo
-        self.traffic = TrafficRecorder(p.input_edges, p.output_edges, list(pools), self.config.server.traffic_window_s,
-                                       slo_ttft_ms=slo.ttft_ms if slo else None, slo_tpot_ms=slo.tpot_ms if slo else None)
+        self.dispatch = Dispatcher(self.config, p, [PoolLimit(**lim) for lim in limits], list(pools))
         self._tasks: set[asyncio.Task] = set()
         self.watcher: PoolWatcher | None = None  # the pools' states for /health, refreshed in the background
         if pools and all(hasattr(h, "deployment_name") for h in pools.values()):
@@ -100,21 +101,18 @@ class Ingress:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _predictor(self, plan: Plan):
-        """A fresh output-length predictor for the plan's input grid, as `routing:` configures it."""
-        r = self.config.routing
-        return make_predictor(r.predictor, plan.input_edges, quantile=r.predictor_quantile,
-                              window=r.predictor_window, min_samples=r.predictor_min_samples)
+    @property
+    def router(self) -> Router:
+        return self.dispatch.router
+
+    @property
+    def traffic(self) -> TrafficRecorder:
+        return self.dispatch.traffic
 
     # -- controller API --------------------------------------------------------------------------
     def update_plan(self, plan: dict) -> None:
         """Adopt a new plan (the controller's). A new grid restarts the predictor and traffic bucket counts."""
-        p = Plan.from_dict(plan)
-        old = self.router.plan
-        if (p.input_edges, p.output_edges) != (old.input_edges, old.output_edges):
-            self.router.predictor = self._predictor(p)
-            self.traffic.set_grid(p.input_edges, p.output_edges)
-        self.router.set_plan(p)
+        self.dispatch.update_plan(Plan.from_dict(plan))
 
     def get_plan(self) -> dict:
         return self.router.plan.to_dict()
@@ -181,8 +179,7 @@ class Ingress:
                 sampling.validate()
             except InvalidRequestError as e:
                 raise APIError(400, str(e), param=e.param) from None
-            route = self.router.decide(len(ids), max_tokens)
-            self.traffic.arrival(route.bucket if route.pools else None, route.clipped)
+            route = self.dispatch.route(len(ids), max_tokens)
             if not route.pools:
                 raise APIError(400, route.reason, param="max_tokens", code="context_length_exceeded")
             gen = GenerationRequest(request_id=uuid.uuid4().hex, prompt_token_ids=ids, sampling=sampling,
@@ -200,7 +197,7 @@ class Ingress:
         rid = new_id(kind)
         include_usage = bool((req.stream_options or {}).get("include_usage"))
         return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage),
-                                 media_type="text/event-stream")
+                                 media_type="text/event-stream", headers={POOL_HEADER: attempt.pool})
 
     def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
         if kind == "completion":
@@ -228,19 +225,18 @@ class Ingress:
         return ids, max_tokens
 
     def _tries(self, route: Route) -> list[str]:
-        return route.pools[: self.config.routing.max_attempts if self.config.routing.spill else 1]
+        return self.dispatch.tries(route)
 
     def _refused(self, pool: str, e: Exception, reasons: list[str]) -> None:
         """A pool did not produce a first token: record why (the caller tries the next pool)."""
         if isinstance(e, InvalidRequestError):  # the engine says the request is wrong: no other pool will differ
-            self.traffic.abandoned(pool)
+            self.dispatch.pushed_back(pool)
             raise APIError(400, str(e), param=e.param) from None
         name = type(e).__name__
         if "BackPressure" in name or "Overloaded" in name:
-            self.traffic.abandoned(pool)
+            self.dispatch.pushed_back(pool)
         else:
-            self.traffic.finished(pool, ok=False)
-            self.router.mark_failed(pool)
+            self.dispatch.failed(pool)
             log.warning("rayhet ingress: pool %s failed a request: %s", pool, e)
         reasons.append(f"{pool}: {name}")
 
@@ -255,16 +251,16 @@ class Ingress:
         prev: str | None = None
         reasons: list[str] = []
         for pool in self._tries(route):
-            self.traffic.started(pool, spilled_from=prev)
+            self.dispatch.sent(pool, spilled_from=prev)
             response = self._unary[pool].complete.remote(gen)
             try:
                 res = await response
             except asyncio.CancelledError:
-                self.traffic.abandoned(pool)
+                self.dispatch.cancelled(pool)
                 response.cancel()
                 raise
             except GenerationFailed as e:  # failed after its first token: as a stream failing mid-way, no spill
-                self.traffic.finished(pool, ok=False)
+                self.dispatch.failed_midway(pool)
                 log.warning("rayhet ingress: pool %s failed mid-generation: %s", pool, e)
                 return _json(500, APIError(500, "the engine failed mid-generation", "internal_error").body())
             except Exception as e:  # noqa: BLE001 - backpressure, overload, replica failure: try the next pool
@@ -276,7 +272,8 @@ class Ingress:
             ttft = max(0.0, time.monotonic() - t0 - (res.total_s - res.ttft_s))
             self._succeeded(pool, route, n_out, max_tokens, ttft, res.decode_s)
             u = usage_body(res.usage.prompt_tokens if res.usage else route.input_tokens, n_out)
-            return _json(200, response_body(kind, new_id(kind), self.model_id, res.text, res.finish_reason, u))
+            return _json(200, response_body(kind, new_id(kind), self.model_id, res.text, res.finish_reason, u),
+                         {POOL_HEADER: pool})
         raise self._no_pool(reasons)
 
     async def _open(self, route: Route, gen: GenerationRequest) -> _Attempt:
@@ -284,16 +281,16 @@ class Ingress:
         prev: str | None = None
         reasons: list[str] = []
         for pool in self._tries(route):
-            self.traffic.started(pool, spilled_from=prev)
+            self.dispatch.sent(pool, spilled_from=prev)
             stream = self._handles[pool].generate.remote(gen)
             try:
                 first = await stream.__anext__()
                 return _Attempt(pool, stream, first, time.monotonic())
             except StopAsyncIteration:
-                self.traffic.finished(pool, ok=False)
+                self.dispatch.failed_midway(pool)
                 reasons.append(f"{pool}: empty response")
             except asyncio.CancelledError:
-                self.traffic.abandoned(pool)
+                self.dispatch.cancelled(pool)
                 stream.cancel()
                 raise
             except Exception as e:  # noqa: BLE001 - backpressure, overload, replica failure: try the next pool
@@ -307,12 +304,7 @@ class Ingress:
             yield d
 
     def _succeeded(self, pool: str, route: Route, n_out: int, max_tokens: int, ttft_s: float, decode_s: float) -> None:
-        """A request finished on `pool` with `n_out` tokens: record its latencies and actual bucket, and teach
-        the predictor its output length."""
-        tpot = decode_s / (n_out - 1) if n_out > 1 else None
-        bucket, _ = self.router.bucket_of(route.input_tokens, max(1, n_out))
-        self.traffic.finished(pool, ok=True, ttft_s=ttft_s, tpot_s=tpot, bucket=bucket)
-        self.router.observe(route.input_tokens, n_out, max_tokens)
+        self.dispatch.succeeded(pool, route, n_out, max_tokens, ttft_s, decode_s)
 
     async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
         n_out, first, ok, usage = 0, True, False, None
@@ -343,7 +335,7 @@ class Ingress:
                 self._succeeded(attempt.pool, route, n_out, max_tokens, attempt.t_first - t0,
                                 time.monotonic() - attempt.t_first)
             else:
-                self.traffic.finished(attempt.pool, ok=False)
+                self.dispatch.failed_midway(attempt.pool)
         yield b"data: [DONE]\n\n"
 
 

@@ -180,3 +180,30 @@ def test_observe_reads_a_traffic_snapshot():
     assert o.rates() == {SHORT: 2.0, LONG: 0.5}
     assert o.in_flight == {"fast": 3.0, "slow": 5.0} and o.running == {"slow": 2}
     assert attainment(snap) == {"fast": 0.8}
+
+
+def test_trend_factor_extrapolates_a_rising_rate_over_the_startup_time():
+    from rayhet.control import trend_factor
+
+    rising = [[0, 1.0], [30, 2.0], [60, 3.0]]  # +1 req/s per 30 s
+    assert trend_factor(rising, 60, 90, 120, 5.0) == pytest.approx(2.0)  # 3 + 3 in 90 s = 6 = 2 x 3
+    assert trend_factor(rising, 60, 90, 120, 1.5) == 1.5  # capped
+    assert trend_factor([[0, 3.0], [30, 2.0], [60, 1.0]], 60, 90, 120, 5.0) == 1.0  # falling: never below now
+    assert trend_factor(rising[:2], 60, 90, 120, 5.0) == 1.0  # too little history
+    assert trend_factor(rising, 60, 0, 120, 5.0) == 1.0  # nothing starts slowly
+
+
+def test_lookahead_plans_for_the_rate_one_startup_ahead():
+    """A GPU-like pool that takes 90 s to start: on a ramp, the controller re-plans for where the rate is going
+    ("trend"), not where it is; with lookahead off it waits until arrivals exceed the plan."""
+    bounds = {"fast": PoolBounds(0, 8, slots=2, startup_s=90), "slow": PoolBounds(1, 8, slots=2)}
+    for lookahead in (True, False):
+        s = S.model_copy(update={"lookahead": lookahead, "smoothing": 1.0})
+        calls = []
+        st, _ = tick(ControlState(), obs(short=1.0), bounds, ok_solver(calls), now=0.0, s=s)
+        st, rep1 = tick(st, obs(short=1.05), bounds, ok_solver(calls), now=30.0, s=s)
+        st, rep2 = tick(st, obs(short=1.15), bounds, ok_solver(calls), now=60.0, s=s)
+        if lookahead:
+            assert rep2.replan.reason == "trend" and calls[-1][SHORT] > 1.15 * 1.2 * 1.1
+        else:
+            assert not rep2.replan.solve and len(calls) == 1

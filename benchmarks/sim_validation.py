@@ -1,0 +1,244 @@
+"""Simulator validation (issue 14): one trace replayed open-loop against the real app, and simulated.
+
+1. `serve run` the config (Ray Serve on this machine, the controller on), wait until every pool is up.
+2. Replay the trace: each request sent at its time (streamed /v1/completions, token-id prompt of its input
+   length, `max_tokens` = its output length, `ignore_eos`), timing TTFT and TPOT as a client sees them and
+   noting the pool that served it (`x-rayhet-pool`). Serve's replica counts are polled every 0.5 s.
+3. Simulate the same trace and config (`rayhet.sim.build.fleet_for`).
+4. Compare: SLO attainment, p90 TTFT, p90 TPOT, requests per pool, scale-ups (when each pool got a
+   replica more, and when it was serving), cost; write JSON and a Markdown table.
+
+    python benchmarks/sim_validation.py --config benchmarks/sim/validation.yaml \
+        --trace benchmarks/sim/ramp-10min.csv --out benchmarks/results/sim-validation
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Real:
+    """A request of the real run, shaped like rayhet.sim.fleet.Request for rayhet.sim.report."""
+
+    idx: int
+    arrival: float
+    input_tokens: int
+    output_tokens: int
+    pool: str | None = None
+    first_token: float | None = None
+    end: float | None = None
+    outcome: str = "pending"
+    spilled: bool = False
+    status: int | None = None
+
+
+async def replay(url: str, model: str, trace, t0: float) -> list[Real]:
+    import httpx
+
+    ids = list(range(3, 259))
+    reqs = [Real(k, float(trace.arrival[k]), int(trace.input_tokens[k]), int(trace.output_tokens[k]))
+            for k in range(len(trace))]
+    rng = np.random.default_rng(0)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10),
+                                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)) as client:
+        async def one(r: Real) -> None:
+            body = {"model": model, "prompt": [int(x) for x in rng.choice(ids, r.input_tokens)],
+                    "max_tokens": r.output_tokens, "ignore_eos": True, "stream": True,
+                    "stream_options": {"include_usage": True}}
+            try:
+                async with client.stream("POST", url + "/v1/completions", json=body) as resp:
+                    r.status = resp.status_code
+                    r.pool = resp.headers.get("x-rayhet-pool")
+                    if resp.status_code != 200:
+                        await resp.aread()
+                        r.outcome = "refused" if resp.status_code == 503 else "failed"
+                        r.end = time.monotonic() - t0
+                        return
+                    async for line in resp.aiter_lines():
+                        if line.startswith("data:") and '"text"' in line and r.first_token is None:
+                            r.first_token = time.monotonic() - t0
+                r.end = time.monotonic() - t0
+                r.outcome = "ok" if r.first_token is not None else "failed"
+            except httpx.HTTPError:
+                r.outcome, r.end = "failed", time.monotonic() - t0
+
+        tasks = []
+        for r in reqs:
+            delay = t0 + r.arrival - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(r)))
+        await asyncio.gather(*tasks)
+    return reqs
+
+
+def watch(stop: threading.Event, t0: float, out: list) -> None:
+    """Serve's running and target replicas per deployment, every 0.5 s: (t, {deployment: running})."""
+    from ray import serve
+
+    while not stop.is_set():
+        try:
+            st = serve.status().applications["default"].deployments
+            out.append((time.monotonic() - t0, {name: sum(n for s, n in d.replica_states.items() if s == "RUNNING")
+                                                for name, d in st.items()}))
+        except Exception:  # noqa: BLE001
+            pass
+        stop.wait(0.5)
+
+
+def replica_spans(timeline, pools, end):
+    """(pool, start, end) intervals of running replicas from the polled counts (a count k means replicas 1..k)."""
+    spans, open_at = [], {p: [] for p in pools}
+    for t, counts in timeline:
+        for p in pools:
+            n = counts.get("pool-" + p, 0)
+            while len(open_at[p]) < n:
+                open_at[p].append(t)
+            while len(open_at[p]) > n:
+                spans.append((p, open_at[p].pop(), t))
+    for p in pools:
+        for a in open_at[p]:
+            spans.append((p, a, end))
+    return spans
+
+
+def scale_ups(timeline, pool):
+    """Times at which the pool's running count went up."""
+    ups, prev = [], None
+    for t, counts in timeline:
+        n = counts.get("pool-" + pool, 0)
+        if prev is not None and n > prev:
+            ups.append(t)
+        prev = n
+    return ups
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--trace", required=True)
+    ap.add_argument("--out", required=True, help="path prefix: writes PREFIX.json and PREFIX.md")
+    ap.add_argument("--window", type=float, default=60.0)
+    ap.add_argument("--gguf", help="model file for the config's llama.cpp pools (default: the 120M benchmark model)")
+    args = ap.parse_args(argv)
+
+    import ray
+    from ray import serve
+
+    from rayhet.app import build
+    from rayhet.config import load_config
+    from rayhet.sim.build import fleet_for
+    from rayhet.sim.fleet import FleetResult
+    from rayhet.sim.report import summarize
+    from rayhet.sim.trace import load_trace
+
+    from rayhet.models import cached_gguf
+
+    config = load_config(args.config)
+    gguf = args.gguf or str(cached_gguf("120m", dtype="f16"))
+    config = config.model_copy(update={"model": config.model.model_copy(update={"gguf": gguf})})
+    trace = load_trace(args.trace)
+    pools = [p.name for p in config.pools]
+
+    # -- the simulation first (seconds): its numbers do not depend on the real run
+    t_sim = time.perf_counter()
+    sim = fleet_for(config).run(trace)
+    sim_s = time.perf_counter() - t_sim
+    sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated")
+
+    # -- the real run
+    ray.init(include_dashboard=False, log_to_driver=False)
+    t_up = time.monotonic()
+    serve.run(build({"config": config.model_dump(mode="json")}), blocking=False)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        st = serve.status().applications.get("default")
+        if st is not None and st.status == "RUNNING":
+            break
+        time.sleep(1)
+    up_s = time.monotonic() - t_up
+    port = 8000
+    timeline: list = []
+    stop = threading.Event()
+    t0 = time.monotonic() + 2.0
+    watcher = threading.Thread(target=watch, args=(stop, t0, timeline), daemon=True)
+    watcher.start()
+    real = asyncio.run(replay(f"http://127.0.0.1:{port}", config.model.id, trace, t0))
+    end = max([r.end for r in real if r.end is not None] + [trace.duration_s])
+    time.sleep(1.0)
+    stop.set()
+    watcher.join()
+    serve.shutdown()
+    ray.shutdown()
+    prices = {p: sim.prices[p] for p in pools}
+    real_res = FleetResult(real, replica_spans(timeline, pools, end), prices, end, [], [], [])
+    real_sum = summarize(real_res, config.slo, window_s=args.window, name="real")
+
+    def p90(s, key):
+        v = s["total"][key]
+        return None if v is None else v["p90"]
+
+    rows = []
+
+    def row(what, r, s, tol=None, kind="rel"):
+        if r is None or s is None:
+            rows.append((what, r, s, None, None))
+            return
+        err = (s - r) / r if kind == "rel" and r else (s - r)
+        ok = None if tol is None else abs(err) <= tol
+        rows.append((what, r, s, err, ok))
+
+    rt, st = real_sum["total"], sim_sum["total"]
+    row("SLO attainment (points)", 100 * rt["slo_attainment"], 100 * st["slo_attainment"], 3.0, "abs")
+    row("p90 TTFT (s)", p90(real_sum, "ttft_s"), p90(sim_sum, "ttft_s"), 0.25)
+    row("p90 TPOT (s)", p90(real_sum, "tpot_s"), p90(sim_sum, "tpot_s"), 0.25)
+    for p in pools:
+        row(f"requests on {p}", rt["requests_per_pool"].get(p, 0), st["requests_per_pool"].get(p, 0), 0.10)
+    row("refused + failed", rt["refused"] + rt["failed"], st["refused"] + st["failed"])
+    row("cost ($)", rt["cost_usd"], st["cost_usd"])
+    ups = {p: (scale_ups(timeline, p), [ready for _, q, _, ready in sim.scale_ups if q == p]) for p in pools}
+    period = config.controller.period_s
+    result = {
+        "machine": f"{platform.node()} ({os.cpu_count()} CPUs), Python {platform.python_version()}",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/sim_validation.py " + " ".join(sys.argv[1:]),
+        "app_up_s": round(up_s, 1), "simulation_s": round(sim_s, 2),
+        "rows": [{"metric": w, "real": r, "simulated": s, "error": e, "within_target": ok} for w, r, s, e, ok in rows],
+        "scale_ups": {p: {"real_serving_at_s": a, "simulated_serving_at_s": b} for p, (a, b) in ups.items()},
+        "control_period_s": period,
+        "real": real_sum, "simulated": sim_sum,
+        "timeline": timeline,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(out) + ".json").write_text(json.dumps(result, indent=1, default=float))
+    md = [f"# Simulator validation: {args.trace} on {args.config}", "",
+          f"Machine: {result['machine']}. Date: {result['date']}.", "", f"Command: `{result['command']}`", "",
+          "| metric | real | simulated | error | target met |", "|---|---|---|---|---|"]
+    for w, r, s, e, ok in rows:
+        fmt = lambda x: "-" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))  # noqa: E731
+        err = "-" if e is None else (f"{e:+.1f}" if "points" in w else f"{100 * e:+.0f}%")
+        md.append(f"| {w} | {fmt(r)} | {fmt(s)} | {err} | {'-' if ok is None else 'yes' if ok else 'NO'} |")
+    md += ["", "Scale-ups (seconds from the start of the trace when a new replica was serving):", ""]
+    for p, (a, b) in ups.items():
+        md.append(f"- {p}: real {[round(x, 1) for x in a]}, simulated {[round(x, 1) for x in b]}")
+    Path(str(out) + ".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""Fleet: a rayhet deployment in simulated time — pools of replica models behind the real dispatcher and
+the real controller.
+
+What is simulated, and what is the production code itself:
+
+| part | here |
+|---|---|
+| an engine replica | `rayhet.sim.replica.Replica`, timed by its pool's step model (the profile's engine model) |
+| Ray Serve, per pool | `max_ongoing_requests` per replica, a caller-side queue of `max_queued_requests` per ingress replica (beyond: backpressure), replicas that take `startup_s` to start, and scale-down that stops starting replicas first, then the newest, each draining for up to `graceful_shutdown_s` |
+| the ingress | **`rayhet.dispatch.Dispatcher`**: the Router, its output-length predictor, spill-over, the TrafficRecorder |
+| the controller | **`rayhet.control.tick`** every `period_s` on the recorder's snapshot, solving with **`rayhet.control.solve_mix`** (the planner) |
+| each pool's Serve policy | **`rayhet.control.policy_target`** every `policy_poll_s` |
+| the start-up plan | **`rayhet.app.startup_plan`** and the builder's **`initial_replicas`** |
+
+Time only moves through events (arrivals, completions, control and policy periods, replicas ready,
+drains ending); replicas are advanced lazily to the time of the next event that needs them. A request
+that finishes frees its place in Serve's count at its exact end time; requests queued at the caller are
+moved onto replicas at the next event, and while any wait a sweep runs every `sweep_s` (default 20 ms),
+so a queued request starts at most that late.
+
+Pure: no Ray, no wall clock. `Fleet.run(trace)` returns a `FleetResult` (per-request outcomes, replica
+intervals for cost, per-window series).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rayhet.control import ControlState, PoolBounds, observe, policy_target, solve_mix, tick
+from rayhet.dispatch import Dispatcher
+from rayhet.perf import EngineLimits, StepModel
+from rayhet.plan import Plan
+from rayhet.routing import PoolLimit
+from rayhet.sim.replica import Replica, SimRequest
+from rayhet.sim.trace import Trace
+
+
+
+@dataclass(frozen=True)
+class PoolModel:
+    """What the simulator needs of one pool."""
+
+    name: str
+    price_per_hour: float
+    step: StepModel
+    limits: EngineLimits
+    max_ongoing: int  # Serve's max_ongoing_requests per replica
+    max_queued: int  # caller-side queue across the ingress replicas (-1: unbounded)
+    startup_s: float
+    min_replicas: int
+    max_replicas: int
+    initial_replicas: int
+    graceful_shutdown_s: float = 10.0
+
+    @property
+    def max_context(self) -> int:
+        return self.limits.max_context
+
+
+@dataclass
+class Request:
+    """One trace request through the simulated deployment (times on the simulation clock, seconds)."""
+
+    idx: int
+    arrival: float
+    input_tokens: int
+    output_tokens: int
+    max_tokens: int
+    route: object = None  # rayhet.routing.Route
+    tries: list[str] = field(default_factory=list)
+    attempt: int = 0
+    pool: str | None = None
+    spilled: bool = False
+    first_token: float | None = None
+    end: float | None = None
+    outcome: str = "pending"  # ok | rejected (no pool fits) | refused (every pool pushed back) | failed
+
+
+class SimReplica:
+    """One replica of a pool: its engine model, Serve's count of what it holds, its life cycle."""
+
+    def __init__(self, pool: PoolModel, rid: int, t: float, ready_at: float):
+        self.rid = rid
+        self.started_at = t
+        self.ready_at = ready_at
+        self.state = "starting" if ready_at > t else "running"
+        self.stop_at: float | None = None  # drain deadline once stopping
+        self.ended_at: float | None = None
+        limits = pool.limits.model_copy(update={"max_waiting": None})  # Serve's max_ongoing bounds it
+        self.engine = Replica(pool.step, limits, start=t)
+        self.ongoing: dict[int, Request] = {}
+        self._seen = 0  # engine.finished consumed so far
+
+    def take(self, req: Request, t: float) -> None:
+        sim = SimRequest(t, req.input_tokens, req.output_tokens, rid=req.idx)
+        self.engine.submit(sim)
+        self.ongoing[req.idx] = req
+
+    def advance(self, t: float) -> list[tuple[Request, SimRequest]]:
+        """Run the engine to `t`; the requests that finished by `t` (in end order)."""
+        if not self.ongoing:
+            return []
+        self.engine.advance(t)
+        fin = self.engine.finished
+        done = []
+        while self._seen < len(fin):
+            # finished is in completion order; a step that ends after t stays for later
+            sim = fin[self._seen]
+            if sim.end is not None and sim.end > t:
+                break
+            done.append((self.ongoing.pop(sim.rid), sim))
+            self._seen += 1
+        return done
+
+
+@dataclass
+class WindowStats:
+    start: float
+    arrivals: int = 0
+    replicas: dict[str, float] = field(default_factory=dict)  # mean replicas (starting included) per pool
+    cost: float = 0.0
+
+
+@dataclass
+class FleetResult:
+    requests: list[Request]
+    replica_spans: list[tuple[str, float, float]]  # (pool, started, ended) of every replica
+    prices: dict[str, float]
+    duration_s: float
+    plans: list[tuple[float, dict[str, int], float]]  # (time, replicas, $/h) of each plan adopted
+    targets: list[tuple[float, str, int]]  # (time, pool, Serve target) at each change
+    scale_ups: list[tuple[float, str, int, float]]  # (time requested, pool, replica id, ready at)
+
+    def cost(self, start: float = 0.0, end: float | None = None) -> float:
+        end = self.duration_s if end is None else end
+        total = 0.0
+        for pool, a, b in self.replica_spans:
+            lo, hi = max(a, start), min(b, end)
+            if hi > lo:
+                total += (hi - lo) / 3600.0 * self.prices[pool]
+        return total
+
+
+class Fleet:
+    """The simulated deployment. Build it from a RayhetConfig with `rayhet.sim.build.fleet_for`."""
+
+    def __init__(self, config, pools: list[PoolModel], options: list, startup: Plan, *, controlled: bool = True,
+                 max_tokens: str | int = "exact", sweep_s: float = 0.02, solver=None, serve_autoscaling=None):
+        self.config = config
+        self.pools = {p.name: p for p in pools}
+        self.options = options  # rayhet.planner.PoolOption per pool (the controller's solver input)
+        self.controlled = controlled
+        # pool -> ray.serve.config.AutoscalingConfig: that pool follows Ray Serve's own default policy instead
+        self.serve_autoscaling = dict(serve_autoscaling or {})
+        self._serve_state: dict[str, dict] = {p: {} for p in self.serve_autoscaling}
+        self.max_tokens = max_tokens
+        self.sweep_s = sweep_s
+        self.settings = config.controller
+        self.now = 0.0
+        self.dispatch = Dispatcher(config, startup, [PoolLimit(p.name, p.max_context, p.price_per_hour) for p in pools],
+                                   list(self.pools), clock=lambda: self.now, wall_clock=lambda: self.now)
+        self.state = ControlState(plan=startup.to_dict(), plan_at=0.0)
+        self.bounds = {p.name: PoolBounds(p.min_replicas, p.max_replicas, p.max_ongoing, p.startup_s) for p in pools}
+        self.solver = solver or (lambda grid, rates, total: solve_mix(
+            self.options, grid, rates, total, slices=config.planner.slices, time_limit_s=self.settings.solve_time_limit_s))
+        self.replicas: dict[str, list[SimReplica]] = {p.name: [] for p in pools}
+        self.queue: dict[str, deque[Request]] = {p.name: deque() for p in pools}
+        self.target: dict[str, int] = {}
+        self.reported: dict[str, tuple[int, float]] = {}
+        self.spans: list[tuple[str, float, float]] = []
+        self.plans: list[tuple[float, dict[str, int], float]] = [(0.0, dict(startup.replicas), startup.cost_per_hour)]
+        self.target_log: list[tuple[float, str, int]] = []
+        self.scale_ups: list[tuple[float, str, int, float]] = []
+        self._rid = 0
+        self._last = 0.0  # the last arrival, completion or kill: the run ends there
+        self._events: list = []
+        self._seq = 0
+        for p in pools:
+            self._set_target(p.name, p.initial_replicas, 0.0, ready_now=True)
+
+    # -- events --------------------------------------------------------------------------------
+    def _at(self, t: float, kind: str, data=None) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (t, self._seq, kind, data))
+
+    def run(self, trace: Trace, *, progress=None) -> FleetResult:
+        n = len(trace)
+        end_of_arrivals = trace.duration_s
+        reqs: list[Request] = []
+        if self.controlled:
+            self._at(self.settings.period_s, "control")
+        if self.controlled or self.serve_autoscaling:
+            self._at(self.settings.policy_poll_s, "poll")
+        k = 0
+        arrival, n_in, n_out = trace.arrival, trace.input_tokens, trace.output_tokens
+        while True:
+            t_next_arrival = arrival[k] if k < n else math.inf
+            t_next_event = self._events[0][0] if self._events else math.inf
+            if t_next_arrival == math.inf and not self._busy():
+                break
+            if k < n and t_next_arrival <= t_next_event:
+                self.now = float(t_next_arrival)
+                out = int(n_out[k])
+                mt = out if self.max_tokens == "exact" else max(out, int(self.max_tokens))
+                req = Request(k, self.now, int(n_in[k]), out, mt)
+                reqs.append(req)
+                self._arrive(req)
+                k += 1
+                if progress is not None and k % 2000 == 0:
+                    progress(k)
+                continue
+            if t_next_event == math.inf:  # nothing scheduled, no arrivals left: let the replicas finish
+                self.now = self._drain_time()
+                self._collect_all()
+                if not self._busy():
+                    break
+                continue
+            t, _, kind, data = heapq.heappop(self._events)
+            self.now = t
+            if kind in ("control", "poll") and k >= n and not self._busy():
+                continue  # the trace is over and everything finished: stop the periodic events
+            getattr(self, "_on_" + kind)(data)
+        end = max(self._last, end_of_arrivals)
+        for pool, reps in self.replicas.items():
+            for r in reps:
+                if r.ended_at is None:
+                    r.ended_at = end
+                    self.spans.append((pool, r.started_at, end))
+        if progress is not None:
+            progress(n)
+        return FleetResult(reqs, self.spans, {p: m.price_per_hour for p, m in self.pools.items()}, end,
+                           self.plans, self.target_log, self.scale_ups)
+
+    def _busy(self) -> bool:
+        return any(self.queue[p] for p in self.queue) or any(r.ongoing for reps in self.replicas.values() for r in reps)
+
+    def _drain_time(self) -> float:
+        """With no events left, when the next replica-held request ends (advance every busy replica)."""
+        ends = []
+        for reps in self.replicas.values():
+            for r in reps:
+                if r.ongoing:
+                    r.engine.advance(math.inf)
+                    ends += [s.end for s in r.engine.finished[r._seen:] if s.end is not None]
+        return max(self.now, min(ends)) if ends else self.now
+
+    # -- requests ------------------------------------------------------------------------------
+    def _arrive(self, req: Request) -> None:
+        route = self.dispatch.route(req.input_tokens, req.max_tokens, now=self.now)
+        req.route = route
+        if not route.pools:
+            req.outcome, req.end = "rejected", self.now
+            return
+        req.tries = self.dispatch.tries(route)
+        self._try(req, prev=None)
+
+    def _try(self, req: Request, prev: str | None) -> None:
+        """Send to the request's next pool; on backpressure, the one after (spill-over), as the ingress does."""
+        while req.attempt < len(req.tries):
+            pool = req.tries[req.attempt]
+            req.attempt += 1
+            self.dispatch.sent(pool, spilled_from=prev, now=self.now)
+            if self._admit(pool, req):
+                req.pool, req.spilled = pool, prev is not None
+                return
+            self.dispatch.pushed_back(pool)
+            prev = pool
+        req.outcome, req.end = "refused", self.now
+
+    def _admit(self, pool: str, req: Request) -> bool:
+        """Serve's handle: onto the least-loaded running replica with room, else into the caller queue if it
+        has room, else backpressure (False)."""
+        self._collect(pool)
+        rep = self._least_loaded(pool)
+        if rep is not None and not self.queue[pool]:
+            rep.take(req, self.now)
+            return True
+        cap = self.pools[pool].max_queued
+        if cap < 0 or len(self.queue[pool]) < cap:
+            self.queue[pool].append(req)
+            self._ensure_sweep()
+            return True
+        return False
+
+    def _least_loaded(self, pool: str) -> SimReplica | None:
+        room = self.pools[pool].max_ongoing
+        best = None
+        for r in self.replicas[pool]:
+            if r.state == "running" and len(r.ongoing) < room and (best is None or len(r.ongoing) < len(best.ongoing)):
+                best = r
+        return best
+
+    def _drain_queue(self, pool: str) -> None:
+        q = self.queue[pool]
+        while q:
+            rep = self._least_loaded(pool)
+            if rep is None:
+                return
+            rep.take(q.popleft(), self.now)
+
+    def _collect(self, pool: str) -> None:
+        """Advance the pool's replicas to now; record what finished; move queued requests onto freed room."""
+        for rep in self.replicas[pool]:
+            for req, sim in rep.advance(self.now):
+                self._finished(pool, req, sim)
+            if rep.state == "stopping" and not rep.ongoing:
+                self._remove(pool, rep, self.now)
+        self._drain_queue(pool)
+
+    def _collect_all(self) -> None:
+        for pool in self.pools:
+            self._collect(pool)
+
+    def _finished(self, pool: str, req: Request, sim: SimRequest) -> None:
+        req.first_token, req.end, req.outcome = sim.first_token, sim.end, "ok"
+        self._last = max(self._last, sim.end)
+        self.dispatch.succeeded(pool, req.route, req.output_tokens, req.max_tokens, sim.first_token - req.arrival,
+                                sim.end - sim.first_token, now=sim.end)
+
+    def _ensure_sweep(self) -> None:
+        if not getattr(self, "_sweeping", False):
+            self._sweeping = True
+            self._at(self.now + self.sweep_s, "sweep")
+
+    def _on_sweep(self, _) -> None:
+        self._sweeping = False
+        self._collect_all()
+        if any(self.queue[p] for p in self.queue):
+            self._ensure_sweep()
+
+    # -- replicas ------------------------------------------------------------------------------
+    def _set_target(self, pool: str, n: int, t: float, ready_now: bool = False) -> None:
+        """Serve's reconciliation: start replicas up to `n`, or stop the surplus (starting ones first, then the
+        newest running ones)."""
+        m = self.pools[pool]
+        live = [r for r in self.replicas[pool] if r.state in ("starting", "running")]
+        if self.target.get(pool) != n:
+            self.target_log.append((t, pool, n))
+        self.target[pool] = n
+        for _ in range(n - len(live)):
+            self._rid += 1
+            ready = t if ready_now else t + m.startup_s
+            rep = SimReplica(m, self._rid, t, ready)
+            self.replicas[pool].append(rep)
+            if not ready_now:
+                self.scale_ups.append((t, pool, rep.rid, ready))
+                self._at(ready, "ready", (pool, rep))
+        if len(live) > n:
+            order = sorted(live, key=lambda r: (r.state != "starting", -r.started_at, -r.rid))
+            for rep in order[: len(live) - n]:
+                self._stop(pool, rep, t)
+
+    def _on_ready(self, data) -> None:
+        pool, rep = data
+        if rep.state == "starting":
+            rep.state = "running"
+            self._collect(pool)
+
+    def _stop(self, pool: str, rep: SimReplica, t: float) -> None:
+        if rep.state == "starting":
+            self._remove(pool, rep, t)
+            return
+        rep.state = "stopping"
+        rep.stop_at = t + self.pools[pool].graceful_shutdown_s
+        self._collect(pool)
+        if rep.state == "stopping":
+            self._at(rep.stop_at, "kill", (pool, rep))
+
+    def _on_kill(self, data) -> None:
+        pool, rep = data
+        if rep.ended_at is not None:
+            return
+        for req, sim in rep.advance(self.now):
+            self._finished(pool, req, sim)
+        started = {r.rid: r.first_token for r in rep.engine.running}
+        for req in list(rep.ongoing.values()):  # still running at the deadline: the replica is killed
+            req.outcome, req.end = "failed", self.now
+            self._last = max(self._last, self.now)
+            if started.get(req.idx) is None:
+                self.dispatch.failed(pool, now=self.now)
+            else:
+                self.dispatch.failed_midway(pool, now=self.now)
+        rep.ongoing.clear()
+        self._remove(pool, rep, self.now)
+
+    def _remove(self, pool: str, rep: SimReplica, t: float) -> None:
+        if rep.ended_at is None:
+            rep.ended_at = t
+            rep.state = "stopped"
+            self.spans.append((pool, rep.started_at, t))
+        self.replicas[pool] = [r for r in self.replicas[pool] if r is not rep]
+
+    # -- control -------------------------------------------------------------------------------
+    def _in_flight(self, pool: str) -> float:
+        return len(self.queue[pool]) + sum(len(r.ongoing) for r in self.replicas[pool])
+
+    def _on_poll(self, _) -> None:
+        """Each pool's Serve policy: the controller's target within the pool's bounds (PlanPolicy)."""
+        self._collect_all()
+        for pool, b in self.bounds.items():
+            running = sum(1 for r in self.replicas[pool] if r.state == "running")
+            in_flight = self._in_flight(pool)
+            self.reported[pool] = (running, in_flight)
+            if pool in self.serve_autoscaling:
+                want = self._serve_default_policy(pool, running, in_flight)
+            elif not self.controlled:
+                continue
+            else:
+                want = policy_target(self.state.targets.get(pool), self.target.get(pool, 0), b.min_replicas,
+                                     b.max_replicas, in_flight)
+            if want != self.target.get(pool):
+                self._set_target(pool, want, self.now)
+        self._at(self.now + self.settings.policy_poll_s, "poll")
+
+    def _serve_default_policy(self, pool: str, running: int, in_flight: float) -> int:
+        """Ray Serve's default autoscaling (replica_queue_length_autoscaling_policy, with the scaling factors
+        and up/down-scale delays Serve wraps every policy in), called as Serve calls it, on simulated time."""
+        import ray.serve.autoscaling_policy as ap
+        from ray.serve._private.common import DeploymentID
+        from ray.serve.config import AutoscalingContext
+
+        cfg = self.serve_autoscaling[pool]
+        ctx = AutoscalingContext(
+            deployment_id=DeploymentID(name="pool-" + pool, app_name="default"), deployment_name="pool-" + pool,
+            app_name="default", current_num_replicas=running, target_num_replicas=self.target.get(pool, 0),
+            running_replicas=[], total_num_requests=in_flight, total_queued_requests=len(self.queue[pool]),
+            aggregated_metrics=None, raw_metrics=None, capacity_adjusted_min_replicas=cfg.min_replicas,
+            capacity_adjusted_max_replicas=cfg.max_replicas, policy_state=self._serve_state[pool],
+            last_scale_up_time=None, last_scale_down_time=None, current_time=self.now, config=cfg)
+        real_time, now = ap.time, self.now
+        ap.time = _SimTime(now)  # its delays read time.time(): hand it the simulation's clock
+        try:
+            want, self._serve_state[pool] = ap._apply_autoscaling_config(ap.replica_queue_length_autoscaling_policy)(ctx)
+        finally:
+            ap.time = real_time
+        return max(cfg.min_replicas, min(cfg.max_replicas, int(math.ceil(want))))
+
+    def _on_control(self, _) -> None:
+        """One controller period on the ingress's traffic snapshot (PlanController.step without the actor)."""
+        self._collect_all()
+        snap = self.dispatch.traffic.snapshot()
+        grid = (snap["input_edges"], snap["output_edges"])
+        new, rep = tick(self.state, observe(snap, self.reported), self.bounds,
+                        lambda rates, total: self.solver(grid, rates, total), self.now, self.settings)
+        self.state = new
+        if rep.new_plan and new.plan is not None:
+            plan = Plan.from_dict(new.plan)
+            self.dispatch.update_plan(plan)  # the ingress gets it at its next report (report_s; here at once)
+            self.plans.append((self.now, dict(plan.replicas), plan.cost_per_hour))
+        self._at(self.now + self.settings.period_s, "control")
+
+
+class _SimTime:
+    """Stands in for the `time` module inside ray.serve.autoscaling_policy while it decides."""
+
+    def __init__(self, now: float):
+        self._now = now
+
+    def time(self) -> float:
+        return self._now
+
+    def __getattr__(self, name):
+        import time
+
+        return getattr(time, name)
+
+
+def summarize_latency(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    a = np.asarray(values)
+    return {"mean": float(a.mean()), "p50": float(np.quantile(a, 0.5)), "p90": float(np.quantile(a, 0.9)),
+            "p99": float(np.quantile(a, 0.99))}

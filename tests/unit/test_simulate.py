@@ -1,0 +1,251 @@
+"""`rayhet simulate` (issue 14): traces, the fleet's event loop against closed forms, exact cost on a known
+answer, the production dispatcher and controller being the code exercised, start-up delays, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from rayhet.config import parse_config
+from rayhet.perf import EngineLimits, StepModel
+from rayhet.sim.trace import Trace, diurnal_curve, from_azure, from_sizes, load_trace, reshape, write_azure
+
+PRICE = 0.36  # $/h: 0.0001 $/s, so costs are easy to check
+
+
+def _profile(path, *, step: StepModel, slots: int, ctx: int = 4096, price: float = PRICE, name: str = "cpu",
+             max_rate=None):
+    limits = EngineLimits(batch_slots=slots, step_tokens=4096, kv_tokens=slots * ctx, max_context=ctx,
+                          max_waiting=64)
+    path.write_text(json.dumps({
+        "schema_version": 2, "model": "m", "pool": name, "engine": "llama_cpp", "engine_version": "x",
+        "hardware": {"vcpus": 1}, "price_per_hour": price, "slo": {"ttft_ms": 1000, "ttft_quantile": 0.9},
+        "input_edges": [128, 4000], "output_edges": [64, 4000], "max_rate": max_rate or [[1.0, 0.5], [0.5, 0.1]],
+        "provenance": {"measured_by": "test", "measured_at": "2026-11-30", "command": "test"},
+        "engine_model": {"limits": limits.model_dump(), "step": step.model_dump(), "mean_abs_rel_error": 0.0,
+                         "max_abs_rel_error": 0.0}}))
+    return str(path)
+
+
+def _config(pools: list[dict], *, controller: dict | None = None, expected_rate: float = 0.01, slo=None):
+    return parse_config({
+        "model": {"id": "m", "gguf": "/nonexistent.gguf"},
+        "pools": [{"engine": "llama_cpp", **p} for p in pools],
+        "slo": slo or {"ttft_ms": 1000, "ttft_quantile": 0.9},
+        # the start-up plan's mix: small requests (bucket 0, 0), as the tests send
+        "planner": {"expected_rate": expected_rate, "headroom": 0.0, "distribution": [[1, 0], [0, 0]]},
+        "controller": controller or {"enabled": False},
+    })
+
+
+def _constant(n: int, gap: float, n_in: int = 1, n_out: int = 1) -> Trace:
+    return Trace(np.arange(n) * gap, np.full(n, n_in), np.full(n, n_out), "constant")
+
+
+# -- traces --------------------------------------------------------------------------------------------
+def test_diurnal_curve_has_its_mean_and_peak_to_trough():
+    t, r = diurnal_curve(mean_rate=5.0, peak_to_trough=4.0, peak_hour=14.0, step_s=60.0)
+    assert r.max() / r.min() == pytest.approx(4.0, rel=1e-3)
+    assert np.mean(r[:-1]) == pytest.approx(5.0, rel=1e-3)
+    assert t[np.argmax(r)] == pytest.approx(14 * 3600, abs=60)
+    _, burst = diurnal_curve(mean_rate=5.0, bursts=2, burst_factor=3.0, burst_s=300, seed=1)
+    surge = burst / r
+    assert surge.max() == pytest.approx(3.0) and 8 <= (surge > 1).sum() <= 12  # 2 surges of 5 one-minute samples
+
+
+def test_generated_trace_follows_its_rate_curve_and_is_reproducible(tmp_path):
+    sizes = np.array([[10, 20], [300, 40]])
+    a = from_sizes(sizes, np.array([0.0, 1000.0]), np.array([2.0, 2.0]), 1000.0, seed=3)
+    b = from_sizes(sizes, np.array([0.0, 1000.0]), np.array([2.0, 2.0]), 1000.0, seed=3)
+    assert np.array_equal(a.arrival, b.arrival) and len(a) == pytest.approx(2000, rel=0.1)
+    assert set(map(tuple, a.sizes().tolist())) <= {(10, 20), (300, 40)}
+    ramp = from_sizes(sizes, np.array([0.0, 1000.0]), np.array([0.0, 4.0]), 1000.0, seed=3)
+    assert (ramp.arrival > 500).sum() > 2.5 * (ramp.arrival <= 500).sum()  # 3x the arrivals in the second half
+    # Azure format round trip (what `rayhet trace diurnal` writes and `--trace` reads)
+    back = from_azure(write_azure(a, tmp_path / "t.csv"))
+    assert np.allclose(back.arrival, a.arrival - a.arrival[0], atol=1e-5)
+    assert np.array_equal(back.input_tokens, a.input_tokens)
+
+
+def test_reshape_speedup_and_rate_scale():
+    t = _constant(1000, 1.0)
+    fast = reshape(t, speedup=10)
+    assert fast.duration_s == pytest.approx(99.9) and len(fast) == 1000
+    double = reshape(t, rate_scale=2.0)
+    assert len(double) == 2000 and double.duration_s <= t.duration_s + 1
+    half = reshape(t, rate_scale=0.5, seed=1)
+    assert 400 < len(half) < 600
+
+
+def test_size_pairs_need_a_rate(tmp_path):
+    from rayhet.errors import WorkloadError
+
+    p = tmp_path / "pairs.csv"
+    p.write_text("10,20\n30,40\n")
+    with pytest.raises(WorkloadError, match="--rate"):
+        load_trace(p)
+    tr = load_trace(p, rate=5.0, duration_s=100.0)
+    assert len(tr) == pytest.approx(500, rel=0.2)
+
+
+# -- the fleet -----------------------------------------------------------------------------------------
+def test_one_static_replica_costs_exactly_its_time(tmp_path):
+    """One replica for the whole run, requests of one 10 ms step each, one per second: each ends 10 ms after it
+    arrives, and the run costs the price times the time to the last end."""
+    from rayhet.sim.build import fleet_for
+    from rayhet.sim.report import summarize
+
+    prof = _profile(tmp_path / "p.json", step=StepModel(c_step=0.01, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0),
+                    slots=4)
+    cfg = _config([{"name": "cpu", "profile": prof, "min_replicas": 1, "max_replicas": 1,
+                    "engine_settings": {"n_slots": 4, "n_ctx": 4096}}])
+    res = fleet_for(cfg).run(_constant(100, 1.0))
+    assert all(r.outcome == "ok" for r in res.requests)
+    assert [r.end - r.arrival for r in res.requests] == pytest.approx([0.01] * 100)
+    assert res.duration_s == pytest.approx(99.01)
+    assert res.cost() == pytest.approx(99.01 / 3600 * PRICE)
+    s = summarize(res, cfg.slo, window_s=10)
+    assert s["total"]["slo_attainment"] == 1.0 and s["total"]["requests_per_pool"] == {"cpu": 100}
+    assert len(s["windows"]) == 10 and s["windows"][0]["replicas"] == {"cpu": pytest.approx(1.0)}
+
+
+@pytest.mark.parametrize("queue_at", ["engine", "caller"])
+def test_one_slot_fleet_is_md1(tmp_path, queue_at):
+    """One replica, one slot, a fixed 50 ms per request, Poisson arrivals at rho = 0.5: the mean wait is M/D/1's
+    rho*D / (2 (1 - rho)) = 25 ms — whether the queue is in the engine or at Serve's caller side."""
+    from rayhet.sim.build import fleet_for
+
+    d, lam = 0.05, 10.0
+    prof = _profile(tmp_path / "p.json", step=StepModel(c_step=d, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0),
+                    slots=1)
+    per_replica = 100_000 if queue_at == "engine" else 0
+    cfg = _config([{"name": "cpu", "profile": prof, "min_replicas": 1, "max_replicas": 1,
+                    "queue_per_replica": per_replica, "max_queued_requests": -1,
+                    "engine_settings": {"n_slots": 1, "n_ctx": 4096}}])
+    t = np.cumsum(np.random.default_rng(0).exponential(1 / lam, 20_000))
+    fleet = fleet_for(cfg, sweep_s=0.001)
+    res = fleet.run(Trace(t, np.ones(len(t)), np.ones(len(t))))
+    wait = np.mean([r.first_token - r.arrival - d for r in res.requests])
+    rho = lam * d
+    assert wait == pytest.approx(rho * d / (2 * (1 - rho)), rel=0.08 if queue_at == "engine" else 0.12)
+
+
+def test_backpressure_spills_then_refuses(tmp_path):
+    """A one-slot pool with a caller queue of 2: a burst of 10 fills slot + queue, the rest spill to the second
+    pool (its own slot + queue), and what neither takes is refused."""
+    from rayhet.sim.build import fleet_for
+
+    step = StepModel(c_step=0.5, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    a = _profile(tmp_path / "a.json", step=step, slots=1, price=0.1, name="a")
+    b = _profile(tmp_path / "b.json", step=step, slots=1, price=0.2, name="b")
+    pools = [{"name": n, "profile": p, "min_replicas": 1, "max_replicas": 1, "queue_per_replica": 0,
+              "max_queued_requests": 2, "engine_settings": {"n_slots": 1, "n_ctx": 4096}} for n, p in (("a", a), ("b", b))]
+    res = fleet_for(_config(pools, slo={"tpot_ms": 1000})).run(Trace(np.zeros(10), np.ones(10), np.ones(10)))
+    outcome = [r.outcome for r in res.requests]
+    assert outcome.count("ok") == 6 and outcome.count("refused") == 4
+    assert sum(r.spilled for r in res.requests) == 3
+
+
+def test_the_simulator_runs_the_production_router_and_controller(tmp_path, monkeypatch):
+    """The dispatcher is the ingress's own class, its router rayhet.routing.Router, and a controlled run goes
+    through rayhet.control's decisions: patching them changes what the simulator does."""
+    import rayhet.control as control
+    import rayhet.routing as routing
+    import rayhet.serve.ingress as ingress
+    from rayhet.sim import fleet as fleet_mod
+    from rayhet.sim.build import fleet_for
+
+    assert fleet_mod.Dispatcher is ingress.Dispatcher
+    prof = _profile(tmp_path / "p.json", step=StepModel(c_step=0.01, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0),
+                    slots=4)
+    cfg = _config([{"name": "cpu", "profile": prof, "min_replicas": 1, "max_replicas": 3,
+                    "engine_settings": {"n_slots": 4, "n_ctx": 4096}}],
+                  controller={"period_s": 5, "min_plan_lifetime_s": 0, "scale_down_delay_s": 0})
+    calls = {"decide": 0, "replan": 0}
+    real_decide, real_replan = routing.Router.decide, control.decide_replan
+
+    def decide(self, *a, **k):
+        calls["decide"] += 1
+        return real_decide(self, *a, **k)
+
+    def replan(*a, **k):
+        calls["replan"] += 1
+        return real_replan(*a, **k)
+
+    monkeypatch.setattr(routing.Router, "decide", decide)
+    monkeypatch.setattr(control, "decide_replan", replan)
+    fleet = fleet_for(cfg)
+    assert type(fleet.dispatch.router) is routing.Router
+    fleet.run(_constant(60, 0.5))
+    assert calls["decide"] == 60 and calls["replan"] >= 5
+    # a router that sends nothing anywhere: every request is rejected
+    monkeypatch.setattr(routing.Router, "decide", lambda self, n, m, now=None: routing.Route(n, m, None, False, [], "x"))
+    res = fleet_for(cfg).run(_constant(10, 0.5))
+    assert {r.outcome for r in res.requests} == {"rejected"}
+
+
+def test_controller_scales_up_after_the_startup_delay_and_pays_for_starting(tmp_path):
+    """A step from 0.2 to 4 req/s on a pool whose replica serves about 1 req/s under the SLO: the controller
+    asks for more replicas, each serves only startup_s after it was asked for, and the starting time is paid."""
+    from rayhet.sim.build import fleet_for
+
+    step = StepModel(c_step=0.02, c_prefill=0, c_decode=0.01, c_kv_read=0, c_attn=0)
+    prof = _profile(tmp_path / "p.json", step=step, slots=4, max_rate=[[1.0, 1.0], [1.0, 1.0]])
+    cfg = _config([{"name": "cpu", "profile": prof, "min_replicas": 1, "max_replicas": 8, "startup_s": 30,
+                    "engine_settings": {"n_slots": 4, "n_ctx": 4096}}], expected_rate=0.2,
+                  controller={"period_s": 5, "min_plan_lifetime_s": 0, "scale_down_delay_s": 60})
+    low = np.arange(0, 300, 5.0)
+    high = 300 + np.arange(0, 600, 0.25)
+    t = np.r_[low, high]
+    res = fleet_for(cfg).run(Trace(t, np.full(len(t), 50), np.full(len(t), 30)))
+    ups = res.scale_ups
+    assert ups and all(ready - at == pytest.approx(30) for at, _, _, ready in ups)
+    assert min(at for at, *_ in ups) < 300 + 5 + 1 + 1e-6  # within one period (+ a policy poll) of the step
+    assert max(n for _, _, n in res.targets) >= 4
+    # every replica is paid from when it was asked for, starting included
+    assert res.cost() == pytest.approx(sum(b - a for _, a, b in res.replica_spans) / 3600 * PRICE)
+
+
+def test_simulate_command_compare_writes_json_and_plots(tmp_path, capsys):
+    from rayhet import cli
+
+    step = StepModel(c_step=0.01, c_prefill=1e-5, c_decode=0.002, c_kv_read=0, c_attn=0)
+    a = _profile(tmp_path / "a.json", step=step, slots=4, price=0.1, name="small", ctx=1024,
+                 max_rate=[[2.0, 1.0], [1.0, 0.5]])
+    b = _profile(tmp_path / "b.json", step=step, slots=4, price=0.3, name="big", max_rate=[[6.0, 3.0], [3.0, 1.5]])
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text(json.dumps({
+        "model": {"id": "m", "gguf": "/nonexistent.gguf"},
+        "pools": [{"name": "small", "engine": "llama_cpp", "profile": a, "max_replicas": 4,
+                   "engine_settings": {"n_ctx": 1024, "n_slots": 4}},
+                  {"name": "big", "engine": "llama_cpp", "profile": b, "max_replicas": 4,
+                   "engine_settings": {"n_ctx": 4096, "n_slots": 4}}],
+        "slo": {"ttft_ms": 1000, "ttft_quantile": 0.9}, "controller": {"period_s": 10}}))
+    sizes = tmp_path / "sizes.csv"
+    sizes.write_text("50,30\n200,100\n900,60\n" * 10)
+    out, plots = tmp_path / "r.json", tmp_path / "plots"
+    assert cli.main(["simulate", "--config", str(cfg), "--trace", str(sizes), "--rate", "1.5", "--duration", "300",
+                     "--compare", "--out", str(out), "--plot", str(plots), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "rayhet online" in text and "static Mélange plan" in text and "offline bound" in text
+    data = json.loads(out.read_text())
+    online = data["policies"][0]["total"]
+    assert online["requests"] == sum(online["requests_per_pool"].values()) + online["refused"] + online["rejected"]
+    assert online["cost_usd"] > 0 and 0 <= online["slo_attainment"] <= 1
+    assert data["offline_bound"]["cost_usd"] <= min(p["total"]["cost_usd"] for p in data["policies"]) + 1e-9
+    assert (plots / "slo-attainment.png").stat().st_size > 0 and (plots / "latency-cdf.png").exists()
+
+
+def test_trace_command_writes_a_diurnal_day(tmp_path, capsys):
+    from rayhet import cli
+
+    sizes = tmp_path / "sizes.csv"
+    sizes.write_text("50,30\n200,100\n")
+    out = tmp_path / "day.csv"
+    assert cli.main(["trace", "diurnal", "--sizes", str(sizes), "--mean-rate", "0.5", "--duration", "7200",
+                     "--out", str(out)]) == 0
+    tr = from_azure(out)
+    assert len(tr) > 1000 and tr.duration_s <= 7200 and math.isfinite(tr.duration_s)
