@@ -70,6 +70,7 @@ class Dispatcher:
 
     def failed(self, pool: str, now: float | None = None) -> None:
         """The pool failed the request: an error for the pool, which is tried last for a while."""
+        now = self.clock() if now is None else now
         self.traffic.finished(pool, ok=False, now=now)
         self.router.mark_failed(pool, now)
 

@@ -4,6 +4,7 @@
 #   bench       VllmEngine vs vLLM's LLM.generate, same 1000 LMSYS-sized requests (bench_engine.py)
 #   llama       llama.cpp smoke test and single-stream speed on the cores (the cpu pool's engine)
 #   profile-h100 / profile-cpu   `rayhet profile` of the two pool types -> profiles/rayhet-1b/{h100,cpu16}.json
+#   profile-model gpu|cpu        the same with --method model (engine models, issue 13) -> h200.json / cpu16.json
 #   throughput  the vLLM pool through Ray Serve vs LLM.generate (pool_throughput.py; --steps splits it over
 #               calls: results merge in /tmp/rayhet-results and are copied to $OUT each time)
 #   app         the two-pool rayhet app under open-loop LMSYS load, low and high rate (run_app.py)
@@ -21,5 +22,6 @@ case "$step" in
          cp /tmp/rayhet-results/pool-throughput.* "$OUT"/ ;;
   llama) python3 benchmarks/gpu/llama_smoke.py "$@" 2>&1 | tee "$OUT/llama-smoke.log" ;;
   profile-h100|profile-cpu|app) bash "benchmarks/gpu/$step.sh" "$@" ;;
+  profile-model) bash benchmarks/gpu/profile-model.sh "$@" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 """The validation trace: 10 minutes, low -> high -> low (seeded; writes ramp-10min.csv in Azure format).
 
 0-180 s: 0.15 req/s of short requests (prompt 20-200, output 20-120 tokens);
-180-420 s: 0.8 req/s, a quarter of them long prompts (600-1000 tokens, output 50-150) that only the
+180-420 s: 0.5 req/s, a quarter of them long prompts (600-1000 tokens, output 50-150) that only the
            2048-token pool fits, the rest short;
 420-600 s: 0.15 req/s of short requests again.
 """
@@ -16,7 +16,7 @@ from rayhet.sim.trace import Trace, poisson_arrivals, write_azure
 def main() -> None:
     rng = np.random.default_rng(14)
     parts = []
-    for start, end, rate, long_share in ((0, 180, 0.15, 0.0), (180, 420, 0.8, 0.25), (420, 600, 0.15, 0.0)):
+    for start, end, rate, long_share in ((0, 180, 0.15, 0.0), (180, 420, 0.5, 0.25), (420, 600, 0.15, 0.0)):
         t = start + poisson_arrivals(np.array([0.0, end - start]), np.array([rate, rate]), end - start, rng)
         long = rng.random(len(t)) < long_share
         n_in = np.where(long, rng.integers(600, 1001, len(t)), rng.integers(20, 201, len(t)))

@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--url", help="profile a running rayhet pool or ingress over HTTP (/v1/completions) instead of in-process")
     g.add_argument("--max-context", type=int, help="with --url: the model's context length (prompt + output)")
     g.add_argument("--max-batch", type=int, default=8, help="with --url: requests the pool serves together (default 8; sizes the warm-up)")
+    g.add_argument("--step-tokens", type=int, help="with --url and --method model: most tokens in one engine step "
+                   "(vLLM max_num_batched_tokens, llama.cpp n_batch; default --max-context)")
+    g.add_argument("--kv-tokens", type=int, help="with --url and --method model: KV cache tokens of one replica "
+                   "(default --max-batch x --max-context)")
     g = p.add_argument_group("SLO")
     g.add_argument("--slo-tpot-ms", type=float, help="mean time per output token (ms) a point must stay under")
     g.add_argument("--slo-ttft-ms", type=float, help="time to first token (ms) at --ttft-quantile a point must stay under")
@@ -67,10 +71,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", choices=["model", "sweep"], default=None,
                    help="model: measure the engine's step times (minutes), fit its step model, derive every bucket's "
                    "capacity by simulating a replica, and measure --held-out buckets directly as a check (default for "
-                   "llama_cpp in process); sweep: measure every bucket's capacity directly by rate search (hours; the "
-                   "default with --url or vllm, whose steps rayhet cannot yet observe)")
+                   "any engine; llama.cpp in process logs its steps, vLLM and --url are observed from outside); sweep: "
+                   "measure every bucket's capacity directly by rate search (hours)")
     g.add_argument("--held-out", type=int, default=3, metavar="K",
                    help="with --method model: buckets measured directly and recorded next to their prediction (default 3)")
+    g.add_argument("--steps", choices=["log", "outside"], default=None,
+                   help="with --method model: how step times are taken: the engine's own step log (llama.cpp in "
+                   "process; the default there) or timed requests seen from outside (any engine; the default for "
+                   "vLLM and --url)")
     g.add_argument("--live-seconds", type=float, default=45.0, metavar="S",
                    help="with --method model: seconds of Poisson arrivals after the designed batches, whose steps are "
                    "fitted too (default 45; 0 skips it)")
@@ -129,10 +137,7 @@ def _measure(args: argparse.Namespace) -> int:
         raise ProfilingError(f"{sidecar} holds an interrupted run: add --resume to continue it, or delete it")
     state = load_state(sidecar, expected) if args.resume and sidecar.exists() else SweepState(fingerprint=expected)
 
-    method = args.method or ("sweep" if args.url or args.engine != "llama_cpp" else "model")
-    if method == "model" and (args.url or args.engine != "llama_cpp"):
-        raise ProfilingError("--method model needs an engine whose steps rayhet observes: llama_cpp in process "
-                             "(not --url, not vllm yet); use --method sweep")
+    method = args.method or "model"
     measured = None
     try:
         measured = asyncio.run(_sweep(args, settings, state, sidecar, method))
@@ -187,9 +192,10 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
         if method == "sweep":
             await run_sweep(target, settings, state, save=save, progress=not args.no_progress)
             return None
-        measured = await measure_engine_model(target.engine, settings, seed=args.seed, held_out=args.held_out,
+        measured = await measure_engine_model(target, settings, seed=args.seed, held_out=args.held_out,
                                               progress=not args.no_progress, state=state,
-                                              live_seconds=args.live_seconds)
+                                              live_seconds=args.live_seconds, url_limits=_url_limits(args),
+                                              outside=args.steps == "outside")
         save(state)  # the steps are in the sidecar now: an interrupted held-out phase resumes after them
         await run_sweep(target, settings, state, save=save, progress=not args.no_progress, only=set(measured.held_out))
         return measured
@@ -207,13 +213,27 @@ class MeasuredModel:
     grid: list
     held_out: list
     seconds: float
+    resumed: bool = False  # the steps were measured by an interrupted run (their time is not in `seconds`)
 
 
-async def measure_engine_model(engine, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,
-                               progress: bool = True, state=None, live_seconds: float = 45.0) -> MeasuredModel:
+def _url_limits(args: argparse.Namespace):
+    """With --url, the served engine's limits as the flags give them (nothing about them is visible)."""
+    if not args.url:
+        return None
+    from rayhet.perf import EngineLimits
+
+    ctx = args.max_context
+    return EngineLimits(batch_slots=args.max_batch, step_tokens=args.step_tokens or ctx,
+                        kv_tokens=args.kv_tokens or args.max_batch * ctx, max_context=ctx)
+
+
+async def measure_engine_model(target, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,
+                               progress: bool = True, state=None, live_seconds: float = 45.0,
+                               url_limits=None, outside: bool = False) -> MeasuredModel:
     """Phase 1 and 2 of `--method model`: step times on the designed batches, the fit, the derived grid.
-    With a `state` (the sidecar's), steps it already holds are used instead of measured, and new ones are
-    stored in it."""
+    The llama.cpp engine in process logs its own steps; any other target (vLLM, --url) is observed from
+    outside (rayhet.profiling.observe). With a `state` (the sidecar's), steps it already holds are used
+    instead of measured, and new ones are stored in it."""
     import time
 
     from tqdm import tqdm
@@ -225,11 +245,24 @@ async def measure_engine_model(engine, settings: SweepSettings, *, seed: int = 0
     from rayhet.profiling.targets import EngineTarget
 
     t0 = time.monotonic()
-    limits = limits_of(engine)
-    if state is not None and state.engine_steps:
+    engine = getattr(target, "engine", None)
+    logs_steps = engine is not None and hasattr(engine, "step_log") and not outside
+    limits = url_limits if engine is None else limits_of(engine)
+    resumed = bool(state is not None and state.engine_steps)
+    if resumed:
         samples = [(label, StepWork(*work), sec) for label, work, sec in state.engine_steps]
         print(f"engine model: {len(samples)} steps measured before the interruption, not measured again",
               file=sys.stderr)
+    elif not logs_steps:
+        from rayhet.profiling.observe import run_observed
+
+        bar = tqdm(unit="experiment", desc="engine model: step times, observed from outside", disable=not progress,
+                   dynamic_ncols=True)
+        samples = await run_observed(target, limits, target.token_ids(), np.random.default_rng(seed),
+                                     on_batch=lambda k, label: (bar.update(1), bar.set_postfix_str(label)))
+        bar.close()
+        if state is not None:
+            state.engine_steps = [(label, _work_list(w), sec) for label, w, sec in samples]
     else:
         batches = design(limits)
         bar = tqdm(total=len(batches), unit="batch", desc="engine model: step times", disable=not progress,
@@ -258,7 +291,7 @@ async def measure_engine_model(engine, settings: SweepSettings, *, seed: int = 0
     # held out where the model predicts a capacity: a bucket nobody can serve checks little
     servable = lambda i, j: grid[i][j] is not None  # noqa: E731
     return MeasuredModel(samples, fit, limits, grid, held_out_buckets(n_in, n_out, servable, held_out),
-                         time.monotonic() - t0)
+                         time.monotonic() - t0, resumed=bool(state is not None and resumed))
 
 
 def _work_list(w) -> list[float]:
@@ -289,9 +322,10 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings)
                                mean_abs_rel_error=measured.fit.mean_abs_rel_error,
                                max_abs_rel_error=measured.fit.max_abs_rel_error, points=points, held_out=held)
     prov = profile.provenance.model_copy(update={"notes": (profile.provenance.notes or "") + (
-        f" Method: engine model. {measured.fit.n_samples} steps of {len({s[0] for s in measured.samples} - {'live'})} "
-        f"designed batches and {sum(s[0] == 'live' for s in measured.samples)} steps of live load measured and "
-        f"fitted in {measured.seconds:.0f} s (mean step-time error "
+        f" Method: engine model. {sum(s[0] != 'live' for s in measured.samples)} steps of "
+        f"{len({s[0] for s in measured.samples} - {'live'})} designed experiments and "
+        f"{sum(s[0] == 'live' for s in measured.samples)} steps of live load measured and fitted"
+        f"{'' if measured.resumed else f' in {measured.seconds:.0f} s'} (mean step-time error "
         f"{measured.fit.mean_abs_rel_error:.1%}); max_rate derived by simulating one replica (rayhet.capacity); "
         f"the sweep holds only the held-out buckets {measured.held_out}.")})
     return profile.model_copy(update={"schema_version": 2, "max_rate": measured.grid, "engine_model": record,

@@ -175,10 +175,18 @@ def fit_samples(samples: list[tuple[str, StepWork, float]]) -> FitResult:
 
 
 def limits_of(engine) -> EngineLimits:
-    """The limits a rayhet engine runs under (llama.cpp: n_slots, n_batch, one full context per slot)."""
+    """The limits a rayhet engine runs under (llama.cpp: n_slots, n_batch, one full context per slot; vLLM:
+    max_num_seqs, max_num_batched_tokens, its KV blocks x block size, read from the started engine)."""
     s = engine.settings
-    return EngineLimits(batch_slots=s.n_slots, step_tokens=s.n_batch, kv_tokens=s.n_ctx * s.n_slots,
-                        max_context=s.n_ctx, max_waiting=s.max_waiting, passes_per_slot_run=not s.kv_unified)
+    if hasattr(s, "n_slots"):
+        return EngineLimits(batch_slots=s.n_slots, step_tokens=s.n_batch, kv_tokens=s.n_ctx * s.n_slots,
+                            max_context=s.n_ctx, max_waiting=s.max_waiting, passes_per_slot_run=not s.kv_unified)
+    cfg = engine._llm.vllm_config  # a started VllmEngine
+    blocks = getattr(cfg.cache_config, "num_gpu_blocks", None) or 0
+    kv = int(blocks * cfg.cache_config.block_size) or int(cfg.model_config.max_model_len) * engine.max_batch
+    return EngineLimits(batch_slots=int(cfg.scheduler_config.max_num_seqs),
+                        step_tokens=int(cfg.scheduler_config.max_num_batched_tokens), kv_tokens=kv,
+                        max_context=int(cfg.model_config.max_model_len), max_waiting=s.max_waiting)
 
 
 def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3) -> list[tuple[int, int]]:

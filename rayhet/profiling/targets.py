@@ -37,6 +37,10 @@ class Target(Protocol):
         """Wait until requests of an earlier point are gone (cancelled ones included); False on timeout."""
         ...
 
+    async def timed(self, prompt_ids: list[int], max_tokens: int, on_delta=None) -> "Timed":
+        """One request with every delta timed (rayhet.profiling.observe); `on_delta(n_tokens)` per delta."""
+        ...
+
 
 class EngineTarget:
     """Drives an engine (rayhet.engines) in this process: no Ray, no HTTP, the engine's own timing."""
@@ -63,6 +67,22 @@ class EngineTarget:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.02)
+
+    async def timed(self, prompt_ids: list[int], max_tokens: int, on_delta=None):
+        from rayhet.profiling.observe import Timed
+
+        request = GenerationRequest(
+            request_id=f"observe-{uuid.uuid4().hex[:12]}", prompt_token_ids=prompt_ids,
+            sampling=SamplingParams(max_tokens=max_tokens, temperature=self.temperature, ignore_eos=True),
+            arrival_time=time.monotonic())
+        out = Timed(time.monotonic(), [])
+        async with aclosing(self.engine.generate(request)) as stream:
+            async for delta in stream:
+                if delta.token_ids:
+                    out.deltas.append((time.monotonic(), len(delta.token_ids)))
+                    if on_delta is not None:
+                        on_delta(len(delta.token_ids))
+        return out
 
     async def send(self, prompt_ids: list[int], max_tokens: int, timing: RequestTiming, t0: float) -> None:
         request = GenerationRequest(
@@ -146,6 +166,33 @@ class HttpTarget:
             return
         timing.end = time.monotonic() - t0
         timing.output_tokens = usage if usage is not None else n
+
+    async def timed(self, prompt_ids: list[int], max_tokens: int, on_delta=None):
+        """Streams with vLLM's `continuous_usage_stats` (rayhet's ingress honours it too), so each chunk says
+        how many tokens came so far; a server that ignores it is counted one token per chunk."""
+        from rayhet.profiling.observe import Timed
+
+        body = {"model": self.model, "prompt": prompt_ids, "max_tokens": max_tokens, "ignore_eos": True,
+                "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+        out = Timed(time.monotonic(), [])
+        seen = 0
+        async with self.client.stream("POST", self.url, json=body) as r:
+            if r.status_code != 200:
+                raise EngineError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+            async for line in r.aiter_lines():
+                if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[5:])
+                if not any(c.get("text") for c in chunk.get("choices") or []):
+                    continue
+                usage = (chunk.get("usage") or {}).get("completion_tokens")
+                n = usage - seen if usage is not None else 1
+                seen += n
+                if n > 0:
+                    out.deltas.append((time.monotonic(), n))
+                    if on_delta is not None:
+                        on_delta(n)
+        return out
 
     async def aclose(self) -> None:
         await self.client.aclose()

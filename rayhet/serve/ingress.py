@@ -196,7 +196,8 @@ class Ingress:
             return _json(500, APIError(500, f"internal error: {type(e).__name__}", "internal_error").body())
         rid = new_id(kind)
         include_usage = bool((req.stream_options or {}).get("include_usage"))
-        return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage),
+        continuous = include_usage and bool((req.stream_options or {}).get("continuous_usage_stats"))
+        return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage, continuous),
                                  media_type="text/event-stream", headers={POOL_HEADER: attempt.pool})
 
     def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
@@ -306,7 +307,8 @@ class Ingress:
     def _succeeded(self, pool: str, route: Route, n_out: int, max_tokens: int, ttft_s: float, decode_s: float) -> None:
         self.dispatch.succeeded(pool, route, n_out, max_tokens, ttft_s, decode_s)
 
-    async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
+    async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage,
+                   continuous: bool = False) -> AsyncIterator[bytes]:
         n_out, first, ok, usage = 0, True, False, None
         try:
             async for d in self._deltas(attempt):
@@ -316,8 +318,10 @@ class Ingress:
                     n_out = u.completion_tokens if u else n_out
                     usage = usage_body(u.prompt_tokens if u else route.input_tokens, n_out)
                 if d.text or first or d.finish_reason is not None:
+                    # vLLM's continuous_usage_stats: every chunk's usage says how many tokens came so far
+                    running = usage_body(route.input_tokens, n_out) if continuous else None
                     body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, first=first,
-                                      include_usage=include_usage)
+                                      include_usage=include_usage, usage=running)
                     yield b"data: " + json.dumps(body).encode() + b"\n\n"
                     first = False
             if usage is not None and include_usage:

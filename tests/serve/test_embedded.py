@@ -39,11 +39,12 @@ def test_build_without_args_serves_two_pools_by_size_under_the_controller(serve_
         plan = call_deployment(APP, "ingress", "get_plan")
         assert plan["replicas"] == {"small": 1, "large": 1}
         before = {p: served(p) for p in ("small", "large")}
-        for n_in in (20, 20, 700):  # 700 input tokens: beyond the small pool's 1024-token context buckets
+        for n_in, pool in ((20, "small"), (20, "small"), (700, "large")):  # 700: beyond small's buckets
             r = httpx.post(f"{serve_url}/emb/v1/completions", timeout=60,
                            json={"model": "rayhet-tiny", "prompt": prompt_of_tokens(n_in), "max_tokens": 8})
             assert r.status_code == 200, r.text
             assert r.json()["usage"]["prompt_tokens"] == n_in
+            assert r.headers["x-rayhet-pool"] == pool  # the ingress says which pool served it
         after = {p: served(p) for p in ("small", "large")}
         assert after["small"] - before["small"] == 2, (before, after)
         assert after["large"] - before["large"] == 1, (before, after)

@@ -367,3 +367,66 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     assert held.measured_rate is not None and held.measured_rate > 0
     assert {(p.input_bucket, p.output_bucket) for p in profile.sweep} == {(held.input_bucket, held.output_bucket)}
     assert png.stat().st_size > 0 and (tmp_path / "tiny-model-fit.png").stat().st_size > 0
+
+
+def test_http_target_counts_tokens_per_chunk_from_continuous_usage():
+    """`timed()` over HTTP: chunks of several tokens (vLLM's stream_interval) are counted from the running usage
+    that `continuous_usage_stats` adds to every chunk; without it, one token per chunk."""
+    import httpx
+
+    from rayhet.profiling.targets import HttpTarget
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        cont = json.loads(request.content)["stream_options"].get("continuous_usage_stats")
+        chunks = [{"choices": [{"text": t, "index": 0}],
+                   "usage": {"prompt_tokens": 4, "completion_tokens": n} if cont else None}
+                  for t, n in (("a", 1), ("bcdefghijklmnopq", 17), ("r", 18))]
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    async def go():
+        t = HttpTarget("http://pool:8000", "m", max_context=64, transport=httpx.MockTransport(handler))
+        got = await t.timed([5, 6, 7, 8], 18)
+        await t.aclose()
+        return got
+
+    got = asyncio.run(go())
+    assert [n for _, n in got.deltas] == [1, 16, 1] and got.first >= got.sent
+
+
+def test_observed_work_matches_the_replica_models_schedule():
+    """The work the outside observation assigns to an interval is what the replica model would run."""
+    from rayhet.perf import EngineLimits, StepModel
+    from rayhet.profiling.observe import decode_work, mixed_work, prefill_work
+    from rayhet.sim.replica import SimRequest, simulate
+
+    limits = EngineLimits(batch_slots=4, step_tokens=64, kv_tokens=10**5, max_context=4096)
+    model = StepModel(c_step=1e-3, c_prefill=2e-5, c_decode=3e-4, c_kv_read=1e-6, c_attn=5e-5)
+    alone = simulate(model, limits, [SimRequest(0.0, 200, 1)])[0]
+    assert model.time(prefill_work(200, limits)) == pytest.approx(alone.ttft)
+    # 3 requests of 16 tokens decoding 10 steps: contexts 3 x (16 + g), g = 1..10
+    assert model.time(decode_work(3, 3 * 17, 10, limits)) == pytest.approx(
+        sum(model.step_time(0, 0, 3, 3 * (16 + g)) for g in range(1, 11)))
+    # a 200-token prompt beside 3 decoders: chunks of 61, 61, 61, 17
+    rs = [SimRequest(0.0, 16, 500, rid=k + 1) for k in range(3)] + [SimRequest(0.5, 200, 1, rid=9)]
+    done = {r.rid: r for r in simulate(model, limits, rs)}
+    long = done[9]
+    # the simulated TTFT includes the wait for the step running at 0.5: compare the steps themselves
+    w = mixed_work(200, 3, 3 * (16 + 1), limits)
+    assert w.steps == 4 and w.prefill_tokens == 200 and w.decode_seqs == 12
+    assert long.ttft >= model.time(w) * 0.95
+
+
+def test_profile_tiny_model_observed_from_outside(tiny_gguf, tmp_path, capsys):
+    """`--steps outside`: the engine model from timed requests only (as for vLLM or --url), on the tiny model."""
+    out = tmp_path / "outside.json"
+    argv = ["--engine", "llama_cpp", "--model", str(tiny_gguf), "--n-ctx", "512", "--n-slots", "4",
+            "--n-threads", "1", "--slo-tpot-ms", "50", "--slo-ttft-ms", "1000", "--out", str(out),
+            "--price-per-hour", "0.05", "--input-edges", "32,256", "--output-edges", "16,128", "--held-out", "0",
+            "--steps", "outside", "--no-progress"]
+    assert run(_parse(argv)) == 0
+    em = load_profile(out).engine_model
+    labels = {p.label.split()[0] for p in em.points}
+    assert labels == {"prefill", "decode", "mixed"}
+    assert em.mean_abs_rel_error < 0.5 and em.step_model().c_step > 0
+    assert all(r is not None and r > 0 for row in load_profile(out).max_rate for r in row)

@@ -1,0 +1,47 @@
+"""rayhet.dispatch: the ingress's per-request decisions and bookkeeping on an injected clock."""
+
+from __future__ import annotations
+
+from rayhet.config import parse_config
+from rayhet.dispatch import Dispatcher
+from rayhet.plan import Plan
+from rayhet.routing import PoolLimit
+
+
+def _dispatcher(now: list[float], **routing):
+    cfg = parse_config({"model": {"id": "m", "gguf": "/x.gguf"},
+                        "pools": [{"name": "a", "engine": "llama_cpp"}, {"name": "b", "engine": "llama_cpp"}],
+                        "routing": {"predictor": "max_tokens", **routing}})
+    plan = Plan({"a": 1, "b": 1}, {(0, 0): {"a": 1.0}, (0, 1): {"b": 1.0}}, [100], [10, 100], 1.0, 1.0)
+    return Dispatcher(cfg, plan, [PoolLimit("a", 200, 0.1), PoolLimit("b", 1000, 0.2)], ["a", "b"],
+                      clock=lambda: now[0], wall_clock=lambda: 1e9 + now[0])
+
+
+def test_route_spill_and_outcomes_are_recorded_on_the_injected_clock():
+    now = [100.0]
+    d = _dispatcher(now, max_attempts=2)
+    r = d.route(50, 8)
+    assert r.pools[0] == "a" and d.tries(r) == ["a", "b"]
+    d.sent("a")
+    d.pushed_back("a")
+    d.sent("b", spilled_from="a")
+    now[0] = 101.0
+    d.succeeded("b", r, 8, 8, ttft_s=0.2, decode_s=0.7)
+    snap = d.traffic.snapshot()
+    assert snap["time"] == 1e9 + 101.0 and snap["arrivals"] == [[0, 0, 1]]
+    assert snap["pools"]["a"]["spilled_out"] == 1 and snap["pools"]["b"]["ok"] == 1
+    assert snap["pools"]["b"]["tpot_ms"]["mean"] == 100.0  # 0.7 s over 7 tokens after the first
+    # a failed pool is tried last for the cool-down, on the same clock
+    d.failed("a")
+    assert d.route(50, 8).pools[-1] == "a"
+    now[0] = 200.0
+    assert d.route(50, 8).pools[0] == "a"
+
+
+def test_no_spill_tries_one_pool_and_too_long_is_rejected():
+    now = [0.0]
+    d = _dispatcher(now, spill=False)
+    assert d.tries(d.route(50, 8)) == ["a"]
+    r = d.route(990, 100)  # fits no pool
+    assert r.pools == [] and "exceeds every pool's context" in r.reason
+    assert d.traffic.snapshot()["rejected"] == 1
