@@ -42,7 +42,7 @@ def fast_profile(dst: Path) -> str:
 
 def config(tmp: Path, *, controller: bool = True) -> Path:
     cfg = {
-        "model": {"id": "rayhet-120m", "gguf": "/nonexistent.gguf"},
+        "model": {"id": "rayhet-120m", "gguf": "/nonexistent.gguf", "hf": "/nonexistent-hf"},
         "pools": [
             {"name": "cpu2", "engine": "llama_cpp", "profile": str(ROOT / "profiles/rayhet-120m/cpu2.json"),
              "engine_settings": {"n_ctx": 2048, "n_slots": 8, "n_threads": 2}, "max_replicas": 64},

@@ -197,5 +197,7 @@ def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3) -> list[tuple[int,
     if k <= 0 or not cells:
         return []
     cells.sort(key=lambda c: (c[0] / max(n_in - 1, 1) - c[1] / max(n_out - 1, 1), c))
+    if k == 1:  # one check: the middle of the order, neither extreme (and quick to measure directly)
+        return [cells[len(cells) // 2]]
     picks = np.linspace(0, len(cells) - 1, min(k, len(cells))).round().astype(int)
     return [cells[p] for p in dict.fromkeys(picks.tolist())]
