@@ -2,7 +2,7 @@
 
 Pools: the measured 120M CPU pool `cpu2` (llama.cpp, 10 s start-up) and the synthetic `fast` pool of
 benchmarks/sim_bench.py standing in for a GPU type (its step model is cpu2's / 20; a 90 s start-up, as a
-vLLM replica's). Trace: LMSYS sizes whose rate climbs linearly from 0.5 to 8 req/s over 20 minutes, holds
+vLLM replica's). Trace: LMSYS sizes whose rate climbs linearly from 1 to 40 req/s over 20 minutes, holds
 10 minutes, falls back over 10 (Poisson, seeded). Each run is the same trace and config but
 `controller.lookahead`.
 
@@ -38,8 +38,8 @@ def main(argv=None) -> int:
     sizes = read_workload(LMSYS).samples
     sizes = sizes[(sizes[:, 0] + sizes[:, 1]) <= 2000]  # what both pools fit
     t = np.array([0, 1200, 1800, 2400.0])
-    r = np.array([0.5, 8.0, 8.0, 0.5])
-    trace = from_sizes(sizes, t, r, 2400.0, seed=1, source="ramp 0.5 -> 8 -> 0.5 req/s")
+    r = np.array([1.0, 40.0, 40.0, 1.0])
+    trace = from_sizes(sizes, t, r, 2400.0, seed=1, source="ramp 1 -> 40 -> 1 req/s")
     out = {"trace": trace.source, "requests": len(trace), "runs": []}
     for lookahead in (False, True):
         cfg = parse_config({
