@@ -87,17 +87,18 @@ def design(limits: EngineLimits, budget_tokens: int = 60_000) -> list[Batch]:
     return kept
 
 
+async def generate_one(engine, p: int, o: int, vocab: list[int], rng: np.random.Generator) -> None:
+    """One request of p random prompt ids and exactly o output tokens, to the end."""
+    ids = [int(t) for t in rng.choice(vocab, size=p)]
+    req = GenerationRequest(request_id=f"em-{uuid.uuid4().hex[:10]}", prompt_token_ids=ids,
+                            sampling=SamplingParams(max_tokens=o, temperature=1.0, ignore_eos=True), stream=False)
+    async for _ in engine.generate(req):
+        pass
+
+
 async def run_batch(engine, batch: Batch, vocab: list[int], rng: np.random.Generator) -> None:
     """Submit the batch's requests at once and wait for all (random prompt ids, exact output length)."""
-    async def one(p: int, o: int) -> None:
-        ids = [int(t) for t in rng.choice(vocab, size=p)]
-        req = GenerationRequest(request_id=f"em-{uuid.uuid4().hex[:10]}", prompt_token_ids=ids,
-                                sampling=SamplingParams(max_tokens=o, temperature=1.0, ignore_eos=True),
-                                stream=False)
-        async for _ in engine.generate(req):
-            pass
-
-    await asyncio.gather(*[one(p, o) for p, o in batch.requests()])
+    await asyncio.gather(*[generate_one(engine, p, o, vocab, rng) for p, o in batch.requests()])
 
 
 async def measure_steps(engine, batches: list[Batch], vocab: list[int], seed: int = 0,
@@ -139,14 +140,6 @@ async def live_steps(engine, mix: list[tuple[int, int]], rate: float, seconds: f
     """Poisson arrivals at `rate` for `seconds`, sizes drawn from `mix`; every step until all have finished."""
     import time
 
-    async def one(p: int, o: int) -> None:
-        ids = [int(t) for t in rng.choice(vocab, size=p)]
-        req = GenerationRequest(request_id=f"em-live-{uuid.uuid4().hex[:10]}", prompt_token_ids=ids,
-                                sampling=SamplingParams(max_tokens=o, temperature=1.0, ignore_eos=True),
-                                stream=False)
-        async for _ in engine.generate(req):
-            pass
-
     engine.step_log = []
     tasks = []
     t0 = time.monotonic()
@@ -157,7 +150,7 @@ async def live_steps(engine, mix: list[tuple[int, int]], rate: float, seconds: f
             if delay > 0:
                 await asyncio.sleep(delay)
             p, o = mix[int(rng.integers(len(mix)))]
-            tasks.append(asyncio.ensure_future(one(p, o)))
+            tasks.append(asyncio.ensure_future(generate_one(engine, p, o, vocab, rng)))
             if on_tick is not None:
                 on_tick(at)
             at += float(rng.exponential(1.0 / rate))
