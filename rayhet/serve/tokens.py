@@ -34,7 +34,7 @@ class GGUFTokenizer:
         import llama_cpp as lc
         import llama_cpp._logger as lc_log
 
-        from rayhet.engines.llama_cpp import load_chat_template
+        from rayhet.engines.llama_cpp_calls import load_chat_template
 
         lc_log.set_verbose(False)
         lc.llama_backend_init()
@@ -49,7 +49,7 @@ class GGUFTokenizer:
         self._chat = load_chat_template(lc, self._model, self._vocab)
 
     def _tokenize(self, text: str, add_bos: bool) -> list[int]:
-        from rayhet.engines.llama_cpp import tokenize_text
+        from rayhet.engines.llama_cpp_calls import tokenize_text
 
         return tokenize_text(self._lc, self._vocab, text, add_bos)
 

@@ -29,7 +29,6 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from rayhet.control import ControlState, PoolBounds, observe, policy_target, solve_mix, tick
 from rayhet.dispatch import Dispatcher
@@ -37,6 +36,7 @@ from rayhet.perf import EngineLimits, StepModel
 from rayhet.plan import Plan
 from rayhet.routing import PoolLimit
 from rayhet.sim.replica import Replica, SimRequest
+from rayhet.sim.serve_default import serve_default_target
 from rayhet.sim.trace import Trace
 
 
@@ -418,27 +418,11 @@ class Fleet:
         self._at(self.now + self.settings.policy_poll_s, "poll")
 
     def _serve_default_policy(self, pool: str, running: int, in_flight: float) -> int:
-        """Ray Serve's default autoscaling (replica_queue_length_autoscaling_policy, with the scaling factors
-        and up/down-scale delays Serve wraps every policy in), called as Serve calls it, on simulated time."""
-        import ray.serve.autoscaling_policy as ap
-        from ray.serve._private.common import DeploymentID
-        from ray.serve.config import AutoscalingContext
-
         cfg = self.serve_autoscaling[pool]
-        ctx = AutoscalingContext(
-            deployment_id=DeploymentID(name="pool-" + pool, app_name="default"), deployment_name="pool-" + pool,
-            app_name="default", current_num_replicas=running, target_num_replicas=self.target.get(pool, 0),
-            running_replicas=[], total_num_requests=in_flight, total_queued_requests=len(self.queue[pool]),
-            aggregated_metrics=None, raw_metrics=None, capacity_adjusted_min_replicas=cfg.min_replicas,
-            capacity_adjusted_max_replicas=cfg.max_replicas, policy_state=self._serve_state[pool],
-            last_scale_up_time=None, last_scale_down_time=None, current_time=self.now, config=cfg)
-        real_time, now = ap.time, self.now
-        ap.time = _SimTime(now)  # its delays read time.time(): hand it the simulation's clock
-        try:
-            want, self._serve_state[pool] = ap._apply_autoscaling_config(ap.replica_queue_length_autoscaling_policy)(ctx)
-        finally:
-            ap.time = real_time
-        return max(cfg.min_replicas, min(cfg.max_replicas, int(math.ceil(want))))
+        want, self._serve_state[pool] = serve_default_target(
+            cfg, "pool-" + pool, running, self.target.get(pool, 0), in_flight, len(self.queue[pool]),
+            self._serve_state[pool], self.now)
+        return want
 
     def _on_control(self, _) -> None:
         """One controller period on the ingress's traffic snapshot (PlanController.step without the actor)."""
@@ -453,26 +437,3 @@ class Fleet:
             self.dispatch.update_plan(plan)  # the ingress gets it at its next report (report_s; here at once)
             self.plans.append((self.now, dict(plan.replicas), plan.cost_per_hour))
         self._at(self.now + self.settings.period_s, "control")
-
-
-class _SimTime:
-    """Stands in for the `time` module inside ray.serve.autoscaling_policy while it decides."""
-
-    def __init__(self, now: float):
-        self._now = now
-
-    def time(self) -> float:
-        return self._now
-
-    def __getattr__(self, name):
-        import time
-
-        return getattr(time, name)
-
-
-def summarize_latency(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    a = np.asarray(values)
-    return {"mean": float(a.mean()), "p50": float(np.quantile(a, 0.5)), "p90": float(np.quantile(a, 0.9)),
-            "p99": float(np.quantile(a, 0.99))}
