@@ -150,7 +150,7 @@ async def live_steps(engine, mix: list[tuple[int, int]], rate: float, seconds: f
             if delay > 0:
                 await asyncio.sleep(delay)
             p, o = mix[int(rng.integers(len(mix)))]
-            tasks.append(asyncio.ensure_future(generate_one(engine, p, o, vocab, rng)))
+            tasks.append(asyncio.ensure_future(_shed_overload(generate_one(engine, p, o, vocab, rng))))
             if on_tick is not None:
                 on_tick(at)
             at += float(rng.exponential(1.0 / rate))
@@ -161,6 +161,17 @@ async def live_steps(engine, mix: list[tuple[int, int]], rate: float, seconds: f
         log, engine.step_log = engine.step_log, None
     return [("live", StepWork(1, prefill, dec, ctx, pairs, passes, multi), sec)
             for prefill, pairs, dec, ctx, passes, multi, sec in log]
+
+
+async def _shed_overload(coro) -> None:
+    """A live-phase request the engine refuses (its queue is full: the first fit's rate was too high for a
+    noisy machine) is dropped; the steps that did run are still samples."""
+    from rayhet.engines.base import EngineOverloadedError
+
+    try:
+        await coro
+    except EngineOverloadedError:
+        pass
 
 
 def fit_samples(samples: list[tuple[str, StepWork, float]]) -> FitResult:
