@@ -53,8 +53,13 @@ def test_build_without_args_serves_two_pools_by_size_under_the_controller(serve_
             assert cli.main(["status", "--app", APP]) == 0
             return capsys.readouterr().out
 
-        out = status()
-        assert "$0.07/hour" in out and "routing" in out, out  # the start-up plan, adopted at the first report
+        # the start-up plan, adopted at the ingress's first report (the controller actor starts beside the
+        # replica; on a loaded machine the first report can take a few seconds)
+        deadline = time.monotonic() + 30
+        while "$0.07/hour" not in (out := status()):
+            assert time.monotonic() < deadline, f"the controller never showed the start-up plan:\n{out}"
+            time.sleep(0.5)
+        assert "routing" in out, out
         assert "small 100%" in out and "large 100%" in out  # some bucket routed wholly to each pool
         def running() -> dict:  # pool -> its row's "running" column, once Serve's policy of each has reported
             rows = [line.split() for line in status().splitlines() if line.startswith(("small ", "large "))]
