@@ -275,8 +275,12 @@ class Fleet:
     def _admit(self, pool: str, req: Request) -> bool:
         """Serve's handle: onto the least-loaded running replica with room, else into the caller queue if it
         has room, else backpressure (False)."""
-        self._collect(pool)
-        rep = self._least_loaded(pool)
+        # Counts only fall when requests finish, so a replica with room by the counts as last collected has
+        # room now: advance the pool's replicas only when none seems to (the hot path of a long trace)
+        rep = self._least_loaded(pool) if not self.queue[pool] else None
+        if rep is None:
+            self._collect(pool)
+            rep = self._least_loaded(pool)
         if rep is not None and not self.queue[pool]:
             rep.take(req, self.now)
             return True
