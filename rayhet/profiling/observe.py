@@ -22,7 +22,6 @@ half a step of error on a TTFT), which is why the in-process llama.cpp engine ke
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,7 +157,3 @@ def _bump(counts: list[int], i: int, n: int, started: asyncio.Event, total: int)
     if sum(1 for c in counts if c >= 2) == total:
         started.set()
 
-
-def observed_steps_estimate(limits: EngineLimits) -> int:
-    """About how many intervals the experiments give (for a progress bar)."""
-    return 3 * 7 + 2 * 5 * 20 + 8 + math.ceil(limits.batch_slots / 8)

@@ -33,20 +33,23 @@ def _arrays(requests):
     return arrival, ok, first, end, n_in, n_out
 
 
+def _sample(arrival, ok, first, end, n_in, n_out) -> Sample:
+    tpot = (end - first) / np.maximum(n_out - 1, 1)
+    return Sample((first - arrival)[ok], tpot[ok], (end - arrival)[ok], n_in[ok], n_out[ok])
+
+
 def sample_of(requests) -> tuple[Sample, np.ndarray]:
     """The finished requests' latencies (rayhet.slo.Sample), and the mask of which requests finished."""
-    arrival, ok, first, end, n_in, n_out = _arrays(requests)
-    ttft = first - arrival
-    tpot = (end - first) / np.maximum(n_out - 1, 1)
-    s = Sample(ttft[ok], tpot[ok], (end - arrival)[ok], n_in[ok], n_out[ok])
-    return s, ok
+    a = _arrays(requests)
+    return _sample(*a), a[1]
 
 
 def summarize(result, slo, *, window_s: float = 60.0, name: str = "") -> dict:
     """Totals and per-window series of one run (`rayhet.sim.fleet.FleetResult`)."""
     reqs = result.requests
-    arrival, ok, first, end, n_in, n_out = _arrays(reqs)
-    s, _ = sample_of(reqs)
+    a = _arrays(reqs)  # once: a day's million requests
+    arrival, ok = a[0], a[1]
+    s = _sample(*a)
     good = np.zeros(len(reqs), bool)
     if slo is not None:
         good[ok] = within(slo, s)
