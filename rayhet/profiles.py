@@ -153,6 +153,13 @@ class HeldOut(_Strict):
     output_bucket: int = Field(..., ge=0)
     predicted_rate: float | None = Field(..., ge=0)
     measured_rate: float | None = Field(..., ge=0)
+    speed_drift: float | None = Field(
+        None, gt=0, description="The engine's speed while this bucket was measured, relative to when its steps were "
+        "fitted (measured/predicted time of a few probe batches, then over at the fit): 1.2 = 20 % slower. Null: "
+        "not measured (engines observed from outside).")
+    predicted_rate_at_check: float | None = Field(
+        None, ge=0, description="predicted_rate with the model's step times scaled by speed_drift: the model's "
+        "prediction for the machine as it ran during the check.")
 
     @property
     def error(self) -> float | None:
@@ -160,6 +167,13 @@ class HeldOut(_Strict):
         if not self.predicted_rate or not self.measured_rate:
             return None
         return (self.predicted_rate - self.measured_rate) / self.measured_rate
+
+    @property
+    def error_at_check(self) -> float | None:
+        """The same error with the prediction at the check's speed (None without speed_drift)."""
+        if not self.predicted_rate_at_check or not self.measured_rate:
+            return None
+        return (self.predicted_rate_at_check - self.measured_rate) / self.measured_rate
 
 
 class EngineModelRecord(_Strict):

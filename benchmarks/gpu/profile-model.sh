@@ -2,6 +2,7 @@
 # `rayhet profile --method model` of both pool types of the GPU machine on the 1B model (issue 13):
 #   profile-model.sh gpu  -> $OUT/h200.json  vLLM, steps observed from outside (rayhet.profiling.observe)
 #   profile-model.sh cpu  -> $OUT/cpu16.json llama.cpp on THREADS cores, its own step log + a live phase
+#   GGUF=/tmp/models/rayhet-1b-q4_k_m.gguf NAME=cpu16-q4 QUANT=Q4_K_M profile-model.sh cpu   (setup.sh makes it)
 # Each with one held-out bucket measured directly (--held-out, default 1) within --time-budget.
 # ACCEL (default H200) names the GPU; prices as benchmarks/results/gpu-prices.md.
 set -euo pipefail
@@ -20,13 +21,14 @@ if [ "$kind" = gpu ]; then
     --plot "$P/$a.png" "$@" 2>&1 | grep -v -E "^\(EngineCore|^INFO|^WARNING|^\[W" | tail -40
 else
   T="${THREADS:-12}"
-  python3 -m rayhet.cli profile --method model --engine llama_cpp --model "$RAYHET_GGUF" --model-name rayhet-1b \
+  N="${NAME:-cpu16}"
+  python3 -m rayhet.cli profile --method model --engine llama_cpp --model "${GGUF:-$RAYHET_GGUF}" --model-name rayhet-1b \
     --n-threads "$T" --n-ctx 8192 --n-slots "${SLOTS:-8}" \
     --slo-tpot-ms "${SLO_TPOT_MS:-100}" --slo-ttft-ms "${SLO_TTFT_MS:-2000}" \
-    --out "$P/cpu16.json" --pool cpu --vcpus "$T" \
+    --out "$P/$N.json" --pool cpu --vcpus "$T" \
     --price-per-hour "${CPU_PRICE:-$(python3 -c "print(round($T * ${VCPU_PRICE:-0.0425}, 4))")}" \
     --price-source "${CPU_PRICE_SOURCE:-AWS c5.4xlarge on-demand, 0.68 USD/h for 16 vCPU = 0.0425 per vCPU-hour (see benchmarks/results/gpu-prices.md)}" \
-    --hardware-description "the lent $A machine's 16 cores, $T llama.cpp threads" --held-out "${HELD_OUT:-1}" \
-    --no-progress --plot "$P/cpu16.png" "$@" 2>&1 | tail -40
+    --hardware-description "the lent $A machine's 16 cores, $T llama.cpp threads${QUANT:+, GGUF $QUANT}" --held-out "${HELD_OUT:-1}" \
+    --no-progress --plot "$P/$N.png" "$@" 2>&1 | tail -40
 fi
 cp "$P"/* "$OUT"/ 2>/dev/null || true

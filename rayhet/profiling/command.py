@@ -75,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "measure every bucket's capacity directly by rate search (hours)")
     g.add_argument("--held-out", type=int, default=3, metavar="K",
                    help="with --method model: buckets measured directly and recorded next to their prediction (default 3)")
+    g.add_argument("--held-out-requests", type=int, default=8, metavar="N",
+                   help="with --method model: a held-out point measures at least N requests (min(N, --min-requests)) "
+                   "even where that takes longer than --max-window: a check on 2 requests is noise (default 8)")
     g.add_argument("--steps", choices=["log", "outside"], default=None,
                    help="with --method model: how step times are taken: the engine's own step log (llama.cpp in "
                    "process; the default there) or timed requests seen from outside (any engine; the default for "
@@ -156,7 +159,7 @@ def _measure(args: argparse.Namespace) -> int:
         notes=args.notes,
     )
     if measured is not None:
-        profile = with_engine_model(profile, measured, settings)
+        profile = with_engine_model(profile, measured, settings, state.speed_drifts)
     save_profile(profile, out)
     keys = _all_keys(settings) if measured is None else [f"{i},{j}" for i, j in measured.held_out]
     if all(state.status.get(k, "").startswith(FINAL) for k in keys):
@@ -169,7 +172,16 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"engine model: {em.mean_abs_rel_error:.1%} mean step-time error over {len(measured.samples)} steps; "
               "held out: " + (", ".join(
                   f"({h.input_bucket},{h.output_bucket}) predicted {_r(h.predicted_rate)} measured {_r(h.measured_rate)}"
-                  + (f" ({h.error:+.0%})" if h.error is not None else "") for h in em.held_out) or "none"))
+                  + (f" ({h.error:+.0%})" if h.error is not None else "")
+                  + (f"; engine {h.speed_drift:.2f}x the fitted step times during the check: predicted "
+                     f"{_r(h.predicted_rate_at_check)} ({h.error_at_check:+.0%})" if h.error_at_check is not None else "")
+                  for h in em.held_out) or "none"))
+        drifts = [h.speed_drift for h in em.held_out if h.speed_drift is not None]
+        if drifts and (max(drifts) > 1.15 or min(drifts) < 1 / 1.15):
+            print(f"warning: the engine ran {min(drifts):.2f}-{max(drifts):.2f}x the fitted step times while the "
+                  "held-out buckets were measured: this machine's speed moved (shared or throttled?); the profile's "
+                  "capacities hold at the speed of the fit, and the checks compare at the speed of the check",
+                  file=sys.stderr)
     if args.plot:
         from rayhet.profiling.plot import plot_fit, plot_profile
 
@@ -197,10 +209,34 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
                                               live_seconds=args.live_seconds, url_limits=_url_limits(args),
                                               outside=args.steps == "outside")
         save(state)  # the steps are in the sidecar now: an interrupted held-out phase resumes after them
-        await run_sweep(target, settings, state, save=save, progress=not args.no_progress, only=set(measured.held_out))
+        # Each held-out search starts at the model's prediction: its first points then say at once whether the
+        # measured capacity lies above or below it.
+        starts = {(i, j): measured.grid[i][j] for i, j in measured.held_out if measured.grid[i][j]}
+        await run_sweep(target, settings, state, save=save, progress=not args.no_progress,
+                        only=set(measured.held_out), starts=starts, checkpoint=_speed_probe(target, measured, state))
         return measured
     finally:
         await close()
+
+
+def _speed_probe(target, measured, state: SweepState):
+    """The held-out phase's checkpoint: the engine's speed now relative to the fit, kept per bucket (engines
+    that log their steps in process; None otherwise: observed engines are not probed)."""
+    engine = getattr(target, "engine", None)
+    if engine is None or not hasattr(engine, "step_log") or not measured.samples:
+        return None
+    from rayhet.profiling.engine_model import speed_drift
+    from rayhet.profiling.targets import EngineTarget
+
+    async def probe(key: tuple[int, int]) -> None:
+        await target.wait_idle(60.0)
+        drift = await speed_drift(engine, measured.fit.model, measured.samples, EngineTarget(engine).token_ids())
+        if drift is not None:
+            state.speed_drifts.setdefault(f"{key[0]},{key[1]}", []).append(round(drift, 4))
+            print(f"engine model: speed probe before/after bucket {key}: {drift:.2f} x the fitted step times",
+                  file=sys.stderr)
+
+    return probe
 
 
 @dataclass
@@ -301,7 +337,19 @@ def _work_list(w) -> list[float]:
 MAX_POINTS_KEPT = 3000  # raw step points written into the profile (an even subsample beyond this)
 
 
-def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings):
+def _at_speed(measured: MeasuredModel, settings: SweepSettings, i: int, j: int, drift: float | None) -> float | None:
+    """Bucket (i, j)'s capacity from the model with every step time scaled by `drift`."""
+    if drift is None:
+        return None
+    from rayhet.capacity import bucket_capacity as simulated_capacity
+    from rayhet.perf import StepModel
+
+    scaled = StepModel(**{k: v * drift for k, v in measured.fit.model.model_dump().items()})
+    # the bucket at its upper-edge sizes, as derive_max_rate made the grid
+    return simulated_capacity(scaled, measured.limits, settings.slo, settings.input_edges[i], settings.output_edges[j])
+
+
+def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings, drifts_by_bucket: dict | None = None):
     """The sweep-built profile turned into a version-2 one: capacity from the model, the model recorded, and
     the held-out buckets' measured capacity next to their prediction."""
     from rayhet.profiles import EngineModelRecord, HeldOut, StepPoint
@@ -316,8 +364,11 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings)
     held = []
     for i, j in measured.held_out:
         pts = [p for p in profile.sweep if (p.input_bucket, p.output_bucket) == (i, j)]
+        drifts = (drifts_by_bucket or {}).get(f"{i},{j}") or []
+        drift = float(np.mean(drifts)) if drifts else None
         held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
-                            measured_rate=bucket_capacity(pts) if pts else None))
+                            measured_rate=bucket_capacity(pts) if pts else None, speed_drift=drift,
+                            predicted_rate_at_check=_at_speed(measured, settings, i, j, drift)))
     record = EngineModelRecord(limits=measured.limits.model_dump(), step=measured.fit.model.model_dump(),
                                mean_abs_rel_error=measured.fit.mean_abs_rel_error,
                                max_abs_rel_error=measured.fit.max_abs_rel_error, points=points, held_out=held)
@@ -347,6 +398,7 @@ def sweep_settings(args: argparse.Namespace) -> SweepSettings:
         min_requests=knob["min_requests"],
         min_duration_s=knob["min_duration"],
         max_window_s=knob["max_window"],
+        fewest_requests=args.held_out_requests if (args.method or "model") == "model" else 2,
         min_warmup_s=knob["warmup"],
         time_budget_s=args.time_budget,
         seed=args.seed,

@@ -121,6 +121,32 @@ async def measure_steps(engine, batches: list[Batch], vocab: list[int], seed: in
     return samples
 
 
+def probe_batches(limits: EngineLimits) -> list[Batch]:
+    """A few short batches of the design (decode alone and at full width, one prefill): a few seconds, run
+    again when the held-out buckets are measured to see whether the host still runs at the fitted speed."""
+    return [Batch(1, 16, 64), Batch(limits.batch_slots, 16, 64), Batch(1, min(512, limits.max_context - 32), 8)]
+
+
+def speed_ratio(model, samples: list[tuple[str, StepWork, float]], labels: set[str] | None = None) -> float | None:
+    """Measured over predicted time of these steps (of those with `labels`): 1.2 = 20 % slower than fitted."""
+    chosen = [(w, sec) for label, w, sec in samples if labels is None or label in labels]
+    predicted = sum(model.time(w) for w, _ in chosen)
+    return sum(sec for _, sec in chosen) / predicted if predicted > 0 else None
+
+
+async def speed_drift(engine, model, fitted: list[tuple[str, StepWork, float]], vocab: list[int],
+                      seed: int = 0) -> float | None:
+    """How much slower (> 1) or faster (< 1) the engine runs now than when its steps were fitted: the probe
+    batches' measured/predicted ratio now over the same ratio in the fitted steps. A shared machine's speed
+    moves by tens of per cent within an hour; a held-out check is only a check of the model at equal speed."""
+    limits = limits_of(engine)
+    probes = probe_batches(limits)
+    labels = {b.label for b in probes}
+    then = speed_ratio(model, fitted, labels)
+    now = speed_ratio(model, await measure_steps(engine, probes, vocab, seed=seed))
+    return None if not then or not now else now / then
+
+
 def live_mix(limits: EngineLimits) -> list[tuple[int, int]]:
     """(prompt, output) sizes of the live phase: short to long prompts, short to long outputs, that fit."""
     return [(p, o) for p in (16, 128, 512) for o in (16, 64, 256) if p + o <= limits.max_context]

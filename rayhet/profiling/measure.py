@@ -50,14 +50,15 @@ def plan_point(
     max_window_s: float,
     min_warmup_s: float,
     latency_bound_s: float,
+    fewest_requests: int = 2,
 ) -> PointPlan:
     """Steady state needs a warm-up of at least one request's lifetime, and a window holding at least
     `min_requests` arrivals and lasting `min_duration_s` (capped at `max_window_s` for very low rates,
-    where fewer requests are measured: the point reports how many)."""
+    where fewer requests are measured, but at least `fewest_requests`: the point reports how many)."""
     window = max(min_duration_s, min_requests / rate)
     cap = max(max_window_s, min_duration_s)
     if window > cap:  # a low rate: measure fewer requests rather than for ever
-        n = max(2, math.floor(rate * cap + 1e-9))
+        n = max(min(fewest_requests, min_requests), 2, math.floor(rate * cap + 1e-9))
     else:
         n = math.ceil(rate * window - 1e-9)
     return PointPlan(

@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -40,6 +40,7 @@ class SweepSettings:
     min_requests: int = 20  # measured requests per point, at least
     min_duration_s: float = 20.0  # measurement window per point, at least
     max_window_s: float = 120.0  # ... at most (very low rates then measure fewer requests)
+    fewest_requests: int = 2  # ... but never fewer than this many, however long the window gets
     min_warmup_s: float = 3.0  # warm-up per point, at least (and at least one request's latency)
     time_budget_s: float | None = None  # whole sweep, resumed runs included
     seed: int = 0
@@ -63,6 +64,8 @@ class SweepState(BaseModel):
     # --method model: the measured engine steps (label, work features, seconds), kept so that --resume
     # goes on with the held-out buckets instead of measuring the steps again; None until measured
     engine_steps: list[tuple[str, list[float], float]] | None = None
+    # --method model: the engine's speed relative to the fit, measured before and after each held-out bucket
+    speed_drifts: dict[str, list[float]] = {}
 
     def bucket_points(self, b: Bucket) -> list[SweepPoint]:
         return [p for p in self.points if (p.input_bucket, p.output_bucket) == b.key]
@@ -76,7 +79,8 @@ def fingerprint(settings: SweepSettings, target_id: dict) -> dict:
         "input_edges": settings.input_edges,
         "output_edges": settings.output_edges,
         "search": asdict(settings.search),
-        "points": [settings.min_requests, settings.min_duration_s, settings.max_window_s, settings.min_warmup_s],
+        "points": [settings.min_requests, settings.min_duration_s, settings.max_window_s, settings.min_warmup_s,
+                   settings.fewest_requests],
     }))
 
 
@@ -112,9 +116,14 @@ async def run_sweep(
     drive=run_point,
     probe=single_request,
     only: set[tuple[int, int]] | None = None,
+    starts: dict[tuple[int, int], float] | None = None,
+    checkpoint: Callable[[tuple[int, int]], Awaitable[None]] | None = None,
 ) -> SweepState:
     """Measure every bucket not finished in `state` (of `only`, when given), cheapest first, until done or
-    out of budget.
+    out of budget. A bucket's search starts at `starts[bucket]` when given (a held-out bucket starts at its
+    predicted capacity, so its first points bracket the prediction), else at one request in flight.
+    `checkpoint(bucket)` runs right before and right after each bucket measured (the model method's speed
+    probe).
 
     `drive` and `probe` default to the real open-loop load (rayhet.profiling.load); tests pass doubles.
     """
@@ -143,7 +152,12 @@ async def run_sweep(
             if left() <= 0 or out_of_time:
                 state.status[_key(b)] = f"{NOT_MEASURED}: time budget spent"
                 continue
-            state.status[_key(b)] = await _measure_bucket(target, settings, state, b, left, save, bar, drive, probe)
+            if checkpoint is not None:
+                await checkpoint(b.key)
+            state.status[_key(b)] = await _measure_bucket(target, settings, state, b, left, save, bar, drive, probe,
+                                                          (starts or {}).get(b.key))
+            if checkpoint is not None:
+                await checkpoint(b.key)
             out_of_time = state.status[_key(b)].startswith(CUT)  # no time for a point: none for later buckets
             save(state)
             bar.update(1)
@@ -154,19 +168,23 @@ async def run_sweep(
     return state
 
 
+WARMUP_TOKENS = 2048  # per batch slot
+
+
 async def warm_up(target: Target, probe, rng: np.random.Generator) -> None:
     """Fill every batch slot once with a context-long prompt before measuring anything.
 
     A fresh engine pays one-off costs (model pages, KV-cache memory touched for the first time, thread
     start-up) that made the first points of a sweep several times slower than later ones: a first point
-    that fails for that reason would cap its bucket's search far below the real capacity.
+    that fails for that reason would cap its bucket's search far below the real capacity. Prompts stop at
+    WARMUP_TOKENS: eight whole 8k-token contexts took a 1B model on 12 CPU cores past ten minutes.
     """
-    n_prompt = max(1, target.max_context - 2)
+    n_prompt = max(1, min(target.max_context - 2, WARMUP_TOKENS))
     await asyncio.gather(*[probe(target, n_prompt, 2, rng) for _ in range(max(1, target.max_batch))])
     await _wait_idle(target)
 
 
-async def _measure_bucket(target, settings, state, b, left, save, bar, drive, probe) -> str:
+async def _measure_bucket(target, settings, state, b, left, save, bar, drive, probe, start: float | None = None) -> str:
     """Probe one request alone, then search the rate; returns the bucket's status."""
     slo = settings.slo
     alone = state.probes.get(_key(b))
@@ -197,11 +215,13 @@ async def _measure_bucket(target, settings, state, b, left, save, bar, drive, pr
     ttft_bound = (slo.ttft_ms or max(1000.0, 4 * alone["ttft_ms"])) / 1e3
     bound = ttft_bound + b.output_tokens * tpot_bound
     history = [(p.offered_rate, p.meets_slo) for p in state.bucket_points(b)]
-    while (rate := next_rate(history, start_rate(single), settings.search)) is not None:
+    first = start if start is not None and start > 0 else start_rate(single)
+    while (rate := next_rate(history, first, settings.search)) is not None:
         plan = plan_point(
             rate, single,
             min_requests=settings.min_requests, min_duration_s=settings.min_duration_s,
             max_window_s=settings.max_window_s, min_warmup_s=settings.min_warmup_s, latency_bound_s=bound,
+            fewest_requests=settings.fewest_requests,
         )
         if plan.warmup_s + plan.window_s + single > left():
             return f"{CUT}: search stopped by the time budget after {len(history)} point(s)"

@@ -128,6 +128,13 @@ def test_plan_point_minimums():
     assert p.num_requests == 20 and p.window_s == 40 and p.warmup_s == 3
     p = plan_point(0.05, 30.0, min_requests=20, min_duration_s=10, max_window_s=100, min_warmup_s=3, latency_bound_s=40)
     assert p.window_s <= 100 and p.num_requests == 5 and p.warmup_s == 30  # capped: fewer requests, reported
+    # a held-out check asks for at least 8 requests: the window grows past the cap instead
+    p = plan_point(0.05, 30.0, min_requests=20, min_duration_s=10, max_window_s=100, min_warmup_s=3, latency_bound_s=40,
+                   fewest_requests=8)
+    assert p.num_requests == 8 and p.window_s == pytest.approx(160)
+    p = plan_point(0.05, 30.0, min_requests=6, min_duration_s=10, max_window_s=100, min_warmup_s=3, latency_bound_s=40,
+                   fewest_requests=8)
+    assert p.num_requests == 6  # never more than min_requests
 
 
 def test_grid_trimmed_to_context_cheapest_first():
@@ -194,6 +201,23 @@ def test_sweep_finds_each_bucket_capacity_and_trims_context():
                 continue
             true = sim.capacity(n_in, n_out)  # the 90% rule lets offered rates up to true / 0.9 pass
             assert rates[i][j] is not None and true * 0.8 <= rates[i][j] <= true / 0.9 * 1.1, (i, j, rates[i][j], true)
+
+
+def test_sweep_starts_a_bucket_at_the_given_rate():
+    """Held-out buckets start at the model's prediction: the first point measured is at that rate, and the
+    search still converges on the bucket's capacity."""
+    sim, settings = SimulatedReplica(), _settings(input_edges=[100], output_edges=[25])
+    seen = []
+
+    async def drive(target, n_in, n_out, rate, plan, rng):
+        seen.append(rate)
+        return await sim.drive(target, n_in, n_out, rate, plan, rng)
+
+    state = asyncio.run(run_sweep(sim, settings, SweepState(fingerprint={}), progress=False, drive=drive,
+                                  probe=sim.probe, starts={(0, 0): 7.0}))
+    assert seen[0] == 7.0
+    true = sim.capacity(100, 25)
+    assert true * 0.8 <= derive_max_rate(state.points, 1, 1)[0][0] <= true / 0.9 * 1.1
 
 
 def test_sweep_resumes_after_interrupt(tmp_path):
@@ -365,6 +389,10 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     (held,) = em.held_out
     assert held.predicted_rate == profile.max_rate[held.input_bucket][held.output_bucket]
     assert held.measured_rate is not None and held.measured_rate > 0
+    # the host's speed was probed before and after the bucket: the prediction at that speed sits beside it
+    assert held.speed_drift is not None and 0.2 < held.speed_drift < 5
+    assert held.predicted_rate_at_check is not None and held.error_at_check is not None
+    assert "speed probe" in said.err
     assert {(p.input_bucket, p.output_bucket) for p in profile.sweep} == {(held.input_bucket, held.output_bucket)}
     assert png.stat().st_size > 0 and (tmp_path / "tiny-model-fit.png").stat().st_size > 0
 
@@ -439,3 +467,17 @@ def test_profile_tiny_model_observed_from_outside(tiny_gguf, tmp_path, capsys):
     assert prof.max_rate == simulate_grid(em.step_model(), em.engine_limits(), prof.slo, prof.input_edges,
                                           prof.output_edges, requests=em.capacity_requests,
                                           tolerance=em.capacity_tolerance)
+
+
+def test_speed_drift_is_measured_over_fitted_time_relative_to_the_fit():
+    """A host that runs every step 30 % slower than when the model was fitted reads 1.3, whatever the fit's
+    own residual on the probe batches was."""
+    from rayhet.perf import StepModel, StepWork
+    from rayhet.profiling.engine_model import speed_ratio
+
+    model = StepModel(c_step=0.01, c_prefill=0.001, c_decode=0.002, c_kv_read=0.0, c_attn=0.0)
+    w = StepWork(1, 0, 4, 100, 0, 0, 0)  # 0.018 s predicted
+    fitted = [("B4 P16 O64", w, 0.020), ("other", w, 0.5)]  # the probe label ran 0.020 at fit time
+    assert speed_ratio(model, fitted, {"B4 P16 O64"}) == pytest.approx(0.020 / 0.018)
+    now = [("B4 P16 O64", w, 0.026)]
+    assert speed_ratio(model, now) / speed_ratio(model, fitted, {"B4 P16 O64"}) == pytest.approx(1.3)
