@@ -202,11 +202,29 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted (413 above).")
     ingress_replicas: int = Field(1, ge=1, description="Ingress replicas.")
     ingress_max_ongoing_requests: int = Field(1000, ge=1, description="Concurrent requests per ingress replica.")
+    ingress_max_queued_requests: int = Field(
+        64, ge=-1,
+        description="Requests Serve's HTTP proxy lets wait for an ingress replica beyond its "
+        "ingress_max_ongoing_requests; past that the proxy itself answers 429 with Retry-After (Serve's "
+        "backpressure_config), before rayhet's code runs: the last guard when the ingress cannot keep up "
+        "(-1: unbounded).")
+
+    @field_validator("ingress_max_queued_requests")
+    @classmethod
+    def _ingress_queue_limit(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be -1 (no limit) or >= 1 (Ray Serve's rule)")
+        return v
     ingress_num_cpus: float = Field(
         0.0, ge=0,
         description="CPUs reserved per ingress replica. Default 0, as Serve's own proxy: the ingress only forwards "
         "(I/O-bound), and a whole CPU reserved for it is one the pools cannot use (`threads=N` on an N-CPU node).")
     traffic_window_s: float = Field(60.0, gt=0, description="Sliding window of the traffic the ingress records.")
+    max_wait_s: float = Field(
+        30.0, gt=0,
+        description="Longest a request waits for its pool to start it (its first token, or its whole answer when "
+        "not streamed, counts as started); then it is refused with 503 and Retry-After. Requests beyond the pools' "
+        "queue bounds are refused at once (429) and never wait.")
     access_log: bool = Field(
         True,
         description="Ray Serve's per-request access log lines on the ingress replicas (logging_config."

@@ -153,13 +153,13 @@ class HeldOut(_Strict):
     output_bucket: int = Field(..., ge=0)
     predicted_rate: float | None = Field(..., ge=0)
     measured_rate: float | None = Field(..., ge=0)
-    speed_drift: float | None = Field(
-        None, gt=0, description="The engine's speed while this bucket was measured, relative to when its steps were "
-        "fitted (measured/predicted time of a few probe batches, then over at the fit): 1.2 = 20 % slower. Null: "
-        "not measured (engines observed from outside).")
+    speed_drift: dict[str, float] | None = Field(
+        None, description="The engine's speed while this bucket was measured, relative to when its steps were "
+        "fitted, for `prefill` and `decode` steps (measured/predicted time of a few probe batches, then over at "
+        "the fit): 1.2 = 20 % slower. Null: not measured (engines observed from outside).")
     predicted_rate_at_check: float | None = Field(
-        None, ge=0, description="predicted_rate with the model's step times scaled by speed_drift: the model's "
-        "prediction for the machine as it ran during the check.")
+        None, ge=0, description="predicted_rate with the model's prefill and decode terms scaled by speed_drift: "
+        "the model's prediction for the machine as it ran during the check.")
 
     @property
     def error(self) -> float | None:

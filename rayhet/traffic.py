@@ -148,6 +148,17 @@ class TrafficRecorder:
         self._in_flight[pool] -= 1
 
     # -- reading -------------------------------------------------------------------------------
+    def completion_rates(self) -> dict[str, float]:
+        """Requests each pool finished (ok) per second over the window: how fast its queue drains."""
+        now = self._clock()
+        self._expire(now)
+        window = min(self.window_s, max(now - self._since, 1.0))
+        done: Counter = Counter()
+        for b in self._bins:
+            for name, pb in b.pools.items():
+                done[name] += pb.ok
+        return {name: n / window for name, n in done.items()}
+
     def snapshot(self) -> dict:
         now = self._clock()
         self._expire(now)

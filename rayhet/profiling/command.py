@@ -173,10 +173,10 @@ def _measure(args: argparse.Namespace) -> int:
               "held out: " + (", ".join(
                   f"({h.input_bucket},{h.output_bucket}) predicted {_r(h.predicted_rate)} measured {_r(h.measured_rate)}"
                   + (f" ({h.error:+.0%})" if h.error is not None else "")
-                  + (f"; engine {h.speed_drift:.2f}x the fitted step times during the check: predicted "
+                  + (f"; at the check's speed ({_drift_words(h.speed_drift)}): predicted "
                      f"{_r(h.predicted_rate_at_check)} ({h.error_at_check:+.0%})" if h.error_at_check is not None else "")
                   for h in em.held_out) or "none"))
-        drifts = [h.speed_drift for h in em.held_out if h.speed_drift is not None]
+        drifts = [v for h in em.held_out for v in (h.speed_drift or {}).values()]
         if drifts and (max(drifts) > 1.15 or min(drifts) < 1 / 1.15):
             print(f"warning: the engine ran {min(drifts):.2f}-{max(drifts):.2f}x the fitted step times while the "
                   "held-out buckets were measured: this machine's speed moved (shared or throttled?); the profile's "
@@ -190,6 +190,10 @@ def _measure(args: argparse.Namespace) -> int:
             fit_png = Path(args.plot).with_name(Path(args.plot).stem + "-fit.png")
             print(f"wrote {plot_fit(profile, fit_png)}")
     return 0
+
+
+def _drift_words(drift: dict | None) -> str:
+    return ", ".join(f"{k} {v:.2f}x" for k, v in (drift or {}).items())
 
 
 def _r(rate: float | None) -> str:
@@ -231,10 +235,10 @@ def _speed_probe(target, measured, state: SweepState):
     async def probe(key: tuple[int, int]) -> None:
         await target.wait_idle(60.0)
         drift = await speed_drift(engine, measured.fit.model, measured.samples, EngineTarget(engine).token_ids())
-        if drift is not None:
-            state.speed_drifts.setdefault(f"{key[0]},{key[1]}", []).append(round(drift, 4))
-            print(f"engine model: speed probe before/after bucket {key}: {drift:.2f} x the fitted step times",
-                  file=sys.stderr)
+        if drift:
+            state.speed_drifts.setdefault(f"{key[0]},{key[1]}", []).append({k: round(v, 4) for k, v in drift.items()})
+            print(f"engine model: speed probe at bucket {key}: " + ", ".join(
+                f"{k} steps {v:.2f}x" for k, v in drift.items()) + " the fitted times", file=sys.stderr)
 
     return probe
 
@@ -337,14 +341,17 @@ def _work_list(w) -> list[float]:
 MAX_POINTS_KEPT = 3000  # raw step points written into the profile (an even subsample beyond this)
 
 
-def _at_speed(measured: MeasuredModel, settings: SweepSettings, i: int, j: int, drift: float | None) -> float | None:
-    """Bucket (i, j)'s capacity from the model with every step time scaled by `drift`."""
-    if drift is None:
+def _at_speed(measured: MeasuredModel, settings: SweepSettings, i: int, j: int, drift: dict | None) -> float | None:
+    """Bucket (i, j)'s capacity from the model with its prefill terms scaled by the prefill drift and every
+    other term by the decode drift."""
+    if not drift:
         return None
     from rayhet.capacity import bucket_capacity as simulated_capacity
     from rayhet.perf import StepModel
 
-    scaled = StepModel(**{k: v * drift for k, v in measured.fit.model.model_dump().items()})
+    dp, dd = drift.get("prefill", drift.get("decode", 1.0)), drift.get("decode", drift.get("prefill", 1.0))
+    scaled = StepModel(**{k: v * (dp if k in ("c_prefill", "c_attn") else dd)
+                          for k, v in measured.fit.model.model_dump().items()})
     # the bucket at its upper-edge sizes, as derive_max_rate made the grid
     return simulated_capacity(scaled, measured.limits, settings.slo, settings.input_edges[i], settings.output_edges[j])
 
@@ -364,8 +371,9 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
     held = []
     for i, j in measured.held_out:
         pts = [p for p in profile.sweep if (p.input_bucket, p.output_bucket) == (i, j)]
-        drifts = (drifts_by_bucket or {}).get(f"{i},{j}") or []
-        drift = float(np.mean(drifts)) if drifts else None
+        probes = (drifts_by_bucket or {}).get(f"{i},{j}") or []
+        drift = {k: round(float(np.mean([p[k] for p in probes if k in p])), 4)
+                 for k in ("prefill", "decode") if any(k in p for p in probes)} or None
         held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
                             measured_rate=bucket_capacity(pts) if pts else None, speed_drift=drift,
                             predicted_rate_at_check=_at_speed(measured, settings, i, j, drift)))

@@ -65,7 +65,7 @@ class SweepState(BaseModel):
     # goes on with the held-out buckets instead of measuring the steps again; None until measured
     engine_steps: list[tuple[str, list[float], float]] | None = None
     # --method model: the engine's speed relative to the fit, measured before and after each held-out bucket
-    speed_drifts: dict[str, list[float]] = {}
+    speed_drifts: dict[str, list[dict[str, float]]] = {}
 
     def bucket_points(self, b: Bucket) -> list[SweepPoint]:
         return [p for p in self.points if (p.input_bucket, p.output_bucket) == b.key]

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from rayhet.control import policy_target
+from rayhet.messages import PoolReport
 
 log = logging.getLogger("ray.serve")
 
@@ -84,7 +85,8 @@ class PlanPolicy:
                 if handle is None:
                     handle = ray.get_actor(self.controller, namespace=self.namespace)
                 running, in_flight = self._seen
-                got = ray.get(handle.poll.remote(self.pool, running, in_flight), timeout=self.timeout_s)
+                report = PoolReport(pool=self.pool, running=running, in_flight=max(0.0, in_flight))
+                got = ray.get(handle.poll.remote(report.model_dump()), timeout=self.timeout_s)
                 if got is not None:
                     self.target, self.fetched_at = int(got), time.time()
                 failures = 0

@@ -128,7 +128,8 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
                 from rayhet.profiles import load_profile
 
                 price = load_profile(pool.profile).price_per_hour
-        limits.append({"name": pool.name, "max_context": max_context(s), "price_per_hour": price})
+        limits.append({"name": pool.name, "max_context": max_context(s), "price_per_hour": price,
+                       "slots": batch_slots(pool, s)})
     replicas = {p.name: initial_replicas(p, plan) for p in config.pools}
     plan_d = plan.to_dict()
     plan_d["replicas"] = replicas  # what actually starts (initial_replicas may override the plan)
@@ -140,6 +141,9 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
         name=INGRESS_NAME,
         num_replicas=srv.ingress_replicas,
         max_ongoing_requests=srv.ingress_max_ongoing_requests,
+        max_queued_requests=srv.ingress_max_queued_requests,
+        # refused by Serve's proxy when even the ingress's queue is full: 429 and Retry-After, in the proxy
+        backpressure_config={"status_code": 429, "retry_after_s": 1},
         logging_config={"enable_access_log": srv.access_log},
         **{"ray_actor_options": {"num_cpus": srv.ingress_num_cpus}, **(ingress_options or {})},
     )

@@ -27,6 +27,7 @@ from rayhet.control import (
     solve_mix,
     tick,
 )
+from rayhet.messages import PlanReply, PlanReport, PoolReport
 from rayhet.serve.autoscaling import NAMESPACE, controller_name, get_controller  # noqa: F401 (re-exported)
 from rayhet.traffic import merge_snapshots
 
@@ -126,32 +127,53 @@ class PlanController:
             for p, b in self.bounds.items()
         ]
 
-    def reconfigure(self, spec: dict) -> bool:
-        """Adopt a new spec (a redeploy): new bounds, profiles, knobs; the next period re-plans."""
+    def reconfigure(self, spec: dict, fresh: bool = True) -> bool:
+        """Adopt a new deployment's spec (`serve run` / `serve deploy` again, or another app under this name):
+        its bounds, profiles and knobs, and none of the old deployment's state (plan, targets, reports): the new
+        deployment's ingress offers its own start-up plan, as at a first start. `fresh=False` keeps the state
+        and re-plans at the next period (a changed spec within one deployment)."""
         with self._lock:
             self._configure(spec)
-            self._force = "configuration changed"
+            if not fresh:
+                self._force = "configuration changed"
+                self._save()
+                return True
+            self.state, self.resumed = ControlState(), False
+            self._offered, self._last, self._force = None, {}, None
+            with self._reports_lock:
+                self._reports.clear()
+            self._reported.clear()
             self._save()
+        log.info("rayhet controller: a new deployment of app %r (built %s): starting from its own plan",
+                 self.app, time.ctime(spec.get("created_at", 0)))
         return True
 
     def spec_of(self) -> dict:
         return self.spec
 
     # -- the policies' side --------------------------------------------------------------------
-    def poll(self, pool: str, running: int, in_flight: float) -> int | None:
-        """Called by each pool's PlanPolicy: records what Serve sees, returns the pool's target (None: none yet)."""
-        self._reported[pool] = (int(running), float(in_flight))
-        return self.state.targets.get(pool)
+    def poll(self, message: dict) -> int | None:
+        """Called by each pool's PlanPolicy with a PoolReport: records what Serve sees, returns the pool's target
+        (None: none yet)."""
+        r = PoolReport.model_validate(message)
+        self._reported[r.pool] = (r.running, r.in_flight)
+        return self.state.targets.get(r.pool)
 
     # -- the ingress replicas' side ------------------------------------------------------------
-    def report(self, replica: str, snapshot: dict, plan_version: float | None, offered: dict | None = None) -> dict:
-        """Called by each ingress replica every `report_s`: keeps its traffic snapshot; answers with the plan
-        in force (`plan` only when `plan_version` differs). `offered` is the replica's start-up plan, sent until
-        this actor holds a plan of its own (`version` not None)."""
+    def report(self, message: dict) -> dict:
+        """Called by each ingress replica every `report_s` with a PlanReport: keeps its traffic snapshot; answers
+        with a PlanReply carrying the plan in force (`plan` only when the replica runs another). `offered` is the
+        replica's start-up plan, sent until this actor holds a plan of its own. `build` is the replica's
+        deployment (its spec's `created_at`): a replica of a newer deployment than this actor's spec gets no plan
+        (it keeps its own start-up plan) until that deployment has reconfigured this actor: a new app never runs
+        an old plan."""
+        r = PlanReport.model_validate(message)
+        if r.build is not None and r.build > self.spec.get("created_at", 0):
+            return PlanReply(plan_version=None).model_dump()
         with self._reports_lock:
-            self._reports[replica] = (time.time(), snapshot, plan_version)
-            if offered is not None and self._offered is None:
-                self._offered = offered
+            self._reports[r.replica] = (time.time(), r.traffic, r.plan_version)
+            if r.offered is not None and self._offered is None:
+                self._offered = r.offered
         if self.state.plan is None and self._offered is not None and self._lock.acquire(blocking=False):
             try:  # adopt the start-up plan now, not at the next period: `rayhet status` shows it at once
                 self._adopt_offered(time.time())
@@ -159,7 +181,7 @@ class PlanController:
                 self._lock.release()
         plan = self.state.plan
         version = plan.get("created_at") if plan else None
-        return {"version": version, "plan": plan if plan and version != plan_version else None}
+        return PlanReply(plan_version=version, plan=plan if plan and version != r.plan_version else None).model_dump()
 
     def _expiry_s(self) -> float:
         return max(5.0, 5 * self.settings.report_s)
@@ -199,12 +221,23 @@ class PlanController:
             self._stop.wait(max(0.0, self.settings.period_s - (time.monotonic() - t0)))
 
     def _app_present(self) -> bool | None:
-        """Whether Serve still has this app (None: Serve's state could not be read, e.g. it is restarting)."""
+        """Whether Serve still has this app: False when the app is not in `serve.status()` or Serve itself is
+        gone (`serve shutdown` kills Serve's controller actor); None when Serve's state could not be read for
+        another reason (it is restarting, say): unknown is not gone."""
         try:
             from ray import serve
 
             return self.app in serve.status().applications
-        except Exception:  # noqa: BLE001 - unknown is not gone
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+            return None
+        except ValueError:  # no Serve controller in the cluster: Serve was shut down
+            return False
+        except Exception:  # noqa: BLE001
             return None
 
     def _retire(self, periods: int) -> None:
@@ -382,15 +415,17 @@ def ensure_controller(spec: dict, *, namespace: str = NAMESPACE):
         max_task_retries=-1, max_concurrency=8, num_cpus=0,
     ).remote(spec)
     running = ray.get(actor.spec_of.remote(), timeout=60)
-    if _same(running, spec):
+    # `created_at` is the deployment (set when the app was built): every replica of one deployment carries the
+    # same; a replica of an older one (still up during a rolling update) changes nothing
+    new, old = spec.get("created_at", 0), running.get("created_at", 0)
+    if new < old or (new == old and _same(running, spec)):
         return actor
-    ray.get(actor.reconfigure.remote(spec), timeout=60)
+    ray.get(actor.reconfigure.remote(spec, fresh=new > old), timeout=60)
     return actor
 
 
 def _same(a: dict, b: dict) -> bool:
-    strip = lambda d: {k: v for k, v in d.items() if k != "created_at"}  # noqa: E731
-    return json.dumps(strip(a), sort_keys=True, default=str) == json.dumps(strip(b), sort_keys=True, default=str)
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
 def stop_controller(app: str = "default", *, namespace: str = NAMESPACE, forget: bool = True) -> None:

@@ -21,7 +21,7 @@ from rayhet.plan import Plan
 
 log = logging.getLogger("ray.serve")
 
-REFRESH_S = 2.0
+REFRESH_S = 1.0  # the ingress also routes by these states: a pool that lost its replicas is skipped within it
 TIMEOUT_S = 10.0
 
 
@@ -71,11 +71,13 @@ def judge(plan: Plan, states: dict[str, PoolState] | None, checked_at: float | N
 class PoolWatcher:
     """Keeps the pools' last known states (`states`, `checked_at`); `run()` is the refresh loop."""
 
-    def __init__(self, app: str, deployments: dict[str, str], refresh_s: float = REFRESH_S):
+    def __init__(self, app: str, deployments: dict[str, str], refresh_s: float = REFRESH_S, on_update=None):
         self.app, self.deployments, self.refresh_s = app, deployments, refresh_s  # deployments: pool -> name
+        self.on_update = on_update  # called with the new states after every successful read
         self.states: dict[str, PoolState] | None = None
         self.checked_at: float | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rayhet-health")
+        self._reading: asyncio.Future | None = None  # a read in progress, shared by whoever waits for one
 
     def read(self) -> dict[str, PoolState]:
         from ray import serve
@@ -85,13 +87,34 @@ class PoolWatcher:
                                 int(deps[d].replica_states.get("RUNNING", 0)))
                 for pool, d in self.deployments.items() if d in deps}
 
+    async def _read_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(
+                asyncio.wait_for(loop.run_in_executor(self._pool, self.read), TIMEOUT_S))
+        self.states = await asyncio.shield(self._reading)
+        self.checked_at = time.time()
+        if self.on_update is not None:
+            self.on_update(self.states)
+
+    async def fresh(self, max_age_s: float = 0.25) -> dict[str, PoolState] | None:
+        """The states, read again now unless the last read is younger than `max_age_s` (before refusing a
+        request because no pool seems to have a replica: the cache may predate a replica that just started)."""
+        if self.checked_at is None or time.time() - self.checked_at > max_age_s:
+            try:
+                await self._read_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep the last answer
+                pass
+        return self.states
+
     async def run(self) -> None:
         failures = 0
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                self.states = await asyncio.wait_for(loop.run_in_executor(self._pool, self.read), TIMEOUT_S)
-                self.checked_at, failures = time.time(), 0
+                await self._read_once()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - keep the last answer; say so now and then

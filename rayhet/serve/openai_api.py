@@ -6,11 +6,22 @@ OpenAI API does); unknown fields are ignored so newer clients keep working.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 Number = Union[StrictInt, StrictFloat]
 
@@ -19,16 +30,35 @@ class APIError(Exception):
     """An error the ingress answers with an OpenAI error object."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, retry_after: int | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header (429, 503)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def _accepts_null(annotation: Any) -> bool:
+    import typing
+
+    return annotation is None or type(None) in typing.get_args(annotation)
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, body: Any) -> Any:
+        """OpenAI accepts `null` for any optional parameter and means its default (`"temperature": null` is
+        temperature 1); the official clients send it. A field that has a default takes it for null."""
+        if isinstance(body, dict):
+            nulls = [k for k, v in body.items() if v is None and k in cls.model_fields
+                     and not cls.model_fields[k].is_required() and not _accepts_null(cls.model_fields[k].annotation)]
+            if nulls:
+                body = {k: v for k, v in body.items() if k not in nulls}
+        return body
 
     model: StrictStr = Field(..., description="Model id (see /v1/models).")
     temperature: Number = 1.0
@@ -78,6 +108,54 @@ class ChatRequest(_Common):
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: StrictBool | None = Field(None, description="Not supported.")
+
+
+MAX_JSON_DEPTH = 32  # deeper than any OpenAI request (a chat's content parts are 4 levels down)
+
+
+def decode_body(raw: bytes) -> object:
+    """The request body as JSON, or an APIError (400) naming what is wrong: not JSON, nested deeper than
+    MAX_JSON_DEPTH, or a string holding a lone UTF-16 surrogate (`"\\ud800"`: valid JSON, but no text
+    any tokenizer can encode)."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise APIError(400, f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    stack: list[tuple[object, tuple, int]] = [(body, (), 1)]  # iterative: a deep body must not recurse here
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                where = _path_words(path)
+                raise APIError(400, f"'{where or 'body'}' holds a lone UTF-16 surrogate (such as \\ud800), which "
+                               "is not text", param=where)
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels",
+                               param=_path_words(path[:1]))
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if not _encodable(k):
+                        raise APIError(400, f"a key in '{_path_words(path) or 'body'}' holds a lone UTF-16 "
+                                       "surrogate, which is not text", param=_path_words(path))
+                    stack.append((v, path + (k,), depth + 1))
+            else:
+                stack.extend((v, path + (i,), depth + 1) for i, v in enumerate(value))
+    return body
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _path_words(path: tuple) -> str | None:
+    return ".".join(str(p) for p in path) or None
 
 
 def parse_request(cls: type[BaseModel], body: object) -> Any:

@@ -1,9 +1,10 @@
 """Reporting: each ingress replica's link to the controller, pushing its traffic and pulling the plan.
 
 Pull-based, so every ingress replica counts however many there are (a DeploymentHandle call would reach one):
-a task on the replica's event loop calls `PlanController.report(replica_id, snapshot, plan_version, offered)`
-every `controller.report_s` seconds, each step bounded by a timeout. The answer carries the controller's plan
-only when its version (`created_at`) differs from the one the replica runs. Requests never wait on it; while
+a task on the replica's event loop sends `PlanController.report` a `rayhet.messages.PlanReport` (its traffic
+snapshot, the version of the plan it runs, its deployment) every `controller.report_s` seconds, each step
+bounded by a timeout. The `PlanReply` carries the controller's plan only when its version (`created_at`)
+differs from the one the replica runs. Requests never wait on it; while
 the controller is away the replica keeps serving with its last plan.
 """
 
@@ -14,6 +15,7 @@ import logging
 import threading
 
 from rayhet.control import ControlSettings
+from rayhet.messages import PlanReply, PlanReport
 from rayhet.serve.autoscaling import NAMESPACE, controller_name
 from rayhet.serve.controller import ensure_controller
 from rayhet.serve.ingress import Ingress
@@ -25,8 +27,9 @@ class PlanReporter:
     """Reports one ingress replica's traffic snapshot and adopts the plan the controller answers with."""
 
     def __init__(self, ingress: Ingress, replica_id: str, controller: str, namespace: str = NAMESPACE,
-                 period_s: float = 1.0):
+                 period_s: float = 1.0, build: float | None = None):
         self.ingress, self.replica_id = ingress, replica_id
+        self.build = build  # this deployment's identity (the controller spec's created_at)
         self.controller, self.namespace = controller, namespace
         self.period_s = period_s
         self.timeout_s = min(10.0, max(2.0, 2 * period_s))  # a busy controller must not pile reports up
@@ -55,12 +58,13 @@ class PlanReporter:
 
     async def report_once(self, handle) -> None:
         plan = self.ingress.router.plan
-        ref = handle.report.remote(self.replica_id, self.ingress.traffic.snapshot(), plan.created_at,
-                                   None if self._acked else plan.to_dict())
-        reply = await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.timeout_s)
+        message = PlanReport(replica=self.replica_id, build=self.build, plan_version=plan.created_at,
+                             offered=None if self._acked else plan.to_dict(), traffic=self.ingress.traffic.snapshot())
+        ref = handle.report.remote(message.model_dump())
+        reply = PlanReply.model_validate(await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.timeout_s))
         self.reports += 1
-        self._acked = reply.get("version") is not None
-        new = reply.get("plan")
+        self._acked = reply.plan_version is not None
+        new = reply.plan
         if new is not None and new.get("created_at") != self.ingress.router.plan.created_at:
             self.ingress.update_plan(new)
             log.info("rayhet ingress %s: adopted the controller's plan %s", self.replica_id, new.get("replicas"))
@@ -90,6 +94,6 @@ class ControlledIngress(Ingress):
         threading.Thread(target=_start_quietly, args=(spec,), name="rayhet-start-controller", daemon=True).start()
         settings = ControlSettings.model_validate(spec.get("settings", {}))
         self.reporter = PlanReporter(self, ctx.replica_id.unique_id, controller_name(ctx.app_name),
-                                     period_s=settings.report_s)
+                                     period_s=settings.report_s, build=spec.get("created_at"))
         # Serve runs the constructor on the replica's user-code event loop, the one requests are served on.
         self._background(self.reporter.run())

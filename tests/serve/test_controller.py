@@ -231,6 +231,31 @@ def test_rayhet_status_cli(ctl_app, ray_cluster):
     assert "no rayhet controller runs for Serve app 'nope'" in missing.stderr and "no such Serve app" in missing.stderr
 
 
+def test_a_new_deployment_under_the_same_name_never_runs_the_old_plan(ctl_app):
+    """`serve run` again (here with another expected rate): the controller starts from the new deployment's
+    own start-up plan, and no ingress replica of the new deployment ever adopts the old deployment's plan."""
+    import ray
+    from ray import serve
+
+    from rayhet.app import startup_plan
+    from rayhet.config import RayhetConfig
+    from rayhet.serve.autoscaling import get_controller
+    from rayhet.serve.builder import build_app
+
+    old = status()["plan"]["created_at"]
+    old_build = ray.get(get_controller(APP).spec_of.remote())["created_at"]
+    config = RayhetConfig.model_validate(dict(CONFIG, planner=dict(CONFIG["planner"], expected_rate=1.5)))
+    head = {"ray_actor_options": {"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}}}
+    serve.run(build_app(config, startup_plan(config), ingress_options=head), name=APP, route_prefix=PREFIX)
+    wait_for(lambda: ray.get(get_controller(APP).spec_of.remote())["created_at"] > old_build, 30,
+             "the controller to take the new deployment's spec")
+    for _ in range(8):  # the new ingress replicas run their own plan, never the old one
+        assert call_deployment(APP, "ingress", "get_plan", timeout_s=10)["created_at"] != old
+        time.sleep(0.25)
+    st = wait_for(lambda: (s := status())["plan"] and s, 20, "the controller to hold a plan again")
+    assert st["plan"]["created_at"] != old and not st["resumed"]
+
+
 def test_controller_stops_itself_once_its_app_is_gone(ctl_app):
     """Runs last in this module: it deletes the app (the fixture's own teardown then finds nothing to do)."""
     import ray

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rayhet.config import PoolConfig, RayhetConfig, engine_settings_dict
 from rayhet.serve.builder import pool_deployment_options, scale_from_zero
 
@@ -44,3 +46,21 @@ def test_access_logs_are_knobs():
     assert config.server.access_log is True
     on = PoolConfig(name="f", engine="fake", access_log=True)
     assert pool_deployment_options(on, {}, 1)["logging_config"] == {"enable_access_log": True}
+
+
+def test_the_proxy_refuses_with_429_and_retry_after_when_even_the_ingress_queue_is_full():
+    """The last guard under overload: Serve's proxy answers 429 + Retry-After itself (backpressure_config)
+    once the ingress has max_ongoing + max_queued requests, before rayhet's code runs."""
+    from rayhet.app import startup_plan
+    from rayhet.config import RayhetConfig
+    from rayhet.serve.builder import build_app
+
+    config = RayhetConfig.model_validate({"model": {"id": "fake"}, "pools": [{"name": "a", "engine": "fake"}],
+                                          "server": {"ingress_max_queued_requests": 32}})
+    dep = build_app(config, startup_plan(config))._bound_deployment
+    cfg = dep._deployment_config
+    assert cfg.max_queued_requests == 32
+    assert cfg.backpressure_config.status_code == 429 and cfg.backpressure_config.retry_after_s == 1
+    with pytest.raises(ValueError, match="ingress_max_queued_requests"):
+        RayhetConfig.model_validate({"pools": [{"name": "a", "engine": "fake"}],
+                                     "server": {"ingress_max_queued_requests": 0}})

@@ -390,7 +390,8 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     assert held.predicted_rate == profile.max_rate[held.input_bucket][held.output_bucket]
     assert held.measured_rate is not None and held.measured_rate > 0
     # the host's speed was probed before and after the bucket: the prediction at that speed sits beside it
-    assert held.speed_drift is not None and 0.2 < held.speed_drift < 5
+    assert held.speed_drift is not None and all(0.2 < v < 5 for v in held.speed_drift.values())
+    assert set(held.speed_drift) == {"prefill", "decode"}
     assert held.predicted_rate_at_check is not None and held.error_at_check is not None
     assert "speed probe" in said.err
     assert {(p.input_bucket, p.output_bucket) for p in profile.sweep} == {(held.input_bucket, held.output_bucket)}
@@ -481,3 +482,8 @@ def test_speed_drift_is_measured_over_fitted_time_relative_to_the_fit():
     assert speed_ratio(model, fitted, {"B4 P16 O64"}) == pytest.approx(0.020 / 0.018)
     now = [("B4 P16 O64", w, 0.026)]
     assert speed_ratio(model, now) / speed_ratio(model, fitted, {"B4 P16 O64"}) == pytest.approx(1.3)
+    # prefill and decode steps apart: a prompt step (prefill tokens) and a decode step
+    p = StepWork(1, 256, 0, 0, 0, 0, 0)  # 0.266 s predicted
+    mixed = [("x", p, 0.266 * 1.1), ("x", w, 0.018 * 1.5)]
+    assert speed_ratio(model, mixed, kind="prefill") == pytest.approx(1.1)
+    assert speed_ratio(model, mixed, kind="decode") == pytest.approx(1.5)

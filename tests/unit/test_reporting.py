@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from rayhet.messages import PlanReply, PlanReport
 from rayhet.plan import Plan
 from rayhet.serve.reporting import PlanReporter
 
@@ -37,14 +38,16 @@ class _Controller:
         self.down = False
         self.report = SimpleNamespace(remote=self._remote)
 
-    def _remote(self, replica, snapshot, version, offered):
-        self.calls.append((replica, snapshot, version, offered))
+    def _remote(self, message: dict):
+        m = PlanReport.model_validate(message)  # what the real controller reads
+        self.calls.append((m.replica, m.traffic, m.plan_version, m.offered))
         fut: concurrent.futures.Future = concurrent.futures.Future()
         if self.down:
             fut.set_exception(ConnectionError("actor died"))
         else:
             v = self.plan["created_at"] if self.plan else None
-            fut.set_result({"version": v, "plan": self.plan if self.plan and v != version else None})
+            fut.set_result(PlanReply(plan_version=v, plan=self.plan if self.plan and v != m.plan_version else None)
+                           .model_dump())
         return SimpleNamespace(future=lambda: fut)
 
 
@@ -81,3 +84,14 @@ def test_controller_away_keeps_the_last_plan():
 def test_timeouts_are_bounded():
     assert PlanReporter(_Ingress(), "r", "c", period_s=0.1).timeout_s == 2.0
     assert PlanReporter(_Ingress(), "r", "c", period_s=60).timeout_s == 10.0
+
+
+def test_messages_of_another_shape_are_a_clear_error():
+    from pydantic import ValidationError
+
+    from rayhet.messages import PoolReport
+
+    with pytest.raises(ValidationError, match="running"):
+        PoolReport.model_validate({"pool": "a", "in_flight": 1.0})
+    with pytest.raises(ValidationError, match="version"):
+        PlanReply.model_validate({"version": 2, "plan_version": None})

@@ -1,0 +1,291 @@
+"""The ingress under failures, overload and hostile input, without Ray: its FastAPI app driven in process
+(httpx's ASGI transport) with pool handles that are TEST DOUBLES around real PoolServers on the fake engine.
+Each double can be told to push back, to lose its replica, or to hang (a pool whose replicas are gone).
+The same cases run against real Serve replicas in tests/serve/test_reliability.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from rayhet.plan import Plan
+from rayhet.serve.health import PoolState
+from rayhet.serve.ingress import Ingress, make_app
+from rayhet.serve.pool import PoolServer
+
+
+class _Pool(PoolServer):
+    def __del__(self) -> None:  # Serve awaits the async one; outside Serve nothing would
+        pass
+
+
+class _Call:
+    """What a DeploymentHandle call returns: awaitable (unary) or async-iterable (stream), cancellable."""
+
+    def __init__(self, coro_or_gen, stream: bool):
+        self._x, self.stream, self.cancelled = coro_or_gen, stream, False
+
+    def __await__(self):
+        return self._x.__await__()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self._x.__anext__()
+
+    def cancel(self):
+        self.cancelled = True
+        if getattr(self, "cancel_raises", None) is not None:  # Serve's cancel() re-raises a failed assignment
+            raise self.cancel_raises
+        if self.stream:
+            asyncio.ensure_future(self._x.aclose())
+        else:
+            self._x.close()
+
+
+class FakeHandle:
+    """TEST DOUBLE of a pool's DeploymentHandle. `script` is what the next calls do, in order, then 'ok':
+    'ok' runs the PoolServer; 'die' raises Ray's ActorDiedError; 'busy' Serve's BackPressureError; 'hang'
+    never answers (a pool whose replicas are gone: Serve's handle queues the call)."""
+
+    def __init__(self, server: PoolServer, script: list[str] | None = None):
+        self.server, self.script, self.calls = server, list(script or []), 0
+        self.complete = SimpleNamespace(remote=lambda gen: self._remote(gen, stream=False))
+        self.generate = SimpleNamespace(remote=lambda gen: self._remote(gen, stream=True))
+
+    def options(self, **_):
+        return self
+
+    def _remote(self, gen, stream: bool) -> _Call:
+        self.calls += 1
+        what = self.script.pop(0) if self.script else "ok"
+        if what == "ok":
+            return _Call(self.server.generate(gen) if stream else self.server.complete(gen), stream)
+        call = _Call(_failing("hang" if what == "hang-bad-cancel" else what, stream), stream)
+        if what == "hang-bad-cancel":
+            from ray.serve.exceptions import BackPressureError
+
+            call.cancel_raises = BackPressureError(num_queued_requests=8, max_queued_requests=8)
+        return call
+
+
+def _failing(what: str, stream: bool):
+    async def fail():
+        if what == "hang":
+            await asyncio.sleep(3600)
+        if what == "die":
+            from ray.exceptions import ActorDiedError
+
+            raise ActorDiedError()
+        from ray.serve.exceptions import BackPressureError
+
+        raise BackPressureError(num_queued_requests=9, max_queued_requests=8)
+
+    async def stream_fail():
+        await fail()
+        yield None
+
+    return stream_fail() if stream else fail()
+
+
+async def make_server(name: str, **settings) -> PoolServer:
+    s = _Pool.__new__(_Pool)
+    await s.__init__(name, "fake", settings)
+    return s
+
+
+CONFIG = {
+    "model": {"id": "m"},
+    "pools": [
+        {"name": "a", "engine": "fake", "price_per_hour": 1.0, "queue_per_replica": 0, "max_queued_requests": 1},
+        {"name": "b", "engine": "fake", "price_per_hour": 2.0, "queue_per_replica": 0, "max_queued_requests": 1},
+    ],
+    "server": {"max_wait_s": 5.0},
+}
+
+
+def plan(replicas: dict[str, int]) -> dict:
+    return Plan(replicas=replicas, routing={(0, 0): {"a": 1.0}}, input_edges=[4096], output_edges=[4096],
+                cost_per_hour=1.0, rate=1.0).to_dict()
+
+
+async def make_ingress(scripts: dict[str, list[str]] | None = None, config: dict | None = None,
+                       engine: dict | None = None, slots: int = 2) -> tuple[Ingress, dict[str, FakeHandle]]:
+    scripts = scripts or {}
+    handles = {n: FakeHandle(await make_server(n, n_slots=slots, **(engine or {})), scripts.get(n)) for n in ("a", "b")}
+    limits = [{"name": n, "max_context": 4096, "price_per_hour": 1.0 + k, "slots": slots} for k, n in enumerate("ab")]
+    return Ingress(config or CONFIG, plan({"a": 1, "b": 1}), handles, limits), handles
+
+
+def client(ingress: Ingress) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(ingress)), base_url="http://test", timeout=30)
+
+
+def body(**kw) -> dict:
+    return {"model": "m", "prompt": "hello", "max_tokens": 4, **kw}
+
+
+def watched(ingress: Ingress, **running: int) -> None:
+    """Pretend Serve's status says these pools have these running replicas (0: UNHEALTHY, none running)."""
+    states = {n: PoolState("HEALTHY" if r else "UNHEALTHY", r) for n, r in running.items()}
+    ingress.watcher = SimpleNamespace(states=states, checked_at=time.time())
+    ingress._pools_changed(states)
+
+
+# -- hostile input: a 400 naming the parameter, never a 5xx ------------------------------------------
+async def test_lone_surrogates_and_deep_json_are_400():
+    ingress, _ = await make_ingress()
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", content=b'{"model": "m", "prompt": "a\\ud800b"}',
+                         headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+        chat = b'{"model": "m", "messages": [{"role": "user", "content": "x\\udc00"}]}'
+        r = await c.post("/v1/chat/completions", content=chat, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "messages.0.content"
+        deep = b'{"model": "m", "prompt": "x", "extra": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+        r = await c.post("/v1/completions", content=deep, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "nests deeper" in r.json()["error"]["message"]
+        r = await c.post("/v1/completions", json=body())  # and the server still serves
+        assert r.status_code == 200
+
+
+async def test_null_means_the_default_as_in_openai():
+    ingress, _ = await make_ingress()
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", json=body(temperature=None, top_p=None, n=None, stream=None, echo=None))
+        assert r.status_code == 200, r.text
+        r = await c.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                                       "temperature": None, "n": None, "stream": None, "max_tokens": 3})
+        assert r.status_code == 200, r.text
+
+
+async def test_an_engine_error_from_a_replica_reaches_the_client_without_its_traceback():
+    from ray.exceptions import RayTaskError
+
+    from rayhet.engines.base import InvalidRequestError
+
+    ingress, handles = await make_ingress()
+    cause = InvalidRequestError("prompt + max_tokens exceeds the context", param="max_tokens")
+    wrapped = RayTaskError("complete", "Traceback (most recent call last):\n  File \"/x/y.py\" pid=1234 ip=10.0.0.1",
+                           cause).as_instanceof_cause()
+
+    async def raise_wrapped():
+        raise wrapped
+
+    handles["a"].complete = SimpleNamespace(remote=lambda gen: _Call(raise_wrapped(), False))
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", json=body())
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "max_tokens"
+    assert err["message"] == "prompt + max_tokens exceeds the context"
+    assert "Traceback" not in r.text and "pid" not in r.text and "10.0.0.1" not in r.text
+
+
+# -- lost replicas: safe retries, spill from a pool without replicas ---------------------------------
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_whose_replica_died_before_answering_is_sent_again(stream):
+    ingress, handles = await make_ingress({"a": ["die"]})
+    watched(ingress, a=2, b=1)  # a has another replica: the retry stays on a
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", json=body(stream=stream))
+        assert r.status_code == 200 and "data: [DONE]" in r.text if stream else r.json()["usage"]["completion_tokens"] == 4
+    assert handles["a"].calls == 2 and handles["b"].calls == 0
+    assert r.headers["x-rayhet-pool"] == "a"
+
+
+async def test_with_one_replica_left_a_lost_request_goes_to_the_next_pool():
+    ingress, handles = await make_ingress({"a": ["die"]})
+    watched(ingress, a=1, b=1)
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", json=body())
+    assert r.status_code == 200 and r.headers["x-rayhet-pool"] == "b"
+    assert handles["a"].calls == 1
+
+
+async def test_a_pool_without_a_running_replica_is_not_tried():
+    ingress, handles = await make_ingress()
+    watched(ingress, a=0, b=1)
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", json=body())
+    assert r.status_code == 200 and r.headers["x-rayhet-pool"] == "b"
+    assert handles["a"].calls == 0
+
+
+@pytest.mark.parametrize("script", ["hang", "hang-bad-cancel"])
+async def test_a_request_waiting_on_a_pool_that_loses_its_replicas_moves_on_within_a_second(script):
+    ingress, handles = await make_ingress({"a": [script]})
+    watched(ingress, a=1, b=1)
+
+    async def lose_a():
+        await asyncio.sleep(0.3)
+        watched(ingress, a=0, b=1)
+
+    async with client(ingress) as c:
+        t0 = time.monotonic()
+        r, _ = await asyncio.gather(c.post("/v1/completions", json=body()), lose_a())
+        waited = time.monotonic() - t0
+    assert r.status_code == 200 and r.headers["x-rayhet-pool"] == "b"
+    assert waited < 3.0, waited  # about 0.3 + 0.5 s; far from the 5 s max_wait_s it would otherwise wait
+
+
+async def test_no_pool_with_a_replica_is_a_fast_503_with_retry_after():
+    ingress, handles = await make_ingress()
+    watched(ingress, a=0, b=0)
+    async with client(ingress) as c:
+        t0 = time.monotonic()
+        r = await c.post("/v1/completions", json=body())
+    assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+    assert time.monotonic() - t0 < 2.5  # nothing waited for (max_wait_s is 5 s)
+    assert handles["a"].calls == handles["b"].calls == 0
+
+
+async def test_a_request_nobody_starts_is_refused_at_its_deadline():
+    cfg = dict(CONFIG, server={"max_wait_s": 0.5})
+    ingress, handles = await make_ingress({"a": ["hang"], "b": ["hang"]}, config=cfg)
+    async with client(ingress) as c:
+        t0 = time.monotonic()
+        r = await c.post("/v1/completions", json=body())
+    assert r.status_code == 503 and "retry-after" in r.headers
+    assert 0.5 <= time.monotonic() - t0 < 4.0  # at its deadline, not at the pools' (3600 s)
+
+
+# -- overload: bounded waiting, a fast refusal with Retry-After ---------------------------------------
+async def test_overload_is_refused_at_once_with_retry_after_and_nothing_is_lost():
+    """Each pool holds slots (2) + its queue at the caller (1) = 3; the 7th request onwards is refused at
+    once with 429 and Retry-After, every admitted one is served, and the bound is back once they are done."""
+    ingress, handles = await make_ingress(engine={"tpot_s": 0.25})  # an admitted request lasts ~1.75 s
+    watched(ingress, a=1, b=1)
+    async with client(ingress) as c:
+        async def one():
+            t0 = time.monotonic()
+            r = await c.post("/v1/completions", json=body(max_tokens=8))
+            return r, time.monotonic() - t0
+
+        results = await asyncio.gather(*[one() for _ in range(12)])
+        codes = sorted(r.status_code for r, _ in results)
+        assert codes.count(200) == 6 and codes.count(429) == 6, codes
+        for r, dt in results:
+            if r.status_code == 429:
+                assert int(r.headers["retry-after"]) >= 1 and dt < 1.0  # not after a wait for a slot
+                assert r.json()["error"]["type"] == "rate_limit_error"
+        assert ingress.admission.in_flight == {"a": 0, "b": 0}
+        r = await c.post("/v1/completions", json=body())
+        assert r.status_code == 200
+
+
+async def test_when_every_pool_is_full_the_body_is_not_even_read():
+    ingress, _ = await make_ingress()
+    watched(ingress, a=1, b=1)
+    tickets = [ingress.admission.enter(p) for p in "ab" for _ in range(3)]
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", content=b"not json at all", headers={"content-type": "application/json"})
+        assert r.status_code == 429 and "retry-after" in r.headers
+        for t in tickets:
+            t.release()
+        r = await c.post("/v1/completions", content=b"not json at all", headers={"content-type": "application/json"})
+        assert r.status_code == 400
