@@ -8,16 +8,14 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 
 from rayhet.errors import RayhetError
 from rayhet.profiles import SLO, Hardware, load_profile, save_profile
 from rayhet.profiling.grid import MELANGE_INPUT_EDGES, MELANGE_OUTPUT_EDGES, QUICK_INPUT_EDGES, QUICK_OUTPUT_EDGES
+from rayhet.profiling.model_method import measure_engine_model, speed_probe, with_engine_model
 from rayhet.profiling.report import build_profile, cpu_model, host_memory_gb
 from rayhet.profiling.search import SearchParams
 from rayhet.profiling.sweep import FINAL, ProfilingError, SweepSettings, SweepState, fingerprint, load_state, run_sweep, save_state
@@ -217,43 +215,10 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
         # measured capacity lies above or below it.
         starts = {(i, j): measured.grid[i][j] for i, j in measured.held_out if measured.grid[i][j]}
         await run_sweep(target, settings, state, save=save, progress=not args.no_progress,
-                        only=set(measured.held_out), starts=starts, checkpoint=_speed_probe(target, measured, state))
+                        only=set(measured.held_out), starts=starts, checkpoint=speed_probe(target, measured, state))
         return measured
     finally:
         await close()
-
-
-def _speed_probe(target, measured, state: SweepState):
-    """The held-out phase's checkpoint: the engine's speed now relative to the fit, kept per bucket (engines
-    that log their steps in process; None otherwise: observed engines are not probed)."""
-    engine = getattr(target, "engine", None)
-    if engine is None or not hasattr(engine, "step_log") or not measured.samples:
-        return None
-    from rayhet.profiling.engine_model import speed_drift
-    from rayhet.profiling.targets import EngineTarget
-
-    async def probe(key: tuple[int, int]) -> None:
-        await target.wait_idle(60.0)
-        drift = await speed_drift(engine, measured.fit.model, measured.samples, EngineTarget(engine).token_ids())
-        if drift:
-            state.speed_drifts.setdefault(f"{key[0]},{key[1]}", []).append({k: round(v, 4) for k, v in drift.items()})
-            print(f"engine model: speed probe at bucket {key}: " + ", ".join(
-                f"{k} steps {v:.2f}x" for k, v in drift.items()) + " the fitted times", file=sys.stderr)
-
-    return probe
-
-
-@dataclass
-class MeasuredModel:
-    """What the model method measured: step samples, the fit, limits, derived grid and held-out buckets."""
-
-    samples: list
-    fit: Any
-    limits: Any
-    grid: list
-    held_out: list
-    seconds: float
-    resumed: bool = False  # the steps were measured by an interrupted run (their time is not in `seconds`)
 
 
 def _url_limits(args: argparse.Namespace):
@@ -265,130 +230,6 @@ def _url_limits(args: argparse.Namespace):
     ctx = args.max_context
     return EngineLimits(batch_slots=args.max_batch, step_tokens=args.step_tokens or ctx,
                         kv_tokens=args.kv_tokens or args.max_batch * ctx, max_context=ctx)
-
-
-async def measure_engine_model(target, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,
-                               progress: bool = True, state=None, live_seconds: float = 45.0,
-                               url_limits=None, outside: bool = False) -> MeasuredModel:
-    """Phase 1 and 2 of `--method model`: step times on the designed batches, the fit, the derived grid.
-    The llama.cpp engine in process logs its own steps; any other target (vLLM, --url) is observed from
-    outside (rayhet.profiling.observe). With a `state` (the sidecar's), steps it already holds are used
-    instead of measured, and new ones are stored in it."""
-    import time
-
-    from tqdm import tqdm
-
-    from rayhet.capacity import derive_max_rate
-    from rayhet.perf import StepWork
-    from rayhet.profiling.engine_model import (design, fit_samples, held_out_buckets, limits_of, live_mix,
-                                               live_rate, live_steps, measure_steps)
-    from rayhet.profiling.targets import EngineTarget
-
-    t0 = time.monotonic()
-    engine = getattr(target, "engine", None)
-    logs_steps = engine is not None and hasattr(engine, "step_log") and not outside
-    limits = url_limits if engine is None else limits_of(engine)
-    resumed = bool(state is not None and state.engine_steps)
-    if resumed:
-        samples = [(label, StepWork(*work), sec) for label, work, sec in state.engine_steps]
-        print(f"engine model: {len(samples)} steps measured before the interruption, not measured again",
-              file=sys.stderr)
-    elif not logs_steps:
-        from rayhet.profiling.observe import run_observed
-
-        bar = tqdm(unit="experiment", desc="engine model: step times, observed from outside", disable=not progress,
-                   dynamic_ncols=True)
-        samples = await run_observed(target, limits, target.token_ids(), np.random.default_rng(seed),
-                                     on_batch=lambda k, label: (bar.update(1), bar.set_postfix_str(label)))
-        bar.close()
-        if state is not None:
-            state.engine_steps = [(label, _work_list(w), sec) for label, w, sec in samples]
-    else:
-        batches = design(limits)
-        bar = tqdm(total=len(batches), unit="batch", desc="engine model: step times", disable=not progress,
-                   dynamic_ncols=True)
-        samples = await measure_steps(engine, batches, EngineTarget(engine).token_ids(), seed=seed,
-                                      on_batch=lambda k, b: (bar.update(1), bar.set_postfix_str(b.label)))
-        bar.close()
-        # a live phase, at a rate the first fit says keeps half the slots busy; then the fit on everything
-        if live_seconds > 0:
-            mix = live_mix(limits)
-            rate = live_rate(fit_samples(samples).model, limits, mix)
-            bar = tqdm(total=round(live_seconds), unit="s", desc=f"engine model: live load {rate:.2g} req/s",
-                       disable=not progress, dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s")
-            samples += await live_steps(engine, mix, rate, live_seconds, EngineTarget(engine).token_ids(),
-                                        np.random.default_rng(seed + 1),
-                                        on_tick=lambda t: bar.update(max(0, round(t) - bar.n)))
-            bar.close()
-        if state is not None:
-            state.engine_steps = [(label, _work_list(w), sec) for label, w, sec in samples]
-    fit = fit_samples(samples)
-    n_in, n_out = len(settings.input_edges), len(settings.output_edges)
-    bar = tqdm(total=n_in * n_out, unit="bucket", desc="capacity: simulated", disable=not progress, dynamic_ncols=True)
-    grid = derive_max_rate(fit.model, limits, settings.slo, settings.input_edges, settings.output_edges,
-                           progress=lambda i, j: bar.update(1))
-    bar.close()
-    # held out where the model predicts a capacity: a bucket nobody can serve checks little
-    servable = lambda i, j: grid[i][j] is not None  # noqa: E731
-    return MeasuredModel(samples, fit, limits, grid, held_out_buckets(n_in, n_out, servable, held_out),
-                         time.monotonic() - t0, resumed=bool(state is not None and resumed))
-
-
-def _work_list(w) -> list[float]:
-    return [w.steps, w.prefill_tokens, w.decode_seqs, w.decode_context, w.prefill_pairs, w.extra_passes, w.multi_passes]
-
-
-MAX_POINTS_KEPT = 3000  # raw step points written into the profile (an even subsample beyond this)
-
-
-def _at_speed(measured: MeasuredModel, settings: SweepSettings, i: int, j: int, drift: dict | None) -> float | None:
-    """Bucket (i, j)'s capacity from the model with its prefill terms scaled by the prefill drift and every
-    other term by the decode drift."""
-    if not drift:
-        return None
-    from rayhet.capacity import bucket_capacity as simulated_capacity
-    from rayhet.perf import StepModel
-
-    dp, dd = drift.get("prefill", drift.get("decode", 1.0)), drift.get("decode", drift.get("prefill", 1.0))
-    scaled = StepModel(**{k: v * (dp if k in ("c_prefill", "c_attn") else dd)
-                          for k, v in measured.fit.model.model_dump().items()})
-    # the bucket at its upper-edge sizes, as derive_max_rate made the grid
-    return simulated_capacity(scaled, measured.limits, settings.slo, settings.input_edges[i], settings.output_edges[j])
-
-
-def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings, drifts_by_bucket: dict | None = None):
-    """The sweep-built profile turned into a version-2 one: capacity from the model, the model recorded, and
-    the held-out buckets' measured capacity next to their prediction."""
-    from rayhet.profiles import EngineModelRecord, HeldOut, StepPoint
-    from rayhet.profiling.capacity import bucket_capacity
-
-    samples = measured.samples
-    if len(samples) > MAX_POINTS_KEPT:
-        keep = np.linspace(0, len(samples) - 1, MAX_POINTS_KEPT).round().astype(int)
-        samples = [samples[k] for k in keep]
-    points = [StepPoint(label=label, work=[float(x) for x in w.vector()], seconds=max(sec, 1e-9),
-                        predicted_s=measured.fit.model.time(w)) for label, w, sec in samples]
-    held = []
-    for i, j in measured.held_out:
-        pts = [p for p in profile.sweep if (p.input_bucket, p.output_bucket) == (i, j)]
-        probes = (drifts_by_bucket or {}).get(f"{i},{j}") or []
-        drift = {k: round(float(np.mean([p[k] for p in probes if k in p])), 4)
-                 for k in ("prefill", "decode") if any(k in p for p in probes)} or None
-        held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
-                            measured_rate=bucket_capacity(pts) if pts else None, speed_drift=drift,
-                            predicted_rate_at_check=_at_speed(measured, settings, i, j, drift)))
-    record = EngineModelRecord(limits=measured.limits.model_dump(), step=measured.fit.model.model_dump(),
-                               mean_abs_rel_error=measured.fit.mean_abs_rel_error,
-                               max_abs_rel_error=measured.fit.max_abs_rel_error, points=points, held_out=held)
-    prov = profile.provenance.model_copy(update={"notes": (profile.provenance.notes or "") + (
-        f" Method: engine model. {sum(s[0] != 'live' for s in measured.samples)} steps of "
-        f"{len({s[0] for s in measured.samples} - {'live'})} designed experiments and "
-        f"{sum(s[0] == 'live' for s in measured.samples)} steps of live load measured and fitted"
-        f"{'' if measured.resumed else f' in {measured.seconds:.0f} s'} (mean step-time error "
-        f"{measured.fit.mean_abs_rel_error:.1%}); max_rate derived by simulating one replica (rayhet.capacity); "
-        f"the sweep holds only the held-out buckets {measured.held_out}.")})
-    return profile.model_copy(update={"schema_version": 2, "max_rate": measured.grid, "engine_model": record,
-                                      "provenance": prov})
 
 
 def sweep_settings(args: argparse.Namespace) -> SweepSettings:
