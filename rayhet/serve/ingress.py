@@ -2,8 +2,8 @@
 
 Per request: authenticate, read a size-limited JSON body, validate it, count prompt tokens exactly with
 the model's tokenizer, ask the Router (current Plan + output-length predictor) for an ordered list of
-pools, send to the first that accepts (spilling to the next on backpressure or failure before the first
-token), and record arrivals and outcomes in the TrafficRecorder that the controller reads. A non-streamed
+pools, hand it to the Sender (rayhet.serve.sending: admission, spill-over, safe retries, refusals with
+Retry-After), and record arrivals and outcomes in the TrafficRecorder that the controller reads. A non-streamed
 request is one unary call to the pool (`PoolServer.complete`: the whole result in one Serve message); a
 streamed one a streaming call (`PoolServer.generate`).
 
@@ -27,13 +27,13 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from rayhet.admission import Admission, PoolRoom, Ticket
+from rayhet.admission import Admission, PoolRoom
 from rayhet.config import RayhetConfig
 from rayhet.dispatch import Dispatcher
 from rayhet.engines.base import GenerationRequest, InvalidRequestError, SamplingParams
 from rayhet.plan import Plan
 from rayhet.routing import PoolLimit, Route, Router
-from rayhet.serve.failures import Failure, classify, describe, param_of, safe_message
+from rayhet.serve.failures import Failure, classify
 from rayhet.serve.health import PoolWatcher, judge
 from rayhet.serve.openai_api import (
     APIError,
@@ -48,7 +48,7 @@ from rayhet.serve.openai_api import (
     usage_body,
     usage_chunk,
 )
-from rayhet.serve.pool import GenerationFailed
+from rayhet.serve.sending import Attempt, Sender, cancel_quietly
 from rayhet.serve.tokens import load_tokenizer
 from rayhet.traffic import TrafficRecorder
 
@@ -57,7 +57,6 @@ log = logging.getLogger("ray.serve")
 
 
 POOL_HEADER = "x-rayhet-pool"  # which pool served a request (for clients, logs and `rayhet simulate`'s validation)
-WATCH_S = 0.5  # while a request waits for its first answer, how often the ingress checks its pool still has replicas
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
@@ -67,31 +66,6 @@ def _json(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
 def _error(e: APIError) -> JSONResponse:
     headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
     return _json(e.status, e.body(), headers)
-
-
-class _Attempt:
-    """A request opened on one pool: the call (a unary response or a response stream), its first answer (the
-    first delta, or the whole completion), and the admission ticket it holds until it ends."""
-
-    def __init__(self, pool: str, call: Any, first: Any, t_first: float, ticket: Ticket):
-        self.pool, self.stream, self.first, self.t_first, self.ticket = pool, call, first, t_first, ticket
-
-
-def _cancel_quietly(call: Any) -> None:
-    """Cancel a pool call we no longer wait for. Serve's cancel() re-raises the call's own failure when it
-    already failed (a BackPressureError, say): that is not this request's error any more."""
-    try:
-        call.cancel()
-    except Exception:  # noqa: BLE001
-        pass
-
-
-class _PoolGone(Exception):
-    """The pool a request waits on has no running replica any more (it moves on to the next pool)."""
-
-
-class _WaitedTooLong(Exception):
-    """The request waited `server.max_wait_s` without a first answer."""
 
 
 class Ingress:
@@ -112,7 +86,8 @@ class Ingress:
                                                     for lim in limits], list(pools))
         self.admission = Admission(self._rooms(limits), ingress_replicas=self.config.server.ingress_replicas)
         self.admission.set_running({n: p.replicas.get(n, 0) for n in pools})  # until the watcher reads Serve's
-        self.max_wait_s = self.config.server.max_wait_s
+        self.sender = Sender(self._handles, self._unary, self.dispatch, self.admission, self.config.server.max_wait_s,
+                             lambda: self.watcher)
         self._tasks: set[asyncio.Task] = set()
         self.watcher: PoolWatcher | None = None  # the pools' states for /health and routing, refreshed in the background
         if pools and all(hasattr(h, "deployment_name") for h in pools.values()):
@@ -130,21 +105,6 @@ class Ingress:
 
     def _pools_changed(self, states: dict) -> None:
         self.admission.set_running({name: st.running for name, st in states.items()})
-
-    def _state(self, pool: str):
-        states = self.watcher.states if self.watcher is not None else None
-        return states.get(pool) if states else None
-
-    def _usable(self, pool: str) -> bool:
-        """Whether a request may be sent to `pool`: it has a running replica, or Serve scaled it to zero on
-        purpose (HEALTHY: it starts one for a waiting request); unknown states count as usable. A pool whose
-        replicas are gone or cannot start (UPDATING, UNHEALTHY, DEPLOY_FAILED at 0 running) is not."""
-        st = self._state(pool)
-        return st is None or st.running > 0 or st.status == "HEALTHY"
-
-    def _running(self, pool: str) -> int | None:
-        st = self._state(pool)
-        return None if st is None else st.running
 
     def _background(self, coro) -> asyncio.Task | None:
         """Run `coro` on the replica's event loop for the replica's lifetime (none outside Serve: no loop)."""
@@ -226,7 +186,7 @@ class Ingress:
             self._authenticate(request)
             if self.admission.saturated():  # refuse before reading the body: milliseconds under any overload
                 self.traffic.arrival(None, now=t0)
-                raise self._refusal(list(self.admission.rooms), ["every pool is at its queue limit"])
+                raise self.sender.refusal(list(self.admission.rooms), ["every pool is at its queue limit"])
             req = parse_request(CompletionRequest if kind == "completion" else ChatRequest, await self._read_json(request))
             if req.model != self.model_id:
                 raise APIError(404, f"model {req.model!r} does not exist; this server serves {self.model_id!r}",
@@ -244,7 +204,7 @@ class Ingress:
                 raise APIError(400, route.reason, param="max_tokens", code="context_length_exceeded")
             gen = GenerationRequest(request_id=uuid.uuid4().hex, prompt_token_ids=ids, sampling=sampling,
                                     arrival_time=t0)
-            attempt = await self._first_answer(route, gen, t0, stream=bool(req.stream))
+            attempt = await self.sender.first_answer(route, gen, t0, stream=bool(req.stream))
             if not req.stream:
                 return self._completed(kind, route, attempt, max_tokens, t0)
         except APIError as e:
@@ -285,132 +245,7 @@ class Ingress:
             raise APIError(400, "the prompt is empty", param="prompt")
         return ids, max_tokens
 
-    def _tries(self, route: Route) -> list[str]:
-        """The pools to try, in the route's order: those with a running replica first; a pool Serve scaled to
-        zero (it starts one on demand) after them; a pool with no replica that can serve, never."""
-        order = self.dispatch.tries(route)
-        running = [p for p in order if (self._running(p) or 0) > 0 or self._running(p) is None]
-        on_demand = [p for p in order if p not in running and self._usable(p)]
-        return running + on_demand
-
-    def _refusal(self, pools: list[str], reasons: list[str], status: int = 429,
-                 message: str | None = None) -> APIError:
-        """The answer when no pool takes a request now: 429 (503 when no pool has a replica) with a
-        Retry-After from the pools' queues (rayhet.admission)."""
-        if pools and all(not self._usable(p) for p in pools):
-            status = 503
-        rates = self.traffic.completion_rates()
-        retry = self.admission.retry_after_s(pools, rates)
-        text = message or "no pool can take the request now (" + "; ".join(reasons or ["no pool"]) + ")"
-        if status == 429:
-            return APIError(429, text + f"; retry after {retry} s", "rate_limit_error", code="rate_limit_exceeded",
-                            retry_after=retry)
-        return APIError(503, text + f"; retry after {retry} s", "overloaded_error", code="overloaded",
-                        retry_after=retry)
-
-    def _call(self, pool: str, gen: GenerationRequest, stream: bool) -> tuple[Any, Any]:
-        """(the call, an awaitable of its first answer): the whole completion, or the stream's first delta."""
-        if stream:
-            call = self._handles[pool].generate.remote(gen)
-            return call, call.__anext__()
-        call = self._unary[pool].complete.remote(gen)
-        return call, call
-
-    async def _wait_first(self, pool: str, first: Any, deadline: float, others: list[str]) -> Any:
-        """The call's first answer; _PoolGone as soon as the pool is seen without a running replica while one
-        of the `others` still to try has one (with none, waiting for this pool to start is the best left);
-        _WaitedTooLong at the deadline."""
-        task = asyncio.ensure_future(first)
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise _WaitedTooLong()
-                done, _ = await asyncio.wait({task}, timeout=min(WATCH_S, left))
-                if done:
-                    return task.result()
-                if self._running(pool) == 0 and any((self._running(p) or 0) > 0 for p in others):
-                    raise _PoolGone()
-        finally:
-            if not task.done():
-                task.cancel()
-
-    async def _first_answer(self, route: Route, gen: GenerationRequest, t0: float, stream: bool) -> _Attempt:
-        """Send the request to the route's pools in turn until one answers (spill-over on backpressure, on a
-        pool without replicas, on failure); a request whose replica died is sent once more (see
-        rayhet.serve.failures). Refused (429/503 with Retry-After) when none answers."""
-        order = self._tries(route)
-        planned = self.dispatch.tries(route)
-        if (not order or order[0] != planned[0]) and self.watcher is not None and hasattr(self.watcher, "fresh"):
-            # the first choice looks down: read again (at most every 0.25 s, one read shared by all requests)
-            # before going elsewhere; the cached states may predate a replica that just started
-            await self.watcher.fresh()
-            order = self._tries(route)
-        reasons: list[str] = []
-        prev: str | None = None
-        retried = False
-        deadline = t0 + self.max_wait_s
-        k = 0
-        while k < len(order):
-            pool = order[k]
-            if not self.admission.has_room(pool):
-                reasons.append(describe(pool, Failure.BUSY))
-                k += 1
-                continue
-            ticket = self.admission.enter(pool)
-            self.dispatch.sent(pool, spilled_from=prev)
-            call, first = self._call(pool, gen, stream)
-            try:
-                answer = await self._wait_first(pool, first, deadline, order[k + 1:])
-                return _Attempt(pool, call, answer, time.monotonic(), ticket)
-            except asyncio.CancelledError:  # the client went away
-                ticket.release()
-                self.dispatch.cancelled(pool)
-                _cancel_quietly(call)
-                raise
-            except _PoolGone:
-                ticket.release()
-                _cancel_quietly(call)
-                self.dispatch.pushed_back(pool)
-                reasons.append(f"pool {pool} has no running replica")
-            except _WaitedTooLong:
-                ticket.release()
-                _cancel_quietly(call)
-                self.dispatch.pushed_back(pool)
-                reasons.append(f"pool {pool} did not start it within {self.max_wait_s:g} s")
-                raise self._refusal(order[k:], reasons, status=503) from None
-            except StopAsyncIteration:
-                ticket.release()
-                self.dispatch.failed_midway(pool)
-                reasons.append(f"pool {pool} returned nothing")
-            except GenerationFailed as e:  # failed after its first token (unary): the engine, not the replica
-                ticket.release()
-                self.dispatch.failed_midway(pool)
-                log.warning("rayhet ingress: pool %s failed mid-generation: %s", pool, e)
-                raise APIError(500, "the engine failed mid-generation", "internal_error") from None
-            except Exception as e:  # noqa: BLE001 - classified: invalid, busy, lost, failed
-                ticket.release()
-                failure = classify(e)
-                if failure is Failure.INVALID:  # the engine says the request is wrong: no other pool differs
-                    self.dispatch.pushed_back(pool)
-                    raise APIError(400, safe_message(e), param=param_of(e)) from None
-                if failure is Failure.BUSY:
-                    self.dispatch.pushed_back(pool)
-                else:
-                    self.dispatch.failed(pool)
-                    log.warning("rayhet ingress: pool %s: %s: %s", pool, failure.value, type(e).__name__)
-                reasons.append(describe(pool, failure))
-                if failure is Failure.LOST and not retried:
-                    retried = True  # once: Serve's router has dropped the dead replica; another one, or the next pool
-                    if (self._running(pool) or 0) >= 2 or k + 1 >= len(order):
-                        continue
-            prev = pool
-            k += 1
-        if not order:
-            reasons.append("no pool that can serve it has a running replica")
-        raise self._refusal(order or self.dispatch.tries(route), reasons)
-
-    def _completed(self, kind: str, route: Route, attempt: _Attempt, max_tokens: int, t0: float) -> JSONResponse:
+    def _completed(self, kind: str, route: Route, attempt: Attempt, max_tokens: int, t0: float) -> JSONResponse:
         """The reply to a non-streamed request from its pool's whole completion."""
         attempt.ticket.release()
         res, pool = attempt.first, attempt.pool
@@ -422,7 +257,7 @@ class Ingress:
         return _json(200, response_body(kind, new_id(kind), self.model_id, res.text, res.finish_reason, u),
                      {POOL_HEADER: pool})
 
-    async def _deltas(self, attempt: _Attempt) -> AsyncIterator[Any]:
+    async def _deltas(self, attempt: Attempt) -> AsyncIterator[Any]:
         yield attempt.first
         async for d in attempt.stream:
             yield d
@@ -451,7 +286,7 @@ class Ingress:
                 yield b"data: " + json.dumps(usage_chunk(kind, rid, self.model_id, usage)).encode() + b"\n\n"
             ok = True
         except asyncio.CancelledError:  # the client went away: stop the generation on the pool
-            _cancel_quietly(attempt.stream)
+            cancel_quietly(attempt.stream)
             raise
         except Exception as e:  # noqa: BLE001 - the stream already started: report it in-band
             log.warning("rayhet ingress: pool %s failed mid-stream: %s", attempt.pool, type(e).__name__)

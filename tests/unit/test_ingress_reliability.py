@@ -274,6 +274,8 @@ async def test_overload_is_refused_at_once_with_retry_after_and_nothing_is_lost(
                 assert int(r.headers["retry-after"]) >= 1 and dt < 1.0  # not after a wait for a slot
                 assert r.json()["error"]["type"] == "rate_limit_error"
         assert ingress.admission.in_flight == {"a": 0, "b": 0}
+        pools = ingress.traffic.snapshot()["pools"]  # a full pool skipped counts as a spill-over, as a push-back
+        assert pools["a"]["spilled_out"] >= 3 and pools["b"]["spilled_in"] == pools["a"]["spilled_out"]
         r = await c.post("/v1/completions", json=body())
         assert r.status_code == 200
 
