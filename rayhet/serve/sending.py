@@ -143,9 +143,9 @@ class Sender:
         rayhet.serve.failures). Refused (429/503 with Retry-After) when none answers."""
         order = self.tries(route)
         planned = self.dispatch.tries(route)
-        if (not order or order[0] != planned[0]) and self.watcher is not None and hasattr(self.watcher, "fresh"):
-            # the first choice looks down: read again (at most every 0.25 s, one read shared by all requests)
-            # before going elsewhere; the cached states may predate a replica that just started
+        if len(order) < len(planned) and self.watcher is not None and hasattr(self.watcher, "fresh"):
+            # a pool looks down: read again (at most every 0.25 s, one read shared by all requests) before
+            # leaving it out; the cached states may predate a replica that just started
             await self.watcher.fresh()
             order = self.tries(route)
         reasons: list[str] = []
