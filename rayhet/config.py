@@ -12,9 +12,9 @@ import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rayhet.control import ControlSettings
 from rayhet.errors import ConfigError
@@ -62,6 +62,16 @@ class ModelConfig(_Strict):
     @property
     def tokenizer_source(self) -> str | None:
         return self.tokenizer or self.gguf or self.hf
+
+
+def _serve_queue_limit(v: int) -> int:
+    if v == 0:
+        raise ValueError("must be -1 (no limit) or >= 1 (Ray Serve's rule)")
+    return v
+
+
+# a Serve deployment's max_queued_requests: -1 (no limit) or >= 1
+QueueLimit = Annotated[int, Field(ge=-1), AfterValidator(_serve_queue_limit)]
 
 
 class PoolConfig(_Strict):
@@ -114,9 +124,8 @@ class PoolConfig(_Strict):
         None, ge=0,
         description="Seconds from Serve starting a replica to it serving (node provisioning included, if your "
         "cluster adds nodes). Used by `rayhet simulate`; default by engine: vllm 90, llama_cpp 10, fake 1.")
-    max_queued_requests: int = Field(
+    max_queued_requests: QueueLimit = Field(
         8,
-        ge=-1,
         description="Requests waiting at the ingress for this pool before Serve pushes back and the ingress spills "
         "them to the next pool (-1: unbounded, never spill on queue length).",
     )
@@ -125,13 +134,6 @@ class PoolConfig(_Strict):
     def startup_seconds(self) -> float:
         """`startup_s`, or its default for the engine (DEFAULT_STARTUP_S)."""
         return self.startup_s if self.startup_s is not None else DEFAULT_STARTUP_S.get(self.engine, 10.0)
-
-    @field_validator("max_queued_requests")
-    @classmethod
-    def _queue_limit(cls, v: int) -> int:
-        if v == 0:
-            raise ValueError("must be -1 (no limit) or >= 1 (Ray Serve's rule)")
-        return v
 
     @model_validator(mode="after")
     def _bounds(self) -> "PoolConfig":
@@ -202,19 +204,12 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted (413 above).")
     ingress_replicas: int = Field(1, ge=1, description="Ingress replicas.")
     ingress_max_ongoing_requests: int = Field(1000, ge=1, description="Concurrent requests per ingress replica.")
-    ingress_max_queued_requests: int = Field(
-        64, ge=-1,
+    ingress_max_queued_requests: QueueLimit = Field(
+        64,
         description="Requests Serve's HTTP proxy lets wait for an ingress replica beyond its "
         "ingress_max_ongoing_requests; past that the proxy itself answers 429 with Retry-After (Serve's "
         "backpressure_config), before rayhet's code runs: the last guard when the ingress cannot keep up "
         "(-1: unbounded).")
-
-    @field_validator("ingress_max_queued_requests")
-    @classmethod
-    def _ingress_queue_limit(cls, v: int) -> int:
-        if v == 0:
-            raise ValueError("must be -1 (no limit) or >= 1 (Ray Serve's rule)")
-        return v
     ingress_num_cpus: float = Field(
         0.0, ge=0,
         description="CPUs reserved per ingress replica. Default 0, as Serve's own proxy: the ingress only forwards "
