@@ -21,6 +21,7 @@ from rayhet.dispatch import Dispatcher
 from rayhet.engines.base import GenerationRequest
 from rayhet.routing import Route
 from rayhet.serve.failures import Failure, classify, describe, param_of, safe_message
+from rayhet.serve.health import can_serve
 from rayhet.serve.openai_api import APIError
 from rayhet.serve.pool import GenerationFailed
 
@@ -77,33 +78,32 @@ class Sender:
         return states.get(pool) if states else None
 
     def usable(self, pool: str) -> bool:
-        """Whether a request may be sent to `pool`: it has a running replica, or Serve scaled it to zero on
-        purpose (HEALTHY: it starts one for a waiting request); unknown states count as usable. A pool whose
-        replicas are gone or cannot start (UPDATING, UNHEALTHY, DEPLOY_FAILED at 0 running) is not."""
+        """Whether a request may be sent to `pool`: what /health calls serving (rayhet.serve.health.can_serve:
+        a running replica, or scaled to zero on purpose and starting one on demand); unknown states count as
+        usable."""
         st = self.state(pool)
-        return st is None or st.running > 0 or st.status == "HEALTHY"
+        return st is None or can_serve(st)[0]
 
     def running(self, pool: str) -> int | None:
         st = self.state(pool)
         return None if st is None else st.running
 
-    def tries(self, route: Route) -> list[str]:
-        """The pools to try, in the route's order: those with a running replica first; a pool Serve scaled to
-        zero (it starts one on demand) after them; a pool with no replica that can serve, never."""
-        order = self.dispatch.tries(route)
-        running = [p for p in order if (self.running(p) or 0) > 0 or self.running(p) is None]
-        on_demand = [p for p in order if p not in running and self.usable(p)]
-        return running + on_demand
+    def available(self, planned: list[str]) -> list[str]:
+        """The planned pools to try, in their order: those with a running replica (or an unknown state) first;
+        a pool Serve scaled to zero (it starts one on demand) after them; a pool with no replica that can
+        serve, never."""
+        counts = {p: self.running(p) for p in planned}
+        running = [p for p in planned if counts[p] is None or counts[p] > 0]
+        return running + [p for p in planned if p not in running and self.usable(p)]
 
-    def refusal(self, pools: list[str], reasons: list[str], status: int = 429,
-                 message: str | None = None) -> APIError:
+    def refusal(self, pools: list[str], reasons: list[str], status: int = 429) -> APIError:
         """The answer when no pool takes a request now: 429 (503 when no pool has a replica) with a
         Retry-After from the pools' queues (rayhet.admission)."""
         if pools and all(not self.usable(p) for p in pools):
             status = 503
         rates = self.traffic.completion_rates()
         retry = self.admission.retry_after_s(pools, rates)
-        text = message or "no pool can take the request now (" + "; ".join(reasons or ["no pool"]) + ")"
+        text = "no pool can take the request now (" + "; ".join(reasons or ["no pool"]) + ")"
         if status == 429:
             return APIError(429, text + f"; retry after {retry} s", "rate_limit_error", code="rate_limit_exceeded",
                             retry_after=retry)
@@ -141,13 +141,13 @@ class Sender:
         """Send the request to the route's pools in turn until one answers (spill-over on backpressure, on a
         pool without replicas, on failure); a request whose replica died is sent once more (see
         rayhet.serve.failures). Refused (429/503 with Retry-After) when none answers."""
-        order = self.tries(route)
         planned = self.dispatch.tries(route)
+        order = self.available(planned)
         if len(order) < len(planned) and self.watcher is not None and hasattr(self.watcher, "fresh"):
             # a pool looks down: read again (at most every 0.25 s, one read shared by all requests) before
             # leaving it out; the cached states may predate a replica that just started
             await self.watcher.fresh()
-            order = self.tries(route)
+            order = self.available(planned)
         reasons: list[str] = []
         prev: str | None = None
         retried = False
@@ -211,4 +211,4 @@ class Sender:
             k += 1
         if not order:
             reasons.append("no pool that can serve it has a running replica")
-        raise self.refusal(order or self.dispatch.tries(route), reasons)
+        raise self.refusal(order or planned, reasons)
