@@ -102,9 +102,9 @@ def main(argv=None) -> int:
 
     # --- step model on the real steps
     kinds = {"decode-only": [], "with prefill": []}
-    for prefill, pairs, dec, ctx, passes, sec in steps:
-        pred = model.time(StepWork(1, prefill, dec, ctx, pairs, passes))
-        kinds["with prefill" if prefill else "decode-only"].append((pred, sec, dec))
+    for prefill, pairs, dec, ctx, passes, multi, sec in steps:
+        pred = model.time(StepWork(1, prefill, dec, ctx, pairs, passes, multi))
+        kinds["with prefill" if prefill else "decode-only"].append((pred, sec, dec, passes))
     print(f"real steps: {len(steps)}")
     for kind, rows in kinds.items():
         if not rows:
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         for b in sorted(set(a[:, 2].astype(int))):
             m = a[:, 2] == b
             print(f"      decoding {b}: n={m.sum():5}  measured {np.median(a[m, 1]) * 1e3:6.1f} ms  predicted "
-                  f"{np.median(a[m, 0]) * 1e3:6.1f} ms (medians)")
+                  f"{np.median(a[m, 0]) * 1e3:6.1f} ms (medians); extra passes {a[m, 3].mean():.2f} a step")
     if len(ends) > 1:
         durs = np.array([s[-1] for s in steps])
         starts = np.array(ends) - durs

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rayhet.plan import Plan
+
+if TYPE_CHECKING:  # rayhet.messages imports this module (ControlSettings, PoolBounds travel in its spec)
+    from rayhet.messages import TrafficSnapshot
 
 Bucket = tuple[int, int]
 Reason = Literal["initial", "wake", "overload", "trend", "queue", "drift", "idle", "hold", "young", "forced"]
@@ -379,22 +382,22 @@ def policy_target(
     return max(lo, min(hi, target))
 
 
-def observe(snapshot: dict, reported: dict[str, tuple[int, float]]) -> Observation:
-    """An Observation from an ingress traffic snapshot (`rayhet.traffic` schema) and what each pool's
-    Serve policy last reported as (running replicas, in-flight requests); the larger in-flight count wins."""
-    arrivals = {(int(i), int(j)): float(c) for i, j, c in snapshot.get("arrivals", [])}
-    in_flight = {p: float(v.get("in_flight") or 0) for p, v in snapshot.get("pools", {}).items()}
+def observe(snapshot: TrafficSnapshot, reported: dict[str, tuple[int, float]]) -> Observation:
+    """An Observation from an ingress traffic snapshot and what each pool's Serve policy last reported as
+    (running replicas, in-flight requests); the larger in-flight count wins."""
+    arrivals = {(i, j): float(c) for i, j, c in snapshot.arrivals}
+    in_flight = {p: float(v.in_flight) for p, v in snapshot.pools.items()}
     for p, (_, n) in reported.items():
         in_flight[p] = max(in_flight.get(p, 0.0), float(n))
     running = {p: int(r) for p, (r, _) in reported.items()}
-    return Observation(float(snapshot.get("window_s") or 1.0), arrivals, in_flight, running)
+    return Observation(snapshot.window_s or 1.0, arrivals, in_flight, running)
 
 
-def attainment(snapshot: dict) -> dict[str, float]:
+def attainment(snapshot: TrafficSnapshot) -> dict[str, float]:
     """Per pool, the share of requests finished in the window that met the SLO (pools without data left out)."""
     out = {}
-    for p, v in snapshot.get("pools", {}).items():
-        done = (v.get("ok") or 0) + (v.get("errors") or 0)
-        if v.get("slo_ok") is not None and done:
-            out[p] = v["slo_ok"] / done
+    for p, v in snapshot.pools.items():
+        done = v.ok + v.errors
+        if v.slo_ok is not None and done:
+            out[p] = v.slo_ok / done
     return out

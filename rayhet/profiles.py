@@ -152,11 +152,14 @@ class HeldOut(_Strict):
     input_bucket: int = Field(..., ge=0)
     output_bucket: int = Field(..., ge=0)
     predicted_rate: float | None = Field(..., ge=0)
-    measured_rate: float | None = Field(..., ge=0)
+    measured_rate: float | None = Field(..., ge=0, description="The highest rate measured to pass (the capacity, "
+                                        "as the rate search defines it).")
+    measured_fail_rate: float | None = Field(None, ge=0, description="The lowest rate measured to fail above it: "
+                                             "the capacity lies between the two. Null: none failed, or older files.")
     speed_drift: dict[str, float] | None = Field(
         None, description="The engine's speed while this bucket was measured, relative to when its steps were "
         "fitted, for `prefill` and `decode` steps (measured/predicted time of a few probe batches, then over at "
-        "the fit): 1.2 = 20 % slower. Null: not measured (engines observed from outside).")
+        "the fit): 1.2 = 20 % slower. Null: not measured (files made before the probe).")
     predicted_rate_at_check: float | None = Field(
         None, ge=0, description="predicted_rate with the model's prefill and decode terms scaled by speed_drift: "
         "the model's prediction for the machine as it ran during the check.")

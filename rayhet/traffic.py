@@ -1,22 +1,10 @@
 """Traffic: what the ingress saw over a sliding window, per size bucket and per pool, for the controller.
 
-Pure. `TrafficRecorder` keeps one-second bins over `window_s`; `snapshot()` returns a plain, JSON-ready
-dict (schema below) that the controller reads through the ingress's `traffic_snapshot()` method, and
-`merge_snapshots()` sums snapshots of several ingress replicas.
+Pure. `TrafficRecorder` keeps one-second bins over `window_s`; `snapshot()` returns a
+`rayhet.messages.TrafficSnapshot` (its fields are the schema) that the ingress reports to the controller,
+and `merge_snapshots()` sums the snapshots of several ingress replicas.
 
-Snapshot schema (version 1)::
-
-    {"version": 1, "time": unix seconds, "window_s": float (covered so far, <= configured window),
-     "input_edges": [...], "output_edges": [...],          # the grid of the plan in force
-     "arrivals": [[i, j, count], ...],                      # routed requests by (input, predicted output) bucket
-     "completions": [[i, j, count], ...],                   # finished requests by (input, actual output) bucket
-     "rejected": int,                                       # refused: too long for every pool, or no pool left
-     "clipped": int,                                        # requests beyond the grid, counted in its last bucket
-     "pools": {name: {"requests", "ok", "errors", "spilled_out", "spilled_in", "in_flight",
-                      "ttft_ms": {"mean", "p50", "p90", "p99"} | null, "tpot_ms": {...} | null,
-                      "slo_ok": int | null}}}             # finished requests that met the SLO (null: no SLO)
-
-Rates are `count / window_s`. Counts from different plans' grids are not mixed: `set_grid()` clears them.
+Counts from different plans' grids are not mixed: `set_grid()` clears them.
 """
 
 from __future__ import annotations
@@ -24,8 +12,10 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Literal
 
-SNAPSHOT_VERSION = 1
+from rayhet.messages import Cell, LatencyStats, PoolTraffic, TrafficSnapshot
+
 _BIN_S = 1.0
 _MAX_LATENCY_SAMPLES = 2048  # per pool per window, enough for a p99
 
@@ -58,7 +48,7 @@ class _Bin:
         return b
 
 
-def _stats(values: list[float]) -> dict[str, float] | None:
+def _stats(values: list[float]) -> LatencyStats | None:
     if not values:
         return None
     v = sorted(values)
@@ -67,7 +57,7 @@ def _stats(values: list[float]) -> dict[str, float] | None:
     def q(p: float) -> float:
         return round(v[min(n - 1, int(p * n))], 3)
 
-    return {"mean": round(sum(v) / n, 3), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99)}
+    return LatencyStats(mean=round(sum(v) / n, 3), p50=q(0.5), p90=q(0.9), p99=q(0.99))
 
 
 class TrafficRecorder:
@@ -159,7 +149,8 @@ class TrafficRecorder:
                 done[name] += pb.ok
         return {name: n / window for name, n in done.items()}
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> TrafficSnapshot:
+        """The window as it stands (send it as `model_dump()`: plain data through Ray)."""
         now = self._clock()
         self._expire(now)
         arrivals, completions = Counter(), Counter()
@@ -177,63 +168,78 @@ class TrafficRecorder:
                 acc.ttft_ms += pb.ttft_ms
                 acc.tpot_ms += pb.tpot_ms
         has_slo = self.slo_ttft_ms is not None or self.slo_tpot_ms is not None
-        return {
-            "version": SNAPSHOT_VERSION,
-            "time": self._wall(),
-            "window_s": round(min(self.window_s, max(now - self._since, 1e-9)), 3),
-            "input_edges": self.input_edges,
-            "output_edges": self.output_edges,
-            "arrivals": [[i, j, c] for (i, j), c in sorted(arrivals.items())],
-            "completions": [[i, j, c] for (i, j), c in sorted(completions.items())],
-            "rejected": rejected,
-            "clipped": clipped,
-            "pools": {
-                name: {
-                    "requests": p.requests, "ok": p.ok, "errors": p.errors,
-                    "spilled_out": p.spilled_out, "spilled_in": p.spilled_in,
-                    "in_flight": max(0, self._in_flight.get(name, 0)),
-                    "ttft_ms": _stats(p.ttft_ms), "tpot_ms": _stats(p.tpot_ms),
-                    "slo_ok": p.slo_ok if has_slo else None,
-                }
+        return TrafficSnapshot(
+            time=self._wall(),
+            window_s=round(min(self.window_s, max(now - self._since, 1e-9)), 3),
+            input_edges=self.input_edges,
+            output_edges=self.output_edges,
+            arrivals=_cells(arrivals),
+            completions=_cells(completions),
+            rejected=rejected,
+            clipped=clipped,
+            pools={
+                name: PoolTraffic(
+                    requests=p.requests, ok=p.ok, errors=p.errors, spilled_out=p.spilled_out,
+                    spilled_in=p.spilled_in, in_flight=max(0, self._in_flight.get(name, 0)),
+                    ttft_ms=_stats(p.ttft_ms), tpot_ms=_stats(p.tpot_ms), slo_ok=p.slo_ok if has_slo else None,
+                )
                 for name, p in sorted(pools.items())
             },
-        }
+        )
 
 
-def rates(snapshot: dict, key: str = "arrivals") -> dict[tuple[int, int], float]:
+def _cells(counts: Counter) -> list[Cell]:
+    return [(i, j, c) for (i, j), c in sorted(counts.items())]
+
+
+def rates(snapshot: TrafficSnapshot,
+          key: Literal["arrivals", "completions"] = "arrivals") -> dict[tuple[int, int], float]:
     """Per-bucket rate (req/s) of a snapshot's `arrivals` or `completions`."""
-    w = snapshot["window_s"] or 1.0
-    return {(i, j): c / w for i, j, c in snapshot[key]}
+    w = snapshot.window_s or 1.0
+    return {(i, j): c / w for i, j, c in getattr(snapshot, key)}
 
 
-def merge_snapshots(snaps: list[dict]) -> dict:
-    """Sum snapshots of several ingress replicas (same grid). Latency stats: the worst replica's (upper bound)."""
+def merge_snapshots(snaps: list[TrafficSnapshot]) -> TrafficSnapshot:
+    """Sum snapshots of several ingress replicas. Only those on the first one's grid count (a replica that has
+    not adopted the plan in force yet would mix buckets of another grid); latency stats: the worst replica's
+    (an upper bound: percentiles do not add up)."""
     if not snaps:
         raise ValueError("no snapshots to merge")
-    grid = (snaps[0]["input_edges"], snaps[0]["output_edges"])
-    snaps = [s for s in snaps if (s["input_edges"], s["output_edges"]) == grid]
-    out = dict(snaps[0])
-    out["window_s"] = max(s["window_s"] for s in snaps)
-    for key in ("arrivals", "completions"):
-        acc: Counter = Counter()
-        for s in snaps:
-            acc.update({(i, j): c for i, j, c in s[key]})
-        out[key] = [[i, j, c] for (i, j), c in sorted(acc.items())]
-    out["rejected"] = sum(s["rejected"] for s in snaps)
-    out["clipped"] = sum(s["clipped"] for s in snaps)
-    pools: dict[str, dict] = {}
+    first = snaps[0]
+    snaps = [s for s in snaps if (s.input_edges, s.output_edges) == (first.input_edges, first.output_edges)]
+    pools: dict[str, PoolTraffic] = {}
     for s in snaps:
-        for name, p in s["pools"].items():
-            if name not in pools:
-                pools[name] = dict(p)
-                continue
-            acc_p = pools[name]
-            for k in ("requests", "ok", "errors", "spilled_out", "spilled_in", "in_flight"):
-                acc_p[k] += p[k]
-            if p["slo_ok"] is not None:
-                acc_p["slo_ok"] = (acc_p["slo_ok"] or 0) + p["slo_ok"]
-            for k in ("ttft_ms", "tpot_ms"):
-                if p[k] and (not acc_p[k] or p[k]["p99"] > acc_p[k]["p99"]):
-                    acc_p[k] = p[k]
-    out["pools"] = pools
-    return out
+        for name, p in s.pools.items():
+            pools[name] = _merge_pool(pools[name], p) if name in pools else p
+    return TrafficSnapshot(
+        time=first.time,
+        window_s=max(s.window_s for s in snaps),
+        input_edges=first.input_edges,
+        output_edges=first.output_edges,
+        arrivals=_sum_cells(s.arrivals for s in snaps),
+        completions=_sum_cells(s.completions for s in snaps),
+        rejected=sum(s.rejected for s in snaps),
+        clipped=sum(s.clipped for s in snaps),
+        pools=pools,
+    )
+
+
+def _sum_cells(cell_lists) -> list[Cell]:
+    acc: Counter = Counter()
+    for cells in cell_lists:
+        for i, j, c in cells:
+            acc[(i, j)] += c
+    return _cells(acc)
+
+
+def _merge_pool(a: PoolTraffic, b: PoolTraffic) -> PoolTraffic:
+    def worst(x: LatencyStats | None, y: LatencyStats | None) -> LatencyStats | None:
+        return y if y is not None and (x is None or y.p99 > x.p99) else x
+
+    return PoolTraffic(
+        requests=a.requests + b.requests, ok=a.ok + b.ok, errors=a.errors + b.errors,
+        spilled_out=a.spilled_out + b.spilled_out, spilled_in=a.spilled_in + b.spilled_in,
+        in_flight=a.in_flight + b.in_flight,
+        ttft_ms=worst(a.ttft_ms, b.ttft_ms), tpot_ms=worst(a.tpot_ms, b.tpot_ms),
+        slo_ok=a.slo_ok if b.slo_ok is None else (a.slo_ok or 0) + b.slo_ok,
+    )

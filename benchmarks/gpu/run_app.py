@@ -211,11 +211,12 @@ def _start(cfg: dict) -> str:
     return "http://127.0.0.1:8000/v1/completions"
 
 
-def _snapshot() -> dict:
+def _snapshot():
+    from rayhet.messages import TrafficSnapshot
     from rayhet.serve.builder import INGRESS_NAME
     from rayhet.testing.driver import call_deployment
 
-    return call_deployment(APP, INGRESS_NAME, "traffic_snapshot")
+    return TrafficSnapshot.model_validate(call_deployment(APP, INGRESS_NAME, "traffic_snapshot"))
 
 
 def max_capped_rate(a: argparse.Namespace) -> float:
@@ -261,10 +262,11 @@ def run_rate(a: argparse.Namespace, rate: float, vocab: int) -> dict:
     url = _start(cfg)
     recs, wall = asyncio.run(open_loop(url, reqs, rate, a.seed))
     res["client"] = summarise(recs, wall, a.slo_tpot_ms, a.slo_ttft_ms)
-    res["ingress"] = _snapshot()
-    for name, p in res["ingress"]["pools"].items():
-        done = p["ok"] or 0
-        p["slo_attainment"] = round(p["slo_ok"] / done, 4) if done and p["slo_ok"] is not None else None
+    snap = _snapshot()
+    res["ingress"] = snap.model_dump(mode="json")
+    for name, p in snap.pools.items():
+        res["ingress"]["pools"][name]["slo_attainment"] = (
+            round(p.slo_ok / p.ok, 4) if p.ok and p.slo_ok is not None else None)
     print(json.dumps({"client": res["client"], "pools": res["ingress"]["pools"]}, indent=None)[:3000], flush=True)
     serve.delete(APP)
     return res

@@ -8,6 +8,8 @@
 #   throughput  the vLLM pool through Ray Serve vs LLM.generate (pool_throughput.py; --steps splits it over
 #               calls: results merge in /tmp/rayhet-results and are copied to $OUT each time)
 #   app         the two-pool rayhet app under open-loop LMSYS load, low and high rate (run_app.py)
+#   chaos       benchmarks/chaos.py (issue 15) on the machine's 16 cores: the default app (two 1-vCPU llama.cpp
+#               pools) with the load client on cores of its own, which this project's 2-vCPU machine lacks
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/rayhet-out}"; mkdir -p "$OUT"
@@ -23,5 +25,7 @@ case "$step" in
   llama) python3 benchmarks/gpu/llama_smoke.py "$@" 2>&1 | tee "$OUT/llama-smoke.log" ;;
   profile-h100|profile-cpu|app) bash "benchmarks/gpu/$step.sh" "$@" ;;
   profile-model) bash benchmarks/gpu/profile-model.sh "$@" ;;
+  chaos) name="$1"; shift
+         python3 benchmarks/chaos.py --out "$OUT/$name" "$@" 2>&1 | grep -v -E "^\(|INFO" | tail -60 ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

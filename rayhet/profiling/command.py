@@ -170,6 +170,7 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"engine model: {em.mean_abs_rel_error:.1%} mean step-time error over {len(measured.samples)} steps; "
               "held out: " + (", ".join(
                   f"({h.input_bucket},{h.output_bucket}) predicted {_r(h.predicted_rate)} measured {_r(h.measured_rate)}"
+                  + (f" ({_r(h.measured_fail_rate)} failed)" if h.measured_fail_rate else "")
                   + (f" ({h.error:+.0%})" if h.error is not None else "")
                   + (f"; at the check's speed ({_drift_words(h.speed_drift)}): predicted "
                      f"{_r(h.predicted_rate_at_check)} ({h.error_at_check:+.0%})" if h.error_at_check is not None else "")
@@ -211,11 +212,11 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
                                               live_seconds=args.live_seconds, url_limits=_url_limits(args),
                                               outside=args.steps == "outside")
         save(state)  # the steps are in the sidecar now: an interrupted held-out phase resumes after them
-        # Each held-out search starts at the model's prediction: its first points then say at once whether the
-        # measured capacity lies above or below it.
-        starts = {(i, j): measured.grid[i][j] for i, j in measured.held_out if measured.grid[i][j]}
+        # Each held-out bucket is measured as a check of its prediction (search.check_rate)
+        predicted = {(i, j): measured.grid[i][j] for i, j in measured.held_out if measured.grid[i][j]}
         await run_sweep(target, settings, state, save=save, progress=not args.no_progress,
-                        only=set(measured.held_out), starts=starts, checkpoint=speed_probe(target, measured, state))
+                        only=set(measured.held_out), predicted=predicted,
+                        checkpoint=speed_probe(target, measured, state, seed=args.seed))
         return measured
     finally:
         await close()

@@ -140,22 +140,26 @@ def speed_ratio(model, samples: list[tuple[str, StepWork, float]], labels: set[s
     return sum(sec for _, sec in chosen) / predicted if predicted > 0 else None
 
 
-async def speed_drift(engine, model, fitted: list[tuple[str, StepWork, float]], vocab: list[int],
-                      seed: int = 0) -> dict[str, float]:
+def drift(model, fitted: list[tuple[str, StepWork, float]], now: list[tuple[str, StepWork, float]]) -> dict[str, float]:
     """How much slower (> 1) or faster (< 1) the engine runs now than when its steps were fitted, for prefill
-    steps and for decode steps apart (they drift apart: on this 2-vCPU host, prompts ran 1.17x and decode
-    steps 1.34x slower an hour after a fit): the probe batches' measured/predicted ratio now over the same
-    ratio in the fitted steps. A held-out check is only a check of the model at equal speed."""
-    limits = limits_of(engine)
-    probes = probe_batches(limits)
-    labels = {b.label for b in probes}
-    now_steps = await measure_steps(engine, probes, vocab, seed=seed)
+    and decode steps apart (they drift apart: on this 2-vCPU host, prompts ran 1.17x and decode steps 1.34x
+    slower an hour after a fit): the probe's measured/predicted ratio now over the same ratio in the fitted
+    steps of the same labels, so the fit's own residual on those steps cancels out."""
+    labels = {label for label, _, _ in now}
     out = {}
     for kind in DRIFT_KINDS:
-        then, now = speed_ratio(model, fitted, labels, kind), speed_ratio(model, now_steps, None, kind)
-        if then and now:
-            out[kind] = now / then
+        then, at_check = speed_ratio(model, fitted, labels, kind), speed_ratio(model, now, None, kind)
+        if then and at_check:
+            out[kind] = at_check / then
     return out
+
+
+async def speed_drift(engine, model, fitted: list[tuple[str, StepWork, float]], vocab: list[int],
+                      seed: int = 0) -> dict[str, float]:
+    """`drift` for an engine that logs its steps: the probe batches run again now. A held-out check is only
+    a check of the model at equal speed."""
+    now_steps = await measure_steps(engine, probe_batches(limits_of(engine)), vocab, seed=seed)
+    return drift(model, fitted, now_steps)
 
 
 def live_mix(limits: EngineLimits) -> list[tuple[int, int]]:
@@ -232,7 +236,7 @@ def limits_of(engine) -> EngineLimits:
 
 def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3) -> list[tuple[int, int]]:
     """k buckets spread over those for which `fits(i, j)` (the profiler passes: the model predicts a
-    capacity): ordered from (short input, long output) to (long input, short output) and picked evenly
+    capacity that does not hinge on the machine's speed): ordered from (short input, long output) to (long input, short output) and picked evenly
     along that order, extremes included, so they differ in what bounds them (decode or prefill)."""
     cells = [(i, j) for i in range(n_in) for j in range(n_out) if fits(i, j)]
     if k <= 0 or not cells:

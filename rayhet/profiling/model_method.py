@@ -17,18 +17,29 @@ import numpy as np
 from rayhet.profiling.sweep import SweepSettings, SweepState
 
 
-def speed_probe(target, measured, state: SweepState):
-    """The held-out phase's checkpoint: the engine's speed now relative to the fit, kept per bucket (engines
-    that log their steps in process; None otherwise: observed engines are not probed)."""
-    engine = getattr(target, "engine", None)
-    if engine is None or not hasattr(engine, "step_log") or not measured.samples:
+def speed_probe(target, measured, state: SweepState, seed: int = 0):
+    """The held-out phase's checkpoint: the engine's speed now relative to the fit, kept per bucket. An engine
+    that logs its steps reruns a few designed batches; one observed from outside (vLLM, --url) reruns a few
+    of the observed experiments (rayhet.profiling.observe.probe_plan). None without fitted steps."""
+    if not measured.samples:
         return None
     from rayhet.profiling.engine_model import speed_drift
+    from rayhet.profiling.observe import observed_drift
     from rayhet.profiling.targets import EngineTarget
+
+    engine = getattr(target, "engine", None)
+    model = measured.fit.model
+    rng = np.random.default_rng(seed + 2)
+    if not measured.observed:
+        vocab = EngineTarget(engine).token_ids()
+        measure = lambda: speed_drift(engine, model, measured.samples, vocab)  # noqa: E731
+    else:
+        measure = lambda: observed_drift(target, measured.limits, model, measured.samples,  # noqa: E731
+                                         target.token_ids(), rng)
 
     async def probe(key: tuple[int, int]) -> None:
         await target.wait_idle(60.0)
-        drift = await speed_drift(engine, measured.fit.model, measured.samples, EngineTarget(engine).token_ids())
+        drift = await measure()
         if drift:
             state.speed_drifts.setdefault(f"{key[0]},{key[1]}", []).append({k: round(v, 4) for k, v in drift.items()})
             print(f"engine model: speed probe at bucket {key}: " + ", ".join(
@@ -48,6 +59,7 @@ class MeasuredModel:
     held_out: list
     seconds: float
     resumed: bool = False  # the steps were measured by an interrupted run (their time is not in `seconds`)
+    observed: bool = False  # the steps were seen from outside (rayhet.profiling.observe), not logged by the engine
 
 
 async def measure_engine_model(target, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,
@@ -111,10 +123,41 @@ async def measure_engine_model(target, settings: SweepSettings, *, seed: int = 0
     grid = derive_max_rate(fit.model, limits, settings.slo, settings.input_edges, settings.output_edges,
                            progress=lambda i, j: bar.update(1))
     bar.close()
-    # held out where the model predicts a capacity: a bucket nobody can serve checks little
-    servable = lambda i, j: grid[i][j] is not None  # noqa: E731
-    return MeasuredModel(samples, fit, limits, grid, held_out_buckets(n_in, n_out, servable, held_out),
-                         time.monotonic() - t0, resumed=bool(state is not None and resumed))
+    checkable = _checkable(fit.model, limits, settings, grid, held_out)
+    picks = held_out_buckets(n_in, n_out, checkable, held_out)
+    edge = [(i, j) for i in range(n_in) for j in range(n_out) if held_out > 0 and grid[i][j] and not checkable(i, j)]
+    if edge:
+        print(f"engine model: {len(edge)} bucket(s) not eligible as held-out checks, their capacity hinging on the "
+              f"machine's speed (a 10 % slower engine keeps < {HELD_OUT_MIN_KEPT:.0%} of it): "
+              + " ".join(f"{settings.input_edges[i]}/{settings.output_edges[j]}" for i, j in edge), file=sys.stderr)
+    return MeasuredModel(samples, fit, limits, grid, picks, time.monotonic() - t0,
+                         resumed=bool(state is not None and resumed), observed=not logs_steps)
+
+
+# A held-out bucket must keep this share of its capacity when the engine runs 10 % slower: the machine's
+# speed moves by that much within an hour on a shared host, and a check that moves 2-5x with it checks
+# the host, not the model (the fourth run here: 500-token prompts under a 1 s TTFT keep 0.2-0.4).
+HELD_OUT_MIN_KEPT = 0.7
+
+
+def _checkable(model, limits, settings: SweepSettings, grid, k: int):
+    """Which buckets may be held out: those the model predicts a capacity for (a bucket nobody can serve
+    checks little) whose capacity does not hinge on the machine's speed (`speed_sensitivity`)."""
+    from rayhet.capacity import speed_sensitivity
+
+    if k <= 0:
+        return lambda i, j: False
+    kept: dict[tuple[int, int], float] = {}
+
+    def checkable(i: int, j: int) -> bool:
+        if grid[i][j] is None:
+            return False
+        if (i, j) not in kept:
+            kept[(i, j)] = speed_sensitivity(model, limits, settings.slo, settings.input_edges[i],
+                                             settings.output_edges[j], grid[i][j])
+        return kept[(i, j)] >= HELD_OUT_MIN_KEPT
+
+    return checkable
 
 
 def _work_list(w) -> list[float]:
@@ -144,6 +187,7 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
     the held-out buckets' measured capacity next to their prediction."""
     from rayhet.profiles import EngineModelRecord, HeldOut, StepPoint
     from rayhet.profiling.capacity import bucket_capacity
+    from rayhet.profiling.search import bracket
 
     samples = measured.samples
     if len(samples) > MAX_POINTS_KEPT:
@@ -157,9 +201,10 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
         probes = (drifts_by_bucket or {}).get(f"{i},{j}") or []
         drift = {k: round(float(np.mean([p[k] for p in probes if k in p])), 4)
                  for k in ("prefill", "decode") if any(k in p for p in probes)} or None
+        _, failed = bracket([(p.offered_rate, p.meets_slo) for p in pts])
         held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
-                            measured_rate=bucket_capacity(pts) if pts else None, speed_drift=drift,
-                            predicted_rate_at_check=_at_speed(measured, settings, i, j, drift)))
+                            measured_rate=bucket_capacity(pts) if pts else None, measured_fail_rate=failed,
+                            speed_drift=drift, predicted_rate_at_check=_at_speed(measured, settings, i, j, drift)))
     record = EngineModelRecord(limits=measured.limits.model_dump(), step=measured.fit.model.model_dump(),
                                mean_abs_rel_error=measured.fit.mean_abs_rel_error,
                                max_abs_rel_error=measured.fit.max_abs_rel_error, points=points, held_out=held)

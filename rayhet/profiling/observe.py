@@ -95,11 +95,14 @@ def decode_samples(runs: list[Timed], p: int, limits: EngineLimits, label: str) 
     return out
 
 
-async def run_observed(target, limits: EngineLimits, vocab: list[int], rng: np.random.Generator, *,
-                       on_batch=None) -> list[tuple[str, StepWork, float]]:
-    """The three experiments on `target` (a rayhet.profiling.targets Target with `timed()`); samples."""
+def _prompts(limits: EngineLimits) -> list[int]:
     ctx = limits.max_context
-    prompts = sorted({p for p in (16, 128, 512, 1024, 2048, 4096, 8192) if p + 32 <= ctx} | {max(16, ctx - 64)})
+    return sorted({p for p in (16, 128, 512, 1024, 2048, 4096, 8192) if p + 32 <= ctx} | {max(16, ctx - 64)})
+
+
+def observed_plan(limits: EngineLimits) -> list[tuple[str, tuple]]:
+    """The experiments, in order: (kind, args) with kind prefill (P,), decode (B, P, O) or mixed (B, P)."""
+    prompts = _prompts(limits)
     widths = sorted({1, 2, max(1, limits.batch_slots // 2), limits.batch_slots, min(limits.batch_slots, 32)})
     widths = [b for b in widths if b <= limits.batch_slots]
     plan: list[tuple[str, tuple]] = []
@@ -112,6 +115,31 @@ async def run_observed(target, limits: EngineLimits, vocab: list[int], rng: np.r
         if b > 1:
             plan.append(("mixed", (b, prompts[-1])))
             plan.append(("mixed", (b, prompts[len(prompts) // 2])))
+    return plan
+
+
+def probe_plan(limits: EngineLimits) -> list[tuple[str, tuple]]:
+    """A few of `observed_plan`'s experiments (a mid-size prompt twice, decode alone and at full width): a few
+    seconds, run again when held-out buckets are measured, to see whether the engine still runs at the
+    fitted speed (rayhet.profiling.engine_model.drift compares samples of the same labels)."""
+    p = _prompts(limits)[len(_prompts(limits)) // 2]
+    return [("prefill", (p,))] * 2 + [("decode", (b, 16, 64)) for b in sorted({1, limits.batch_slots})]
+
+
+async def observed_drift(target, limits: EngineLimits, model, fitted: list[tuple[str, StepWork, float]],
+                         vocab: list[int], rng: np.random.Generator) -> dict[str, float]:
+    """The speed probe for an engine seen from outside: `probe_plan` now, against the fitted samples."""
+    from rayhet.profiling.engine_model import drift
+
+    return drift(model, fitted, await run_observed(target, limits, vocab, rng, plan=probe_plan(limits)))
+
+
+async def run_observed(target, limits: EngineLimits, vocab: list[int], rng: np.random.Generator, *,
+                       plan: list[tuple[str, tuple]] | None = None, on_batch=None) -> list[tuple[str, StepWork, float]]:
+    """The experiments (`observed_plan` unless given) on `target` (a rayhet.profiling.targets Target with
+    `timed()`); samples."""
+    ctx = limits.max_context
+    plan = observed_plan(limits) if plan is None else plan
 
     def ids(n: int) -> list[int]:
         return [int(t) for t in rng.choice(vocab, size=n)]

@@ -18,7 +18,7 @@ from rayhet.profiles import SLO, SweepPoint
 from rayhet.profiling.grid import Bucket, buckets
 from rayhet.profiling.load import run_point, single_request
 from rayhet.profiling.measure import check_timing, plan_point, summarize
-from rayhet.profiling.search import SearchParams, next_rate, start_rate
+from rayhet.profiling.search import SearchParams, check_rate, next_rate, start_rate
 from rayhet.profiling.targets import Target
 
 
@@ -116,12 +116,13 @@ async def run_sweep(
     drive=run_point,
     probe=single_request,
     only: set[tuple[int, int]] | None = None,
-    starts: dict[tuple[int, int], float] | None = None,
+    predicted: dict[tuple[int, int], float] | None = None,
     checkpoint: Callable[[tuple[int, int]], Awaitable[None]] | None = None,
 ) -> SweepState:
     """Measure every bucket not finished in `state` (of `only`, when given), cheapest first, until done or
-    out of budget. A bucket's search starts at `starts[bucket]` when given (a held-out bucket starts at its
-    predicted capacity, so its first points bracket the prediction), else at one request in flight.
+    out of budget. A bucket with a `predicted[bucket]` capacity (a held-out bucket) is measured as a check
+    of it (`search.check_rate`: first the two rates at ±15 % that decide the check); any other starts at one
+    request in flight.
     `checkpoint(bucket)` runs right before and right after each bucket measured (the model method's speed
     probe).
 
@@ -155,7 +156,7 @@ async def run_sweep(
             if checkpoint is not None:
                 await checkpoint(b.key)
             state.status[_key(b)] = await _measure_bucket(target, settings, state, b, left, save, bar, drive, probe,
-                                                          (starts or {}).get(b.key))
+                                                          (predicted or {}).get(b.key))
             if checkpoint is not None:
                 await checkpoint(b.key)
             out_of_time = state.status[_key(b)].startswith(CUT)  # no time for a point: none for later buckets
@@ -184,7 +185,8 @@ async def warm_up(target: Target, probe, rng: np.random.Generator) -> None:
     await _wait_idle(target)
 
 
-async def _measure_bucket(target, settings, state, b, left, save, bar, drive, probe, start: float | None = None) -> str:
+async def _measure_bucket(target, settings, state, b, left, save, bar, drive, probe,
+                          predicted: float | None = None) -> str:
     """Probe one request alone, then search the rate; returns the bucket's status."""
     slo = settings.slo
     alone = state.probes.get(_key(b))
@@ -215,8 +217,11 @@ async def _measure_bucket(target, settings, state, b, left, save, bar, drive, pr
     ttft_bound = (slo.ttft_ms or max(1000.0, 4 * alone["ttft_ms"])) / 1e3
     bound = ttft_bound + b.output_tokens * tpot_bound
     history = [(p.offered_rate, p.meets_slo) for p in state.bucket_points(b)]
-    first = start if start is not None and start > 0 else start_rate(single)
-    while (rate := next_rate(history, first, settings.search)) is not None:
+    if predicted is not None and predicted > 0:
+        following = lambda h: check_rate(h, predicted, settings.search)  # noqa: E731
+    else:
+        following = lambda h: next_rate(h, start_rate(single), settings.search)  # noqa: E731
+    while (rate := following(history)) is not None:
         plan = plan_point(
             rate, single,
             min_requests=settings.min_requests, min_duration_s=settings.min_duration_s,

@@ -16,6 +16,7 @@ from ray import serve
 from ray.serve import Application
 
 from rayhet.config import PoolConfig, RayhetConfig, engine_settings_dict, validate_engine_settings
+from rayhet.messages import PoolFacts
 from rayhet.plan import Plan
 from rayhet.serve.ingress import Ingress
 from rayhet.serve.pool import PoolServer
@@ -108,7 +109,7 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
     `ray_actor_options` to pin it to some nodes."""
     settings = validate_engine_settings(config, source)
     handles: dict[str, Application] = {}
-    limits: list[dict] = []
+    facts: list[dict] = []  # rayhet.messages.PoolFacts, as plain data through Ray
     wiring = Wiring.for_config(config)  # None: no controller (disabled, or static routing)
     for pool in config.pools:
         s = settings.get(pool.name) or engine_settings_dict(config, pool)  # unvalidated here (e.g. no vllm)
@@ -128,8 +129,8 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
                 from rayhet.profiles import load_profile
 
                 price = load_profile(pool.profile).price_per_hour
-        limits.append({"name": pool.name, "max_context": max_context(s), "price_per_hour": price,
-                       "slots": batch_slots(pool, s)})
+        facts.append(PoolFacts(name=pool.name, max_context=max_context(s), price_per_hour=price,
+                               slots=batch_slots(pool, s)).model_dump())
     replicas = {p.name: initial_replicas(p, plan) for p in config.pools}
     plan_d = plan.to_dict()
     plan_d["replicas"] = replicas  # what actually starts (initial_replicas may override the plan)
@@ -148,4 +149,4 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
         **{"ray_actor_options": {"num_cpus": srv.ingress_num_cpus}, **(ingress_options or {})},
     )
     extra = wiring.ingress_kwargs(INGRESS_NAME) if wiring else {}
-    return ingress.bind(config.model_dump(mode="json"), plan_d, handles, limits, **extra)
+    return ingress.bind(config.model_dump(mode="json"), plan_d, handles, facts, **extra)

@@ -4,7 +4,8 @@ Every ingress replica reports its traffic snapshot here every `report_s` and get
 (`report()`; see rayhet.serve.reporting). Every `period_s` the actor merges the fresh snapshots, lets
 `rayhet.control.tick` decide, solves when told to, keeps the targets that each pool's `PlanPolicy` polls,
 persists its state in Ray's internal KV (a restarted actor resumes from it, replicas untouched) and exports
-Ray metrics.
+Ray metrics. What crosses into the actor (its `ControllerSpec`, each `PlanReport` and its `TrafficSnapshot`) is
+plain data validated on arrival (rayhet.messages); inside, the actor works on the models.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import ray
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rayhet.control import (
     ControlSettings,
@@ -27,7 +29,7 @@ from rayhet.control import (
     solve_mix,
     tick,
 )
-from rayhet.messages import PlanReply, PlanReport, PoolReport
+from rayhet.messages import ControllerSpec, PlanReply, PlanReport, PoolReport, SolverSettings, TrafficSnapshot
 from rayhet.serve.autoscaling import NAMESPACE, controller_name, get_controller  # noqa: F401 (re-exported)
 from rayhet.traffic import merge_snapshots
 
@@ -60,7 +62,7 @@ class _Metrics:
         self.solves = Counter("rayhet_solves_total", "Solves, by status and reason.", ("app", "status", "reason"))
         self._buckets: set = set()
 
-    def record(self, app: str, state: ControlState, rep: TickReport, snap: dict, reported: dict) -> None:
+    def record(self, app: str, state: ControlState, rep: TickReport, snap: TrafficSnapshot, reported: dict) -> None:
         a = {"app": app}
         for p, n in state.targets.items():
             self.target.set(n, {**a, "pool": p})
@@ -69,9 +71,9 @@ class _Metrics:
             self.in_flight.set(in_flight, {**a, "pool": p})
         for p, x in attainment(snap).items():
             self.attainment.set(x, {**a, "pool": p})
-        w = snap.get("window_s") or 1.0
-        for p, v in snap.get("pools", {}).items():
-            self.spill.set((v.get("spilled_out") or 0) / w, {**a, "pool": p})
+        w = snap.window_s or 1.0
+        for p, v in snap.pools.items():
+            self.spill.set(v.spilled_out / w, {**a, "pool": p})
         if state.plan:
             self.cost.set(state.plan["cost_per_hour"], a)
         for b in self._buckets - set(rep.rates):  # a bucket that went quiet reads 0, not its last value
@@ -89,19 +91,22 @@ class PlanController:
     """The control loop (see module docstring). Runs as a named, detached, restartable actor."""
 
     def __init__(self, spec: dict):
+        """`spec`: a ControllerSpec's `model_dump()` (Ray passes actor arguments as plain data)."""
+        spec = ControllerSpec.model_validate(spec)
         self._lock = threading.RLock()
         self._reported: dict[str, tuple[int, float]] = {}  # pool -> (running, in-flight) from its policy
         self._reports_lock = threading.Lock()  # not self._lock: a report must not wait for a solve
-        self._reports: dict[str, tuple[float, dict, float | None]] = {}  # replica -> (at, snapshot, plan version)
+        # replica -> (at, snapshot, plan version)
+        self._reports: dict[str, tuple[float, TrafficSnapshot, float | None]] = {}
         self._offered: dict | None = None  # an ingress's start-up plan, adopted if this actor has none yet
         self._last: dict[str, Any] = {}
         self._stop = threading.Event()
         self._force: str | None = None
-        saved = self._load(spec.get("app", "default"))
-        if saved and saved.get("spec", {}).get("created_at", 0) > spec.get("created_at", 0):
-            spec = saved["spec"]  # reconfigured after this actor was first created: the newer spec wins
+        saved = self._load(spec.app)
+        if saved and saved.spec.created_at > spec.created_at:
+            spec = saved.spec  # reconfigured after this actor was first created: the newer spec wins
         self._configure(spec)
-        self.state = self._state_from(saved)
+        self.state = self._state_from(saved.state if saved else None)
         self.resumed = self.state.plan is not None
         if self.resumed:
             log.info("rayhet controller: resumed the plan of %s (targets %s)",
@@ -111,19 +116,18 @@ class PlanController:
         self._thread.start()
 
     # -- configuration -------------------------------------------------------------------------
-    def _configure(self, spec: dict) -> None:
+    def _configure(self, spec: ControllerSpec) -> None:
         from rayhet.planner import PoolOption
         from rayhet.profiles import parse_profile
 
         self.spec = spec
-        self.app = spec.get("app", "default")
-        self.settings = ControlSettings.model_validate(spec.get("settings", {}))
-        self.bounds = {p: PoolBounds(**b) for p, b in spec["bounds"].items()}
-        self.planner = spec.get("planner", {})
+        self.app = spec.app
+        self.settings: ControlSettings = spec.settings
+        self.bounds: dict[str, PoolBounds] = dict(spec.bounds)
+        self.planner: SolverSettings = spec.planner
         self.options = [
-            PoolOption(name=p, profile=parse_profile(spec["profiles"][p], f"pool {p} profile"),
-                       price_per_hour=spec.get("prices", {}).get(p), min_replicas=b.min_replicas,
-                       max_replicas=b.max_replicas)
+            PoolOption(name=p, profile=parse_profile(spec.profiles[p], f"pool {p} profile"),
+                       price_per_hour=spec.prices.get(p), min_replicas=b.min_replicas, max_replicas=b.max_replicas)
             for p, b in self.bounds.items()
         ]
 
@@ -131,7 +135,10 @@ class PlanController:
         """Adopt a new deployment's spec (`serve run` / `serve deploy` again, or another app under this name):
         its bounds, profiles and knobs, and none of the old deployment's state (plan, targets, reports): the new
         deployment's ingress offers its own start-up plan, as at a first start. `fresh=False` keeps the state
-        and re-plans at the next period (a changed spec within one deployment)."""
+        and re-plans at the next period (a changed spec within one deployment). `spec`: a ControllerSpec's
+        `model_dump()`; one that does not validate is refused (the caller gets the ValidationError) and changes
+        nothing."""
+        spec = ControllerSpec.model_validate(spec)
         with self._lock:
             self._configure(spec)
             if not fresh:
@@ -145,11 +152,12 @@ class PlanController:
             self._reported.clear()
             self._save()
         log.info("rayhet controller: a new deployment of app %r (built %s): starting from its own plan",
-                 self.app, time.ctime(spec.get("created_at", 0)))
+                 self.app, time.ctime(spec.created_at))
         return True
 
     def spec_of(self) -> dict:
-        return self.spec
+        """The spec in force, as a ControllerSpec's `model_dump()`."""
+        return self.spec.model_dump()
 
     # -- the policies' side --------------------------------------------------------------------
     def poll(self, message: dict) -> int | None:
@@ -168,7 +176,7 @@ class PlanController:
         (it keeps its own start-up plan) until that deployment has reconfigured this actor: a new app never runs
         an old plan."""
         r = PlanReport.model_validate(message)
-        if r.build is not None and r.build > self.spec.get("created_at", 0):
+        if r.build is not None and r.build > self.spec.created_at:
             return PlanReply(plan_version=None).model_dump()
         with self._reports_lock:
             self._reports[r.replica] = (time.time(), r.traffic, r.plan_version)
@@ -186,18 +194,18 @@ class PlanController:
     def _expiry_s(self) -> float:
         return max(5.0, 5 * self.settings.report_s)
 
-    def _fresh_reports(self, now: float) -> dict[str, tuple[float, dict, float | None]]:
+    def _fresh_reports(self, now: float) -> dict[str, tuple[float, TrafficSnapshot, float | None]]:
         """The reports of live ingress replicas; a replica silent for `_expiry_s` is forgotten."""
         with self._reports_lock:
             for r in [r for r, (at, _, _) in self._reports.items() if now - at > self._expiry_s()]:
                 del self._reports[r]
             return dict(self._reports)
 
-    def _merged(self, reports: dict) -> dict:
+    def _merged(self, reports: dict) -> TrafficSnapshot:
         """One snapshot for all replicas; those on the grid of the plan in force first (merge keeps their grid)."""
         plan = self.state.plan or self._offered or {}
         grid = (plan.get("input_edges"), plan.get("output_edges"))
-        snaps = sorted((s for _, s, _ in reports.values()), key=lambda s: (s["input_edges"], s["output_edges"]) != grid)
+        snaps = sorted((s for _, s, _ in reports.values()), key=lambda s: (s.input_edges, s.output_edges) != grid)
         return merge_snapshots(snaps)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -262,7 +270,7 @@ class PlanController:
                               "detail": f"no ingress replica reported in the last {self._expiry_s():g}s"}
                 return self._last
             snap = self._merged(reports)
-            grid = (snap["input_edges"], snap["output_edges"])
+            grid = (snap.input_edges, snap.output_edges)
             reported = dict(self._reported)
             self._adopt_offered(now)
             force, self._force = self._force, None
@@ -276,9 +284,9 @@ class PlanController:
                 "at": now, "reason": rep.replan.reason, "detail": rep.replan.detail, "solved": rep.replan.solve,
                 "kept_previous": rep.kept_previous, "rates": [[i, j, r] for (i, j), r in sorted(rep.rates.items())],
                 "held": rep.targets.held, "bumped": rep.targets.bumped, "attainment": attainment(snap),
-                "spilled": {p: v.get("spilled_out", 0) for p, v in snap.get("pools", {}).items()},
-                "window_s": snap.get("window_s"), "arrivals": sum(c for _, _, c in snap["arrivals"]),
-                "ingress": {r: sum(c for _, _, c in s["arrivals"]) for r, (_, s, _) in sorted(reports.items())},
+                "spilled": {p: v.spilled_out for p, v in snap.pools.items()},
+                "window_s": snap.window_s, "arrivals": sum(c for _, _, c in snap.arrivals),
+                "ingress": {r: sum(c for _, _, c in s.arrivals) for r, (_, s, _) in sorted(reports.items())},
             }
             return self._last
 
@@ -291,7 +299,7 @@ class PlanController:
                                      "seconds": self.state.plan.get("solve_time_s", 0.0), "message": ""}
 
     def _solve(self, grid, rates: dict, total: float) -> SolveOutcome:
-        return solve_mix(self.options, grid, rates, total, slices=int(self.planner.get("slices", 8)),
+        return solve_mix(self.options, grid, rates, total, slices=self.planner.slices,
                          time_limit_s=self.settings.solve_time_limit_s)
 
     def _log(self, rep: TickReport) -> None:
@@ -308,25 +316,21 @@ class PlanController:
     def _save(self) -> None:
         from ray.experimental import internal_kv
 
-        blob = {"version": 1, "spec": self.spec, "state": self.state.to_dict()}
+        blob = {"version": 1, "spec": self.spec.model_dump(mode="json"), "state": self.state.to_dict()}
         internal_kv._internal_kv_put(_kv_key(self.app), json.dumps(blob).encode(), overwrite=True,
                                      namespace=KV_NAMESPACE)
 
     @staticmethod
-    def _load(app: str) -> dict | None:
+    def _load(app: str) -> "_Saved | None":
         from ray.experimental import internal_kv
 
         raw = internal_kv._internal_kv_get(_kv_key(app), namespace=KV_NAMESPACE)
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            log.exception("rayhet controller: persisted state unreadable; starting afresh")
-            return None
+        return _Saved.read(raw, app) if raw else None
 
     @staticmethod
-    def _state_from(saved: dict | None) -> ControlState:
+    def _state_from(state: dict | None) -> ControlState:
         try:
-            return ControlState.from_dict(saved["state"]) if saved else ControlState()
+            return ControlState.from_dict(state) if state else ControlState()
         except Exception:
             log.exception("rayhet controller: persisted state unreadable; starting afresh")
             return ControlState()
@@ -347,6 +351,28 @@ class PlanController:
 
     def ready(self) -> bool:
         return True
+
+
+class _Saved(BaseModel):
+    """The controller's blob in Ray's KV. The state stays a dict: ControlState.from_dict reads it, and its own
+    failure only loses the state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    spec: ControllerSpec
+    state: dict
+
+    @classmethod
+    def read(cls, raw: bytes, app: str) -> "_Saved | None":
+        """The blob, or None (with a warning) when it is not JSON or not of this shape: one saved by another
+        rayhet version must not keep the actor from starting; it starts afresh, replicas untouched."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as e:  # also malformed JSON
+            log.warning("rayhet controller: ignoring the persisted state of app %r (saved by another rayhet version, "
+                        "or damaged): %s; starting afresh", app, e)
+            return None
 
 
 DEFAULT_MAX_REPLICAS = 64  # Serve needs a bound; a pool without max_replicas gets this one
@@ -391,41 +417,43 @@ class Wiring:
         return opts
 
     def ingress_kwargs(self, ingress: str) -> dict:
-        return {"controller_spec": spec_for(self.config, self.profiles, self.bounds, app="default", ingress=ingress)}
+        # plain data, as every message: a pickled model would reach the replica unvalidated
+        spec = spec_for(self.config, self.profiles, self.bounds, app="default", ingress=ingress)
+        return {"controller_spec": spec.model_dump()}
 
 
-def spec_for(config, profiles: dict, bounds: dict[str, PoolBounds], *, app: str, ingress: str) -> dict:
+def spec_for(config, profiles: dict, bounds: dict[str, PoolBounds], *, app: str, ingress: str) -> ControllerSpec:
     """The controller's spec from a RayhetConfig, its loaded profiles and the pools' bounds as deployed."""
-    return {
-        "created_at": time.time(),
-        "app": app,
-        "ingress": ingress,
-        "settings": config.controller.model_dump(),
-        "planner": {"slices": config.planner.slices},
-        "bounds": {p: vars(b) for p, b in bounds.items()},
-        "profiles": {p: prof.model_dump(mode="json") for p, prof in profiles.items()},
-        "prices": {p.name: p.price_per_hour for p in config.pools if p.price_per_hour is not None},
-    }
+    return ControllerSpec(
+        created_at=time.time(),
+        app=app,
+        ingress=ingress,
+        settings=config.controller,
+        planner=SolverSettings(slices=config.planner.slices),
+        bounds=bounds,
+        profiles={p: prof.model_dump(mode="json") for p, prof in profiles.items()},
+        prices={p.name: p.price_per_hour for p in config.pools if p.price_per_hour is not None},
+    )
 
 
-def ensure_controller(spec: dict, *, namespace: str = NAMESPACE):
+def ensure_controller(spec: ControllerSpec, *, namespace: str = NAMESPACE):
     """Get the app's running controller (reconfigured with `spec` if it changed) or start it; returns its handle."""
     actor = ray.remote(PlanController).options(
-        name=controller_name(spec["app"]), namespace=namespace, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        name=controller_name(spec.app), namespace=namespace, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=-1, max_concurrency=8, num_cpus=0,
-    ).remote(spec)
-    running = ray.get(actor.spec_of.remote(), timeout=60)
+    ).remote(spec.model_dump())
+    running = ControllerSpec.model_validate(ray.get(actor.spec_of.remote(), timeout=60))
     # `created_at` is the deployment (set when the app was built): every replica of one deployment carries the
     # same; a replica of an older one (still up during a rolling update) changes nothing
-    new, old = spec.get("created_at", 0), running.get("created_at", 0)
+    new, old = spec.created_at, running.created_at
     if new < old or (new == old and _same(running, spec)):
         return actor
-    ray.get(actor.reconfigure.remote(spec, fresh=new > old), timeout=60)
+    ray.get(actor.reconfigure.remote(spec.model_dump(), fresh=new > old), timeout=60)
     return actor
 
 
-def _same(a: dict, b: dict) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+def _same(a: ControllerSpec, b: ControllerSpec) -> bool:
+    return a.model_dump(mode="json") == b.model_dump(mode="json")
 
 
 def stop_controller(app: str = "default", *, namespace: str = NAMESPACE, forget: bool = True) -> None:

@@ -31,6 +31,7 @@ from rayhet.admission import Admission, PoolRoom
 from rayhet.config import RayhetConfig
 from rayhet.dispatch import Dispatcher
 from rayhet.engines.base import GenerationRequest, InvalidRequestError, SamplingParams
+from rayhet.messages import PoolFacts
 from rayhet.plan import Plan
 from rayhet.routing import PoolLimit, Route, Router
 from rayhet.serve.failures import Failure, classify
@@ -71,7 +72,7 @@ def _error(e: APIError) -> JSONResponse:
 class Ingress:
     """The ingress deployment (plain class; see module docstring)."""
 
-    def __init__(self, config: dict, plan: dict, pools: dict[str, Any], limits: list[dict]):
+    def __init__(self, config: dict, plan: dict, pools: dict[str, Any], pool_facts: list[dict]):
         self.config = RayhetConfig.model_validate(config)
         self.model_id = self.config.model.id
         self.created = int(time.time())
@@ -81,10 +82,10 @@ class Ingress:
         self._max_body = self.config.server.max_body_bytes
         self.tokenizer = load_tokenizer(self.config)
         p = Plan.from_dict(plan)
-        fields = PoolLimit.__dataclass_fields__
-        self.dispatch = Dispatcher(self.config, p, [PoolLimit(**{k: v for k, v in lim.items() if k in fields})
-                                                    for lim in limits], list(pools))
-        self.admission = Admission(self._rooms(limits), ingress_replicas=self.config.server.ingress_replicas)
+        facts = [PoolFacts.model_validate(f) for f in pool_facts]
+        self.dispatch = Dispatcher(self.config, p, [PoolLimit(f.name, f.max_context, f.price_per_hour) for f in facts],
+                                   list(pools))
+        self.admission = Admission(self._rooms(facts), ingress_replicas=self.config.server.ingress_replicas)
         self.admission.set_running({n: p.replicas.get(n, 0) for n in pools})  # until the watcher reads Serve's
         self.sender = Sender(self._handles, self._unary, self.dispatch, self.admission, self.config.server.max_wait_s,
                              lambda: self.watcher)
@@ -97,9 +98,9 @@ class Ingress:
             self._background(self.watcher.run())
         log.info("rayhet ingress: model %s, pools %s, plan %s (%s)", self.model_id, sorted(pools), p.replicas, p.status)
 
-    def _rooms(self, limits: list[dict]) -> dict[str, PoolRoom]:
-        slots = {lim["name"]: lim.get("slots") for lim in limits}
-        return {p.name: PoolRoom(slots=slots.get(p.name) or 8, queue_per_replica=p.queue_per_replica,
+    def _rooms(self, facts: list[PoolFacts]) -> dict[str, PoolRoom]:
+        slots = {f.name: f.slots for f in facts}
+        return {p.name: PoolRoom(slots=slots[p.name], queue_per_replica=p.queue_per_replica,
                                  queued_at_caller=p.max_queued_requests, startup_s=p.startup_seconds)
                 for p in self.config.pools if p.name in slots}
 
@@ -138,8 +139,9 @@ class Ingress:
         return self.router.plan.to_dict()
 
     def traffic_snapshot(self) -> dict:
-        """What this replica saw over the traffic window (schema: rayhet.traffic)."""
-        return self.traffic.snapshot()
+        """What this replica saw over the traffic window: a rayhet.messages.TrafficSnapshot's `model_dump()`
+        (plain data through a DeploymentHandle; the caller validates it)."""
+        return self.traffic.snapshot().model_dump()
 
     # -- HTTP ------------------------------------------------------------------------------------
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -14,8 +14,7 @@ import asyncio
 import logging
 import threading
 
-from rayhet.control import ControlSettings
-from rayhet.messages import PlanReply, PlanReport
+from rayhet.messages import ControllerSpec, PlanReply, PlanReport
 from rayhet.serve.autoscaling import NAMESPACE, controller_name
 from rayhet.serve.controller import ensure_controller
 from rayhet.serve.ingress import Ingress
@@ -70,7 +69,7 @@ class PlanReporter:
             log.info("rayhet ingress %s: adopted the controller's plan %s", self.replica_id, new.get("replicas"))
 
 
-def _start_quietly(spec: dict) -> None:
+def _start_quietly(spec: ControllerSpec) -> None:
     try:
         ensure_controller(spec)
     except Exception:  # serving goes on without a controller: the pools keep their replicas
@@ -83,6 +82,8 @@ class ControlledIngress(Ingress):
     file, Python) the app was deployed."""
 
     def __init__(self, *args, controller_spec: dict | None = None, **kwargs):
+        """`controller_spec`: a ControllerSpec's `model_dump()` (rayhet.serve.controller.Wiring), its `app` still
+        the builder's placeholder; None: no controller."""
         super().__init__(*args, **kwargs)
         self.reporter: PlanReporter | None = None
         if not controller_spec:
@@ -90,10 +91,9 @@ class ControlledIngress(Ingress):
         from ray import serve
 
         ctx = serve.get_replica_context()
-        spec = dict(controller_spec, app=ctx.app_name)
+        spec = ControllerSpec.model_validate(controller_spec).model_copy(update={"app": ctx.app_name})
         threading.Thread(target=_start_quietly, args=(spec,), name="rayhet-start-controller", daemon=True).start()
-        settings = ControlSettings.model_validate(spec.get("settings", {}))
         self.reporter = PlanReporter(self, ctx.replica_id.unique_id, controller_name(ctx.app_name),
-                                     period_s=settings.report_s, build=spec.get("created_at"))
+                                     period_s=spec.settings.report_s, build=spec.created_at)
         # Serve runs the constructor on the replica's user-code event loop, the one requests are served on.
         self._background(self.reporter.run())

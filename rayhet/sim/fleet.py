@@ -432,7 +432,7 @@ class Fleet:
         """One controller period on the ingress's traffic snapshot (PlanController.step without the actor)."""
         self._collect_all()
         snap = self.dispatch.traffic.snapshot()
-        grid = (snap["input_edges"], snap["output_edges"])
+        grid = (snap.input_edges, snap.output_edges)
         new, rep = tick(self.state, observe(snap, self.reported), self.bounds,
                         lambda rates, total: self.solver(grid, rates, total), self.now, self.settings)
         self.state = new

@@ -195,14 +195,17 @@ def test_killed_controller_leaves_serving_alone_and_resumes_its_plan(ctl_app):
 def test_failed_solve_keeps_the_previous_plan(ctl_app):
     import ray
 
+    from rayhet.messages import ControllerSpec
     from rayhet.serve.autoscaling import get_controller
     from rayhet.serve.controller import ensure_controller
 
     ctl = get_controller(APP)
     good = status()["plan"]
-    spec = ray.get(ctl.spec_of.remote())
-    tight = json.loads(json.dumps(spec))
+    running = ray.get(ctl.spec_of.remote())
+    spec = ControllerSpec.model_validate(running)
+    tight = json.loads(json.dumps(running))
     tight["bounds"]["big"]["max_replicas"] = 1  # 2 req/s of long requests need 2 big replicas: infeasible
+    tight = ControllerSpec.model_validate(tight)
     t0 = time.time()
     ensure_controller(tight)  # a new spec: the controller re-plans at its next period
     try:

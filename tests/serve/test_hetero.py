@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from rayhet.messages import TrafficSnapshot
 from rayhet.testing.driver import call_deployment
 
 pytestmark = pytest.mark.serve
@@ -54,9 +55,9 @@ def test_failed_pool_spills_to_the_next(hetero):
                        json={"model": "fake", "prompt": "hello", "max_tokens": 3})
         assert r.status_code == 200, r.text
         assert r.json()["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
-    snap = call_deployment(APP, "ingress", "traffic_snapshot")
-    assert snap["pools"]["a10g"]["errors"] >= 1
-    assert snap["pools"]["l4"]["ok"] == 4 and snap["pools"]["l4"]["spilled_in"] >= 1
+    snap = TrafficSnapshot.model_validate(call_deployment(APP, "ingress", "traffic_snapshot"))
+    assert snap.pools["a10g"].errors >= 1
+    assert snap.pools["l4"].ok == 4 and snap.pools["l4"].spilled_in >= 1
 
 
 def test_api_key_required(hetero):
@@ -122,9 +123,9 @@ def test_backpressure_spills_to_the_next_pool(serve_url):
         with ThreadPoolExecutor(6) as ex:
             codes = [r.status_code for r in ex.map(one, range(6))]
         assert codes == [200] * 6
-        snap = call_deployment("bp", "ingress", "traffic_snapshot")
-        small, big = snap["pools"]["small"], snap["pools"]["big"]
-        assert small["spilled_out"] >= 1 and big["spilled_in"] == small["spilled_out"]
-        assert small["ok"] + big["ok"] == 6 and small["errors"] == big["errors"] == 0
+        snap = TrafficSnapshot.model_validate(call_deployment("bp", "ingress", "traffic_snapshot"))
+        small, big = snap.pools["small"], snap.pools["big"]
+        assert small.spilled_out >= 1 and big.spilled_in == small.spilled_out
+        assert small.ok + big.ok == 6 and small.errors == big.errors == 0
     finally:
         serve.delete("bp")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rayhet.messages import TrafficSnapshot
 from rayhet.testing.driver import call_deployment
 
 pytestmark = pytest.mark.serve
@@ -55,10 +56,10 @@ def test_plan_sends_short_and_long_requests_to_different_pools(client):
     after = {p: pool_counters(p)["requests"] for p in ("small", "big")}
     assert after["small"] - before["small"] == 3
     assert after["big"] - before["big"] == 2
-    snap = call_deployment(APP, "ingress", "traffic_snapshot")
-    arrivals = {(i, j): c for i, j, c in snap["arrivals"]}
+    snap = TrafficSnapshot.model_validate(call_deployment(APP, "ingress", "traffic_snapshot"))
+    arrivals = {(i, j): c for i, j, c in snap.arrivals}
     assert arrivals[(0, 0)] >= 3 and arrivals[(0, 1)] >= 2
-    assert snap["pools"]["small"]["ttft_ms"] is not None and snap["pools"]["big"]["tpot_ms"] is not None
+    assert snap.pools["small"].ttft_ms is not None and snap.pools["big"].tpot_ms is not None
 
 
 def test_openai_completion_counts_tokens_exactly(client):

@@ -172,10 +172,12 @@ def test_policy_target_keeps_current_until_told_and_wakes_from_zero():
 
 def test_observe_reads_a_traffic_snapshot():
     from rayhet.control import attainment, observe
+    from rayhet.messages import TrafficSnapshot
 
-    snap = {"window_s": 20.0, "arrivals": [[0, 0, 40], [1, 1, 10]],
-            "pools": {"fast": {"in_flight": 3, "ok": 9, "errors": 1, "slo_ok": 8},
-                      "slow": {"in_flight": 0, "ok": 0, "errors": 0, "slo_ok": None}}}
+    snap = TrafficSnapshot(time=0.0, window_s=20.0, input_edges=[256, 2048], output_edges=[32, 256],
+                           arrivals=[(0, 0, 40), (1, 1, 10)],
+                           pools={"fast": {"in_flight": 3, "ok": 9, "errors": 1, "slo_ok": 8},
+                                  "slow": {"in_flight": 0, "ok": 0, "errors": 0, "slo_ok": None}})
     o = observe(snap, {"slow": (2, 5.0)})
     assert o.rates() == {SHORT: 2.0, LONG: 0.5}
     assert o.in_flight == {"fast": 3.0, "slow": 5.0} and o.running == {"slow": 2}

@@ -28,9 +28,9 @@ def test_route_spill_and_outcomes_are_recorded_on_the_injected_clock():
     now[0] = 101.0
     d.succeeded("b", r, 8, 8, ttft_s=0.2, decode_s=0.7)
     snap = d.traffic.snapshot()
-    assert snap["time"] == 1e9 + 101.0 and snap["arrivals"] == [[0, 0, 1]]
-    assert snap["pools"]["a"]["spilled_out"] == 1 and snap["pools"]["b"]["ok"] == 1
-    assert snap["pools"]["b"]["tpot_ms"]["mean"] == 100.0  # 0.7 s over 7 tokens after the first
+    assert snap.time == 1e9 + 101.0 and snap.arrivals == [(0, 0, 1)]
+    assert snap.pools["a"].spilled_out == 1 and snap.pools["b"].ok == 1
+    assert snap.pools["b"].tpot_ms.mean == 100.0  # 0.7 s over 7 tokens after the first
     # a failed pool is tried last for the cool-down, on the same clock
     d.failed("a")
     assert d.route(50, 8).pools[-1] == "a"
@@ -44,4 +44,4 @@ def test_no_spill_tries_one_pool_and_too_long_is_rejected():
     assert d.tries(d.route(50, 8)) == ["a"]
     r = d.route(990, 100)  # fits no pool
     assert r.pools == [] and "exceeds every pool's context" in r.reason
-    assert d.traffic.snapshot()["rejected"] == 1
+    assert d.traffic.snapshot().rejected == 1

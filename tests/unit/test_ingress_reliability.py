@@ -274,8 +274,8 @@ async def test_overload_is_refused_at_once_with_retry_after_and_nothing_is_lost(
                 assert int(r.headers["retry-after"]) >= 1 and dt < 1.0  # not after a wait for a slot
                 assert r.json()["error"]["type"] == "rate_limit_error"
         assert ingress.admission.in_flight == {"a": 0, "b": 0}
-        pools = ingress.traffic.snapshot()["pools"]  # a full pool skipped counts as a spill-over, as a push-back
-        assert pools["a"]["spilled_out"] >= 3 and pools["b"]["spilled_in"] == pools["a"]["spilled_out"]
+        pools = ingress.traffic.snapshot().pools  # a full pool skipped counts as a spill-over, as a push-back
+        assert pools["a"].spilled_out >= 3 and pools["b"].spilled_in == pools["a"].spilled_out
         r = await c.post("/v1/completions", json=body())
         assert r.status_code == 200
 
@@ -291,3 +291,17 @@ async def test_when_every_pool_is_full_the_body_is_not_even_read():
             t.release()
         r = await c.post("/v1/completions", content=b"not json at all", headers={"content-type": "application/json"})
         assert r.status_code == 400
+
+
+def test_pool_facts_from_the_builder_are_validated_naming_the_field():
+    """What the builder tells the ingress about its pools is a typed message: a missing or bad field is an error
+    naming it when the ingress starts, not a silent default (slots were once `or 8`)."""
+    from types import SimpleNamespace
+
+    from pydantic import ValidationError
+
+    handles = {n: SimpleNamespace(options=lambda **_: None) for n in "ab"}
+    with pytest.raises(ValidationError, match="slots"):
+        Ingress(CONFIG, plan({"a": 1, "b": 1}), handles, [{"name": "a", "max_context": 4096}])
+    with pytest.raises(ValidationError, match="slots"):
+        Ingress(CONFIG, plan({"a": 1, "b": 1}), handles, [{"name": "a", "slots": 0}])

@@ -224,3 +224,25 @@ def test_extra_passes_follow_llama_cpp_micro_batches():
                                        SimRequest(0.0, 10, 100, rid=3)])
     # after b (slot 1) finishes, a and c (slots 0 and 2) decode in two passes: 2 ms a step instead of 1
     assert a.e2e == pytest.approx(b.e2e + 95 * 2e-3)
+
+
+def test_speed_sensitivity_flags_buckets_at_the_slos_edge():
+    """A bucket bound by throughput keeps about 1/1.1 of its capacity on a 10 % slower engine; one whose single
+    request already uses 95 % of the TTFT budget keeps nothing, and is never chosen as a held-out check."""
+    from types import SimpleNamespace
+
+    from rayhet.capacity import speed_sensitivity
+    from rayhet.profiling.engine_model import held_out_buckets
+    from rayhet.profiling.model_method import _checkable
+
+    alone = simulate(TRUE, WIDE, [SimRequest(0.0, 2000, 16)])[0]
+    slo = SLO(ttft_ms=alone.ttft * 1000 / 0.95, ttft_quantile=0.9, tpot_ms=50)
+    short = bucket_capacity(TRUE, WIDE, slo, 16, 256)
+    assert speed_sensitivity(TRUE, WIDE, slo, 16, 256, short) == pytest.approx(1 / 1.1, abs=0.06)
+    edge = bucket_capacity(TRUE, WIDE, slo, 2000, 16)
+    assert edge is not None and speed_sensitivity(TRUE, WIDE, slo, 2000, 16, edge) < 0.3
+    settings = SimpleNamespace(slo=slo, input_edges=[16, 2000], output_edges=[16, 256])
+    grid = derive_max_rate(TRUE, WIDE, slo, settings.input_edges, settings.output_edges)
+    picks = held_out_buckets(2, 2, _checkable(TRUE, WIDE, settings, grid, 3), 3)
+    assert picks and {i for i, _ in picks} == {0}
+    assert held_out_buckets(2, 2, _checkable(TRUE, WIDE, settings, grid, 0), 0) == []

@@ -104,9 +104,27 @@ def test_achieved_rate_steady_and_overloaded():
     rng = np.random.default_rng(0)
     arrivals = np.sort(rng.uniform(0, 20, size=40))  # 2 req/s
     steady = _timings(arrivals, latency=3.0)
-    assert achieved_rate(2.0, arrivals, [t.end for t in steady]) == pytest.approx(2.0, rel=1e-6)
+    assert achieved_rate(2.0, arrivals, [t.first_token for t in steady]) == pytest.approx(2.0, rel=1e-6)
     over = _timings(arrivals, latency=1.0, service_gap=1.0)  # serves 1 req/s
-    assert achieved_rate(2.0, arrivals, [t.end for t in over]) == pytest.approx(1.0, rel=0.1)
+    assert achieved_rate(2.0, arrivals, [t.first_token for t in over]) == pytest.approx(1.0, rel=0.1)
+
+
+def test_keeping_up_is_judged_on_first_tokens_not_on_long_requests_spread_of_ends():
+    """8 long requests, each admitted at once (no queue), whose decode time grows with how many ran beside
+    them: the later ones, arriving in a cluster, finish late, and completions spread out although the
+    replica took every request in as it came. Judged on completions the point fails the 90 % rule (the fifth
+    run's 25/2000 bucket read 0.74 with TTFT p90 0.14 s); on first tokens it keeps up."""
+    bucket = buckets([25], [2000], 4096)[0][0]
+    arrivals = [0.0, 60.0, 120.0, 180.0, 300.0, 320.0, 340.0, 360.0]  # sparse early, a cluster late
+    overlap = [sum(1 for b in arrivals if abs(a - b) < 80) for a in arrivals]  # decoders beside it
+    timings = [RequestTiming(a, measured=True, first_token=a + 0.1, end=a + 0.1 + 40.0 * n, output_tokens=2000)
+               for a, n in zip(arrivals, overlap)]
+    rate = len(arrivals) / 360.0
+    by_ends = achieved_rate(rate, arrivals, [t.end for t in timings])
+    assert by_ends < 0.9 * rate  # the old reading
+    point = summarize(timings, bucket, rate, PointPlan(warmup_s=0, num_requests=8, window_s=360, drain_s=0),
+                      SLO(tpot_ms=100))
+    assert point.achieved_rate == pytest.approx(rate, rel=0.02) and point.meets_slo
 
 
 def test_summarize_excludes_warmup_and_judges():
@@ -203,10 +221,12 @@ def test_sweep_finds_each_bucket_capacity_and_trims_context():
             assert rates[i][j] is not None and true * 0.8 <= rates[i][j] <= true / 0.9 * 1.1, (i, j, rates[i][j], true)
 
 
-def test_sweep_starts_a_bucket_at_the_given_rate():
-    """Held-out buckets start at the model's prediction: the first point measured is at that rate, and the
-    search still converges on the bucket's capacity."""
+def test_held_out_bucket_is_measured_as_a_check_of_its_prediction():
+    """A held-out bucket first measures the two rates that decide whether the prediction is within ±15 % of
+    the measured capacity (predicted/1.15 must pass, predicted/0.85 fail), then the search converges on the
+    bucket's capacity as usual."""
     sim, settings = SimulatedReplica(), _settings(input_edges=[100], output_edges=[25])
+    true = sim.capacity(100, 25)
     seen = []
 
     async def drive(target, n_in, n_out, rate, plan, rng):
@@ -214,10 +234,27 @@ def test_sweep_starts_a_bucket_at_the_given_rate():
         return await sim.drive(target, n_in, n_out, rate, plan, rng)
 
     state = asyncio.run(run_sweep(sim, settings, SweepState(fingerprint={}), progress=False, drive=drive,
-                                  probe=sim.probe, starts={(0, 0): 7.0}))
-    assert seen[0] == 7.0
-    true = sim.capacity(100, 25)
+                                  probe=sim.probe, predicted={(0, 0): true}))
+    assert seen[:2] == [pytest.approx(true / 1.15), pytest.approx(true / 0.85)]
     assert true * 0.8 <= derive_max_rate(state.points, 1, 1)[0][0] <= true / 0.9 * 1.1
+    # a prediction twice too high: its lower edge fails, and the search goes down from there
+    seen.clear()
+    asyncio.run(run_sweep(sim, settings, SweepState(fingerprint={}), progress=False, drive=drive,
+                          probe=sim.probe, predicted={(0, 0): 2.5 * true}))
+    assert seen[0] == pytest.approx(2.5 * true / 1.15) and seen[1] < seen[0]
+
+
+def test_check_rate_is_a_pure_function_of_the_points_so_far():
+    from rayhet.profiling.search import SearchParams, check_rate
+
+    p = SearchParams(tolerance=0.25, max_points=5)
+    assert check_rate([], 1.0, p) == pytest.approx(1 / 1.15)
+    assert check_rate([(1 / 1.15, True)], 1.0, p) == pytest.approx(1 / 0.85)
+    # both edges decided: one bisection, as the 25 % tolerance asks (1.176 / 0.870 = 1.35)
+    mid = check_rate([(1 / 1.15, True), (1 / 0.85, False)], 1.0, p)
+    assert mid == pytest.approx(math.sqrt(1 / 1.15 / 0.85))
+    assert check_rate([(1 / 1.15, True), (1 / 0.85, False), (mid, True)], 1.0, p) is None
+    assert check_rate([(1 / 1.15, False)], 1.0, p) == pytest.approx(1 / 1.15 / 2)  # below the band: down
 
 
 def test_sweep_resumes_after_interrupt(tmp_path):
@@ -487,3 +524,41 @@ def test_speed_drift_is_measured_over_fitted_time_relative_to_the_fit():
     mixed = [("x", p, 0.266 * 1.1), ("x", w, 0.018 * 1.5)]
     assert speed_ratio(model, mixed, kind="prefill") == pytest.approx(1.1)
     assert speed_ratio(model, mixed, kind="decode") == pytest.approx(1.5)
+
+
+def test_observed_speed_probe_reads_the_slowdown_of_an_engine_seen_from_outside():
+    """The probe for vLLM and --url: a few of the observed experiments again, compared with the fitted samples
+    of the same labels. An engine (a test double with a deterministic clock) that runs everything 1.3x
+    slower than when it was fitted reads 1.3 for prefill and decode, whatever the model's residual."""
+    from rayhet.perf import EngineLimits, StepModel
+    from rayhet.profiling.observe import Timed, observed_drift, probe_plan, run_observed
+
+    class ClockedTarget:
+        """Answers at sent + factor x (1 ms per prompt token + 10 ms), then a token per factor x 20 ms."""
+
+        def __init__(self, factor: float):
+            self.factor = factor
+
+        def token_ids(self) -> list[int]:
+            return list(range(3, 200))
+
+        async def wait_idle(self, timeout_s: float) -> bool:
+            return True
+
+        async def timed(self, prompt_ids, max_tokens, on_delta=None):
+            first = self.factor * (0.001 * len(prompt_ids) + 0.01)
+            return Timed(0.0, [(first + self.factor * 0.02 * k, 1) for k in range(max_tokens)])
+
+    limits = EngineLimits(batch_slots=4, step_tokens=256, kv_tokens=4 * 2048, max_context=2048)
+    model = StepModel(c_step=5e-3, c_prefill=2e-4, c_decode=1e-3, c_kv_read=1e-7, c_attn=1e-5)
+    vocab = list(range(3, 200))
+
+    async def go():
+        fitted = await run_observed(ClockedTarget(1.0), limits, vocab, np.random.default_rng(0),
+                                    plan=probe_plan(limits))
+        fitted += [("prefill P16", fitted[0][1], 99.0)]  # other labels do not enter the comparison
+        return await observed_drift(ClockedTarget(1.3), limits, model, fitted, vocab, np.random.default_rng(1))
+
+    drift = asyncio.run(go())
+    assert set(drift) == {"prefill", "decode"}
+    assert drift["prefill"] == pytest.approx(1.3) and drift["decode"] == pytest.approx(1.3)

@@ -1,17 +1,25 @@
 """An ingress replica's reporter against a stand-in controller (no Ray): it offers its start-up plan until the
-controller holds one, adopts a plan only when the version changed, and survives a controller that is away."""
+controller holds one, adopts a plan only when the version changed, and survives a controller that is away.
+The messages it and the controller exchange (and the controller's spec) refuse another shape, naming the field."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
 
-from rayhet.messages import PlanReply, PlanReport
+from rayhet.messages import ControllerSpec, PlanReply, PlanReport, TrafficSnapshot
 from rayhet.plan import Plan
 from rayhet.serve.reporting import PlanReporter
+
+SNAP = TrafficSnapshot(time=0.0, window_s=1.0, input_edges=[256], output_edges=[32], arrivals=[(0, 0, 3)])
+PROFILES = Path(__file__).resolve().parents[2] / "examples" / "profiles"
 
 
 def _plan(created_at: float) -> Plan:
@@ -21,7 +29,7 @@ def _plan(created_at: float) -> Plan:
 class _Ingress:
     def __init__(self):
         self.router = SimpleNamespace(plan=_plan(1.0))
-        self.traffic = SimpleNamespace(snapshot=lambda: {"arrivals": [[0, 0, 3]]})
+        self.traffic = SimpleNamespace(snapshot=lambda: SNAP)
         self.adopted: list[float] = []
 
     def update_plan(self, plan: dict) -> None:
@@ -69,7 +77,7 @@ def test_offers_its_plan_until_acknowledged_then_adopts_new_versions_only():
         assert ing.adopted == [2.0] and ctl.calls[-1][2] == 2.0  # swapped once, then reports the new version
 
     asyncio.run(go())
-    assert rep.reports == 5 and ctl.calls[0][:2] == ("r1", {"arrivals": [[0, 0, 3]]})
+    assert rep.reports == 5 and ctl.calls[0][:2] == ("r1", SNAP)
 
 
 def test_controller_away_keeps_the_last_plan():
@@ -95,3 +103,61 @@ def test_messages_of_another_shape_are_a_clear_error():
         PoolReport.model_validate({"pool": "a", "in_flight": 1.0})
     with pytest.raises(ValidationError, match="version"):
         PlanReply.model_validate({"version": 2, "plan_version": None})
+
+
+def _spec() -> ControllerSpec:
+    from rayhet.config import RayhetConfig
+    from rayhet.control import PoolBounds
+    from rayhet.profiles import load_profile
+    from rayhet.serve.controller import spec_for
+
+    config = RayhetConfig.model_validate({
+        "model": {"id": "fake"},
+        "pools": [{"name": n, "engine": "fake", "profile": str(PROFILES / f"{f}.json"), "price_per_hour": 1.0}
+                  for n, f in (("small", "cpu-1t"), ("big", "cpu-2t"))],
+        "controller": {"period_s": 5}})
+    profiles = {p.name: load_profile(p.profile) for p in config.pools}
+    bounds = {"small": PoolBounds(1, 2, 4, 3.0), "big": PoolBounds(0, 2, 8, 3.0)}
+    return spec_for(config, profiles, bounds, app="a", ingress="ingress")
+
+
+def test_the_controller_spec_crosses_as_plain_data_and_keeps_its_version_1_shape():
+    spec = _spec()
+    wire = json.loads(json.dumps(spec.model_dump()))  # what Ray and the KV blob carry
+    assert ControllerSpec.model_validate(wire) == spec and wire["settings"]["period_s"] == 5
+    # the dict rayhet built before the model (no `version` key) is what an older deployment or saved blob holds
+    old = {k: v for k, v in wire.items() if k != "version"}
+    assert set(old) == {"created_at", "app", "ingress", "settings", "planner", "bounds", "profiles", "prices"}
+    assert ControllerSpec.model_validate(old) == spec
+    assert wire["bounds"]["small"] == {"min_replicas": 1, "max_replicas": 2, "slots": 4, "startup_s": 3.0}
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d.pop("created_at"), "created_at"),
+    (lambda d: d["bounds"]["big"].update(max_replicas="many"), "bounds.big.max_replicas"),
+    (lambda d: d["settings"].update(smoothing=0), "settings.smoothing"),
+    (lambda d: d["settings"].update(perod_s=1), "settings.perod_s"),
+    (lambda d: d["planner"].update(slices=0), "planner.slices"),
+    (lambda d: d["profiles"].pop("big"), "profiles: no profile for pool(s) ['big']"),
+    (lambda d: d.update(version=2), "version"),
+])
+def test_a_malformed_controller_spec_is_refused_naming_the_field(change, field):
+    wire = _spec().model_dump()
+    change(wire)
+    with pytest.raises(ValidationError, match=re.escape(field)):
+        ControllerSpec.model_validate(wire)
+
+
+def test_a_saved_controller_blob_of_another_shape_is_ignored_with_a_warning(monkeypatch):
+    from rayhet.serve import controller
+
+    spec = _spec().model_dump(mode="json")
+    ok = json.dumps({"version": 1, "spec": spec, "state": {"targets": {"small": 1}}}).encode()
+    assert controller._Saved.read(ok, "a").spec.created_at == spec["created_at"]
+    warned: list[str] = []
+    monkeypatch.setattr(controller.log, "warning", lambda msg, *a: warned.append(msg % a))  # Ray's logger: no caplog
+    old = dict(spec, bounds={"small": {"min": 1}})  # a field this version does not know
+    for raw in (json.dumps({"version": 1, "spec": old, "state": {}}).encode(), b"{not json"):
+        assert controller._Saved.read(raw, "a") is None
+    assert len(warned) == 2 and all("ignoring the persisted state of app 'a'" in w for w in warned)
+    assert "bounds.small.min" in warned[0] and "json" in warned[1].lower()

@@ -108,7 +108,7 @@ def test_largest_context_and_chat_default_max_tokens():
                "routing": {"default_max_tokens": 256}}
         handle = SimpleNamespace(options=lambda **_: None)
         ing = Ingress(cfg, static_plan({"fake": 1}, 1024).to_dict(), {"fake": handle},
-                      [{"name": "fake", "max_context": max_context}])
+                      [{"name": "fake", "max_context": max_context, "slots": 4}])
         req = ChatRequest.model_validate({"model": "fake", "messages": [{"role": "user", "content": "x" * prompt_chars}]})
         ids, max_tokens = ing._tokenize("chat", req)
         return len(ids), max_tokens

@@ -1,0 +1,53 @@
+"""`rayhet profile --url` against a live app (real Serve, real llama.cpp, the real ingress's streaming with
+`continuous_usage_stats`): the engine model observed from outside, as for a vLLM pool, end to end."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+pytestmark = pytest.mark.serve
+
+APP = "profiled"
+PREFIX = "/profiled"
+CONFIG = {
+    "model": {"id": "rayhet-tiny", "gguf": "embedded:tiny"},
+    "pools": [{"name": "cpu", "engine": "llama_cpp", "num_cpus": 1,
+               "engine_settings": {"n_threads": 1, "n_ctx": 512, "n_slots": 4}}],
+    "server": {"ingress_num_cpus": 0},
+}
+
+
+def test_rayhet_profile_over_url_fits_a_model_of_the_served_pool_and_checks_it(serve_url, tmp_path, capsys):
+    from ray import serve
+
+    from rayhet.app import build
+    from rayhet.profiles import load_profile
+    from rayhet.profiling import add_arguments, run
+
+    out = tmp_path / "served.json"
+    argv = ["--url", f"{serve_url}{PREFIX}", "--model", "rayhet-tiny", "--max-context", "512", "--max-batch", "4",
+            "--step-tokens", "256", "--kv-tokens", "2048", "--slo-tpot-ms", "100", "--slo-ttft-ms", "2000",
+            "--out", str(out), "--price-per-hour", "0.05", "--input-edges", "64", "--output-edges", "16",
+            "--held-out", "1", "--held-out-requests", "4", "--min-requests", "4", "--min-duration", "2",
+            "--max-window", "10", "--warmup", "0.5", "--max-points", "2", "--no-progress"]
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
+    try:
+        assert run(p.parse_args(argv)) == 0
+    finally:
+        serve.delete(APP)
+    said = capsys.readouterr()
+    profile = load_profile(out)
+    em = profile.engine_model
+    assert profile.schema_version == 2 and em is not None
+    assert {pt.label.split()[0] for pt in em.points} == {"prefill", "decode", "mixed"}
+    assert em.step_model().c_step > 0 and em.engine_limits().max_context == 512
+    (held,) = em.held_out
+    assert (held.input_bucket, held.output_bucket) == (0, 0)
+    assert held.measured_rate is not None and held.measured_rate > 0
+    # the speed probe ran around the held-out bucket over HTTP too
+    assert "speed probe" in said.err and set(held.speed_drift) == {"prefill", "decode"}
+    assert profile.provenance.command.startswith("rayhet profile --url")
