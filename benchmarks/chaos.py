@@ -302,17 +302,19 @@ def main() -> None:
     ap.add_argument("--load", type=float, default=0.7, help="normal load, x capacity (default 0.7)")
     ap.add_argument("--overload", type=float, default=5.0, help="overload, x capacity (default 5)")
     ap.add_argument("--ingress-max-ongoing", type=int, help="the default app with this server.ingress_max_ongoing_requests")
+    ap.add_argument("--ingress-replicas", type=int, help="the default app with this server.ingress_replicas")
     ap.add_argument("--out", required=True, help="results prefix: writes OUT.json")
     a = ap.parse_args()
     chosen = ["kill", "controller", "overload", "stuck", "lifecycle"] if a.scenario == "all" else [a.scenario]
     results: dict = {}
     app_config = None
-    if a.ingress_max_ongoing:
+    server = {k: v for k, v in (("ingress_max_ongoing_requests", a.ingress_max_ongoing),
+                                  ("ingress_replicas", a.ingress_replicas)) if v}
+    if server:
         from rayhet.config import DEFAULT_APP, load_config
 
         base = load_config(DEFAULT_APP)
-        app_config = base.model_copy(update={"server": base.server.model_copy(
-            update={"ingress_max_ongoing_requests": a.ingress_max_ongoing})})
+        app_config = base.model_copy(update={"server": base.server.model_copy(update=server)})
     url = start(app_config) if set(chosen) - {"stuck", "lifecycle"} or chosen == ["lifecycle"] else None
     rate = a.capacity * a.load
     for name in chosen:

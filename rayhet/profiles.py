@@ -164,6 +164,21 @@ class HeldOut(_Strict):
         None, ge=0, description="predicted_rate with the model's prefill and decode terms scaled by speed_drift: "
         "the model's prediction for the machine as it ran during the check.")
 
+    twins: list[SweepPoint] = Field(
+        default_factory=list, description="Each measured point of this bucket (in `sweep`, same order) replayed "
+        "through the replica model on the same arrivals and judged by the same rules (rayhet.profiling.twin): "
+        "the model against the engine with the sample's luck taken out.")
+
+    @property
+    def twin_rate(self) -> float | None:
+        """The capacity the twins give at the rates measured (highest pass below the lowest fail), to compare
+        with `measured_rate`, read off the engine's points at the same rates; None without twins."""
+        if not self.twins:
+            return None
+        from rayhet.profiling.search import bracket
+
+        return bracket([(p.offered_rate, p.meets_slo) for p in self.twins])[0]
+
     @property
     def error(self) -> float | None:
         """(predicted - measured) / measured; None where either is missing."""

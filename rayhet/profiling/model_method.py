@@ -182,7 +182,16 @@ def _at_speed(measured: MeasuredModel, settings: SweepSettings, i: int, j: int, 
     return simulated_capacity(scaled, measured.limits, settings.slo, settings.input_edges[i], settings.output_edges[j])
 
 
-def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings, drifts_by_bucket: dict | None = None):
+def twin_maker(measured: MeasuredModel, settings: SweepSettings):
+    """The held-out phase's twin of each measured point (rayhet.profiling.twin) under the fitted model."""
+    from rayhet.profiling.twin import twin_point
+
+    return lambda b, rate, plan, timings: twin_point(measured.fit.model, measured.limits, b, rate, plan, timings,
+                                                     settings.slo)
+
+
+def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings, drifts_by_bucket: dict | None = None,
+                      twins_by_bucket: dict | None = None):
     """The sweep-built profile turned into a version-2 one: capacity from the model, the model recorded, and
     the held-out buckets' measured capacity next to their prediction."""
     from rayhet.profiles import EngineModelRecord, HeldOut, StepPoint
@@ -204,7 +213,8 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
         _, failed = bracket([(p.offered_rate, p.meets_slo) for p in pts])
         held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
                             measured_rate=bucket_capacity(pts) if pts else None, measured_fail_rate=failed,
-                            speed_drift=drift, predicted_rate_at_check=_at_speed(measured, settings, i, j, drift)))
+                            speed_drift=drift, predicted_rate_at_check=_at_speed(measured, settings, i, j, drift),
+                            twins=(twins_by_bucket or {}).get(f"{i},{j}", [])))
     record = EngineModelRecord(limits=measured.limits.model_dump(), step=measured.fit.model.model_dump(),
                                mean_abs_rel_error=measured.fit.mean_abs_rel_error,
                                max_abs_rel_error=measured.fit.max_abs_rel_error, points=points, held_out=held)

@@ -17,7 +17,7 @@ from rayhet.errors import RayhetError
 from rayhet.profiles import SLO, SweepPoint
 from rayhet.profiling.grid import Bucket, buckets
 from rayhet.profiling.load import run_point, single_request
-from rayhet.profiling.measure import check_timing, plan_point, summarize
+from rayhet.profiling.measure import PointPlan, RequestTiming, check_timing, plan_point, summarize
 from rayhet.profiling.search import SearchParams, check_rate, next_rate, start_rate
 from rayhet.profiling.targets import Target
 
@@ -66,6 +66,8 @@ class SweepState(BaseModel):
     engine_steps: list[tuple[str, list[float], float]] | None = None
     # --method model: the engine's speed relative to the fit, measured before and after each held-out bucket
     speed_drifts: dict[str, list[dict[str, float]]] = {}
+    # --method model: each held-out point's twin (rayhet.profiling.twin), in the order of its bucket's points
+    twins: dict[str, list[SweepPoint]] = {}
 
     def bucket_points(self, b: Bucket) -> list[SweepPoint]:
         return [p for p in self.points if (p.input_bucket, p.output_bucket) == b.key]
@@ -118,13 +120,15 @@ async def run_sweep(
     only: set[tuple[int, int]] | None = None,
     predicted: dict[tuple[int, int], float] | None = None,
     checkpoint: Callable[[tuple[int, int]], Awaitable[None]] | None = None,
+    twin: Callable[[Bucket, float, PointPlan, list[RequestTiming]], SweepPoint] | None = None,
 ) -> SweepState:
     """Measure every bucket not finished in `state` (of `only`, when given), cheapest first, until done or
     out of budget. A bucket with a `predicted[bucket]` capacity (a held-out bucket) is measured as a check
     of it (`search.check_rate`: first the two rates at ±15 % that decide the check); any other starts at one
     request in flight.
     `checkpoint(bucket)` runs right before and right after each bucket measured (the model method's speed
-    probe).
+    probe); `twin(bucket, rate, plan, timings)` makes each measured point's twin (the model method's replay
+    of the same arrivals through the replica model), kept in `state.twins`.
 
     `drive` and `probe` default to the real open-loop load (rayhet.profiling.load); tests pass doubles.
     """
@@ -156,7 +160,7 @@ async def run_sweep(
             if checkpoint is not None:
                 await checkpoint(b.key)
             state.status[_key(b)] = await _measure_bucket(target, settings, state, b, left, save, bar, drive, probe,
-                                                          (predicted or {}).get(b.key))
+                                                          (predicted or {}).get(b.key), twin)
             if checkpoint is not None:
                 await checkpoint(b.key)
             out_of_time = state.status[_key(b)].startswith(CUT)  # no time for a point: none for later buckets
@@ -186,7 +190,7 @@ async def warm_up(target: Target, probe, rng: np.random.Generator) -> None:
 
 
 async def _measure_bucket(target, settings, state, b, left, save, bar, drive, probe,
-                          predicted: float | None = None) -> str:
+                          predicted: float | None = None, twin=None) -> str:
     """Probe one request alone, then search the rate; returns the bucket's status."""
     slo = settings.slo
     alone = state.probes.get(_key(b))
@@ -236,6 +240,8 @@ async def _measure_bucket(target, settings, state, b, left, save, bar, drive, pr
         timings = await drive(target, b.input_tokens, b.output_tokens, rate, plan, rng)
         point = summarize(timings, b, rate, plan, slo)
         state.points.append(point)
+        if twin is not None:
+            state.twins.setdefault(_key(b), []).append(twin(b, rate, plan, timings))
         history.append((rate, point.meets_slo))
         left()
         save(state)

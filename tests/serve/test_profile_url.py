@@ -31,7 +31,7 @@ def test_rayhet_profile_over_url_fits_a_model_of_the_served_pool_and_checks_it(s
             "--step-tokens", "256", "--kv-tokens", "2048", "--slo-tpot-ms", "100", "--slo-ttft-ms", "2000",
             "--out", str(out), "--price-per-hour", "0.05", "--input-edges", "64", "--output-edges", "16",
             "--held-out", "1", "--held-out-requests", "4", "--min-requests", "4", "--min-duration", "2",
-            "--max-window", "10", "--warmup", "0.5", "--max-points", "2", "--no-progress"]
+            "--max-window", "10", "--warmup", "0.5", "--max-points", "5", "--no-progress"]
     p = argparse.ArgumentParser()
     add_arguments(p)
     serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
@@ -42,12 +42,16 @@ def test_rayhet_profile_over_url_fits_a_model_of_the_served_pool_and_checks_it(s
     said = capsys.readouterr()
     profile = load_profile(out)
     em = profile.engine_model
-    assert profile.schema_version == 2 and em is not None
+    assert profile.schema_version == 2 and em is not None, said.err
     assert {pt.label.split()[0] for pt in em.points} == {"prefill", "decode", "mixed"}
-    assert em.step_model().c_step > 0 and em.engine_limits().max_context == 512
+    assert any(v > 0 for v in em.step.values()) and em.engine_limits().max_context == 512
     (held,) = em.held_out
     assert (held.input_bucket, held.output_bucket) == (0, 0)
-    assert held.measured_rate is not None and held.measured_rate > 0
+    # Points were measured over HTTP, each with its twin. (Whether one passes depends on this machine: the tiny
+    # model's steps take well under a millisecond, so on 2 vCPUs the proxy and the ingress, which no step
+    # model sees, bound the app far below the engine's prediction; seen here: 130 predicted, 28 req/s failing.)
+    assert profile.sweep and (held.measured_rate or held.measured_fail_rate)
+    assert len(held.twins) == len(profile.sweep)
     # the speed probe ran around the held-out bucket over HTTP too
     assert "speed probe" in said.err and set(held.speed_drift) == {"prefill", "decode"}
-    assert profile.provenance.command.startswith("rayhet profile --url")
+    assert f"over HTTP at {serve_url}{PREFIX}" in out.read_text()
