@@ -20,7 +20,7 @@ from rayhet.messages import PoolFacts
 from rayhet.plan import Plan
 from rayhet.serve.ingress import Ingress
 from rayhet.serve.pool import PoolServer
-from rayhet.serve.controller import Wiring
+from rayhet.serve.wiring import Wiring
 from rayhet.serve.reporting import ControlledIngress
 
 ACCELERATOR_RESOURCE = "accelerator_type:{}"

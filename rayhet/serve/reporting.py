@@ -82,7 +82,7 @@ class ControlledIngress(Ingress):
     file, Python) the app was deployed."""
 
     def __init__(self, *args, controller_spec: dict | None = None, **kwargs):
-        """`controller_spec`: a ControllerSpec's `model_dump()` (rayhet.serve.controller.Wiring), its `app` still
+        """`controller_spec`: a ControllerSpec's `model_dump()` (rayhet.serve.wiring.Wiring), its `app` still
         the builder's placeholder; None: no controller."""
         super().__init__(*args, **kwargs)
         self.reporter: PlanReporter | None = None

@@ -109,7 +109,7 @@ def _spec() -> ControllerSpec:
     from rayhet.config import RayhetConfig
     from rayhet.control import PoolBounds
     from rayhet.profiles import load_profile
-    from rayhet.serve.controller import spec_for
+    from rayhet.serve.wiring import spec_for
 
     config = RayhetConfig.model_validate({
         "model": {"id": "fake"},
