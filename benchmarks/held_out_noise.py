@@ -22,31 +22,20 @@ import numpy as np
 from rayhet.profiles import load_profile
 from rayhet.profiling.capacity import quantile_key
 from rayhet.profiling.grid import buckets
-from rayhet.profiling.measure import PointPlan, RequestTiming, summarize
-from rayhet.sim.replica import SimRequest, simulate
+from rayhet.profiling.load import arrival_times
+from rayhet.profiling.measure import PointPlan, RequestTiming
+from rayhet.profiling.twin import twin_point
 
 
 def draw_point(model, limits, bucket, rate: float, n: int, warmup_s: float, slo, rng: np.random.Generator):
-    """One point as `rayhet profile` measures it (warm-up, n arrivals in the window, a tail), simulated."""
-    window = n / rate
-    warm = np.sort(rng.uniform(0.0, warmup_s, size=round(rate * warmup_s)))
-    measured = warmup_s + np.sort(rng.uniform(0.0, window, size=n))
-    tail = warmup_s + window + np.cumsum(rng.exponential(1.0 / rate, size=max(4, n // 2)))
-    arrivals = [(float(a), False) for a in warm] + [(float(a), True) for a in measured] + [(float(a), False) for a in tail]
-    done = simulate(model, limits, [SimRequest(a, bucket.input_tokens, bucket.output_tokens, rid=k + 1)
-                                    for k, (a, _) in enumerate(arrivals)])
-    by = {r.rid: r for r in done}
-    timings = []
-    for k, (a, m) in enumerate(arrivals):
-        r = by[k + 1]
-        t = RequestTiming(a, measured=m)
-        if r.refused or r.end is None:
-            t.error = "refused"
-        else:
-            t.first_token, t.end, t.output_tokens = r.first_token, r.end, bucket.output_tokens
-        timings.append(t)
-    plan = PointPlan(warmup_s=warmup_s, num_requests=n, window_s=window, drain_s=1e9)
-    return summarize(timings, bucket, rate, plan, slo)
+    """One point as `rayhet profile` measures it (warm-up, n arrivals in the window, a tail), simulated: the
+    twin (rayhet.profiling.twin) of a point nobody measured."""
+    plan = PointPlan(warmup_s=warmup_s, num_requests=n, window_s=n / rate, drain_s=1e9)
+    warm, window = arrival_times(rate, plan, rng)
+    tail = warmup_s + plan.window_s + np.cumsum(rng.exponential(1.0 / rate, size=max(4, n // 2)))
+    timings = [RequestTiming(float(a), measured=m) for part, m in ((warm, False), (window, True), (tail, False))
+               for a in part]
+    return twin_point(model, limits, bucket, rate, plan, timings, slo)
 
 
 def main(argv=None) -> int:
