@@ -6,8 +6,8 @@ ms, p10-p90, around a 50 ms limit), so one pass or fail says little about the mo
 off a handful of them carries the draw's noise. The twin takes the draw out of the comparison: the same
 arrival times as sent (warm-up, window and tail), the same sizes, the same rules (`measure.summarize`),
 only the engine replaced by the replica model timed by the fitted step model. Where the model is right,
-the twin's latencies and verdict match the measured point's whatever the draw; where they differ, the
-model is wrong on exactly the load the engine ran.
+the twin's latencies and verdict match the measured point's whatever the draw; where they differ, the model
+(or the machine's speed during that point) is off on exactly the load the engine ran.
 
 Pure: no engine, no clock.
 """
