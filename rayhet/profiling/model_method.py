@@ -195,7 +195,6 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
     """The sweep-built profile turned into a version-2 one: capacity from the model, the model recorded, and
     the held-out buckets' measured capacity next to their prediction."""
     from rayhet.profiles import EngineModelRecord, HeldOut, StepPoint
-    from rayhet.profiling.capacity import bucket_capacity
     from rayhet.profiling.search import bracket
 
     samples = measured.samples
@@ -210,9 +209,9 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
         probes = (drifts_by_bucket or {}).get(f"{i},{j}") or []
         drift = {k: round(float(np.mean([p[k] for p in probes if k in p])), 4)
                  for k in ("prefill", "decode") if any(k in p for p in probes)} or None
-        _, failed = bracket([(p.offered_rate, p.meets_slo) for p in pts])
+        passed, failed = bracket([(p.offered_rate, p.meets_slo) for p in pts])  # as profiling.capacity reads it
         held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
-                            measured_rate=bucket_capacity(pts) if pts else None, measured_fail_rate=failed,
+                            measured_rate=passed, measured_fail_rate=failed,
                             speed_drift=drift, predicted_rate_at_check=_at_speed(measured, settings, i, j, drift),
                             twins=(twins_by_bucket or {}).get(f"{i},{j}", [])))
     record = EngineModelRecord(limits=measured.limits.model_dump(), step=measured.fit.model.model_dump(),

@@ -10,7 +10,6 @@ plain data validated on arrival (rayhet.messages); inside, the actor works on th
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -316,8 +315,8 @@ class PlanController:
     def _save(self) -> None:
         from ray.experimental import internal_kv
 
-        blob = {"version": 1, "spec": self.spec.model_dump(mode="json"), "state": self.state.to_dict()}
-        internal_kv._internal_kv_put(_kv_key(self.app), json.dumps(blob).encode(), overwrite=True,
+        blob = _Saved(spec=self.spec, state=self.state.to_dict())
+        internal_kv._internal_kv_put(_kv_key(self.app), blob.model_dump_json().encode(), overwrite=True,
                                      namespace=KV_NAMESPACE)
 
     @staticmethod
