@@ -22,20 +22,8 @@ import numpy as np
 from rayhet.profiles import load_profile
 from rayhet.profiling.capacity import quantile_key
 from rayhet.profiling.grid import buckets
-from rayhet.profiling.load import arrival_times
-from rayhet.profiling.measure import PointPlan, RequestTiming
-from rayhet.profiling.twin import twin_point
-
-
-def draw_point(model, limits, bucket, rate: float, n: int, warmup_s: float, slo, rng: np.random.Generator):
-    """One point as `rayhet profile` measures it (warm-up, n arrivals in the window, a tail), simulated: the
-    twin (rayhet.profiling.twin) of a point nobody measured."""
-    plan = PointPlan(warmup_s=warmup_s, num_requests=n, window_s=n / rate, drain_s=1e9)
-    warm, window = arrival_times(rate, plan, rng)
-    tail = warmup_s + plan.window_s + np.cumsum(rng.exponential(1.0 / rate, size=max(4, n // 2)))
-    timings = [RequestTiming(float(a), measured=m) for part, m in ((warm, False), (window, True), (tail, False))
-               for a in part]
-    return twin_point(model, limits, bucket, rate, plan, timings, slo)
+from rayhet.profiling.measure import PointPlan
+from rayhet.profiling.twin import draw_point
 
 
 def main(argv=None) -> int:
@@ -62,8 +50,9 @@ def main(argv=None) -> int:
     print(f"{'req/s':>8} {'fails':>6}   TPOT mean p10/p50/p90 (ms)   TTFT {key} p10/p50/p90 (ms)")
     for rate in (float(r) for r in args.rates.split(",")):
         rng = np.random.default_rng(args.seed)
-        pts = [draw_point(model, limits, bucket, rate, args.requests, max(args.warmup, 0.0), prof.slo, rng)
-               for _ in range(args.draws)]
+        plan = PointPlan(warmup_s=max(args.warmup, 0.0), num_requests=args.requests, window_s=args.requests / rate,
+                         drain_s=1e9)
+        pts = [draw_point(model, limits, bucket, rate, plan, prof.slo, rng) for _ in range(args.draws)]
         tpot = np.array([p.tpot_ms.get("mean", np.nan) for p in pts])
         ttft = np.array([p.ttft_ms.get(key, np.nan) for p in pts])
         fails = np.mean([not p.meets_slo for p in pts])

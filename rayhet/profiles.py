@@ -164,6 +164,12 @@ class HeldOut(_Strict):
         None, ge=0, description="predicted_rate with the model's prefill and decode terms scaled by speed_drift: "
         "the model's prediction for the machine as it ran during the check.")
 
+    requests_per_point: int | None = Field(None, ge=1, description="Measured requests in each point of this "
+                                           "bucket (null: files made before they were sized by power).")
+    check_power: float | None = Field(
+        None, ge=0, le=1, description="Share of simulated checks, with that many requests a point, that a perfect "
+        "model (the fitted one, standing in for the engine) passes (rayhet.profiling.power): how decisive a failed "
+        "check is. Null: not computed (older files).")
     twins: list[SweepPoint] = Field(
         default_factory=list, description="Each measured point of this bucket (in `sweep`, same order) replayed "
         "through the replica model on the same arrivals and judged by the same rules (rayhet.profiling.twin): "
@@ -187,6 +193,24 @@ class HeldOut(_Strict):
         return (self.predicted_rate - self.measured_rate) / self.measured_rate
 
     @property
+    def check(self) -> str | None:
+        """'passed': a pass at or above predicted/1.15 and a fail at or below predicted/0.85, so the capacity is
+        within ±15 % of the prediction; 'failed': a fail below that band or a pass above it; None: undecided."""
+        from rayhet.profiling.search import HELD_OUT_BAND
+
+        if not self.predicted_rate:
+            return None
+        lo, hi = self.predicted_rate / (1 + HELD_OUT_BAND), self.predicted_rate / (1 - HELD_OUT_BAND)
+        eps = 1e-6
+        if (self.measured_fail_rate is not None and self.measured_fail_rate <= lo * (1 + eps)) or \
+                (self.measured_rate is not None and self.measured_rate >= hi * (1 - eps)):
+            return "failed"
+        if self.measured_rate is not None and self.measured_rate >= lo * (1 - eps) and \
+                self.measured_fail_rate is not None and self.measured_fail_rate <= hi * (1 + eps):
+            return "passed"
+        return None
+
+    @property
     def error_at_check(self) -> float | None:
         """The same error with the prediction at the check's speed (None without speed_drift)."""
         if not self.predicted_rate_at_check or not self.measured_rate:
@@ -204,8 +228,13 @@ class EngineModelRecord(_Strict):
     max_abs_rel_error: float = Field(..., ge=0)
     points: list[StepPoint] = Field(default_factory=list)
     held_out: list[HeldOut] = Field(default_factory=list)
-    capacity_requests: int = Field(300, ge=10, description="Simulated requests per rate when deriving capacity.")
-    capacity_tolerance: float = Field(0.03, gt=0, description="Rate search stops at highest pass x (1 + this) >= lowest fail.")
+    capacity_requests: int = Field(300, ge=10, description="Simulated requests per rate with which max_rate was "
+                                   "derived (re-deriving for another SLO uses today's rayhet.capacity.REQUESTS).")
+    capacity_tolerance: float = Field(0.03, gt=0, description="Rate search stops at highest pass x (1 + this) >= "
+                                      "lowest fail (with which max_rate was derived).")
+    capacity_gaps: Literal["plain", "stratified"] = Field("plain", description="The simulated arrival gaps max_rate was derived with: "
+                               "'stratified' (rayhet.capacity.arrival_gaps) or 'plain' (one Poisson draw; files "
+                               "made before 2026-11-30, whose single draw put capacities 10-17 % high here).")
 
     def step_model(self):
         from rayhet.perf import StepModel

@@ -74,9 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "measure every bucket's capacity directly by rate search (hours)")
     g.add_argument("--held-out", type=int, default=3, metavar="K",
                    help="with --method model: buckets measured directly and recorded next to their prediction (default 3)")
-    g.add_argument("--held-out-requests", type=int, default=8, metavar="N",
-                   help="with --method model: a held-out point measures at least N requests (min(N, --min-requests)) "
-                   "even where that takes longer than --max-window: a check on 2 requests is noise (default 8)")
+    g.add_argument("--held-out-requests", type=int, default=None, metavar="N",
+                   help="with --method model: measure every held-out point with N requests (default: per bucket, the "
+                   "fewest that make its check decisive, i.e. a perfect model passes it in 90 %% of draws: "
+                   "rayhet.profiling.power; buckets where that does not fit --held-out-minutes are not held out)")
+    g.add_argument("--held-out-minutes", type=float, default=15.0, metavar="M",
+                   help="with --method model: most minutes the two deciding points of one held-out bucket may take "
+                   "(default 15)")
     g.add_argument("--steps", choices=["log", "outside"], default=None,
                    help="with --method model: how step times are taken: the engine's own step log (llama.cpp in "
                    "process; the default there) or timed requests seen from outside (any engine; the default for "
@@ -196,6 +200,12 @@ def held_out_lines(profile) -> list[str]:
         line = (f"held out {name}: predicted {_r(h.predicted_rate)} req/s, measured {_r(h.measured_rate)}"
                 + (f" ({_r(h.measured_fail_rate)} failed)" if h.measured_fail_rate else "")
                 + (f": {h.error:+.0%}" if h.error is not None else ""))
+        if h.check is not None:
+            line += f"; within ±15 %: {'yes' if h.check == 'passed' else 'NO'}"
+        if h.requests_per_point:
+            line += (f" ({h.requests_per_point} requests a point"
+                     + (f"; a perfect model passes {h.check_power:.0%} of such checks)" if h.check_power is not None
+                        else ")"))
         if h.error_at_check is not None:
             line += (f"; at the check's speed ({_drift_words(h.speed_drift)}) predicted {_r(h.predicted_rate_at_check)}"
                      f" ({h.error_at_check:+.0%})")
@@ -237,14 +247,17 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
         measured = await measure_engine_model(target, settings, seed=args.seed, held_out=args.held_out,
                                               progress=not args.no_progress, state=state,
                                               live_seconds=args.live_seconds, url_limits=_url_limits(args),
-                                              outside=args.steps == "outside")
+                                              outside=args.steps == "outside",
+                                              check_seconds=60.0 * args.held_out_minutes,
+                                              check_requests=args.held_out_requests)
         save(state)  # the steps are in the sidecar now: an interrupted held-out phase resumes after them
         # Each held-out bucket is measured as a check of its prediction (search.check_rate)
         predicted = {(i, j): measured.grid[i][j] for i, j in measured.held_out if measured.grid[i][j]}
         await run_sweep(target, settings, state, save=save, progress=not args.no_progress,
                         only=set(measured.held_out), predicted=predicted,
                         checkpoint=speed_probe(target, measured, state, seed=args.seed),
-                        twin=twin_maker(measured, settings))
+                        twin=twin_maker(measured, settings),
+                        requests={k: c.requests for k, c in (measured.checks or {}).items() if c})
         return measured
     finally:
         await close()
@@ -276,7 +289,6 @@ def sweep_settings(args: argparse.Namespace) -> SweepSettings:
         min_requests=knob["min_requests"],
         min_duration_s=knob["min_duration"],
         max_window_s=knob["max_window"],
-        fewest_requests=args.held_out_requests if (args.method or "model") == "model" else 2,
         min_warmup_s=knob["warmup"],
         time_budget_s=args.time_budget,
         seed=args.seed,

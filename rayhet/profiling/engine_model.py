@@ -234,15 +234,25 @@ def limits_of(engine) -> EngineLimits:
                         max_context=int(cfg.model_config.max_model_len), max_waiting=s.max_waiting)
 
 
-def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3) -> list[tuple[int, int]]:
+def held_out_buckets(n_in: int, n_out: int, fits, k: int = 3, usable=None) -> list[tuple[int, int]]:
     """k buckets spread over those for which `fits(i, j)` (the profiler passes: the model predicts a
-    capacity that does not hinge on the machine's speed): ordered from (short input, long output) to (long input, short output) and picked evenly
-    along that order, extremes included, so they differ in what bounds them (decode or prefill)."""
+    capacity that does not hinge on the machine's speed): ordered from (short input, long output) to (long
+    input, short output) and picked evenly along that order, extremes included, so they differ in what
+    bounds them (decode or prefill). Where a pick is not `usable` (the profiler: its check cannot be decisive
+    in the time a check may take), the nearest usable bucket along the order stands in for it."""
     cells = [(i, j) for i in range(n_in) for j in range(n_out) if fits(i, j)]
     if k <= 0 or not cells:
         return []
     cells.sort(key=lambda c: (c[0] / max(n_in - 1, 1) - c[1] / max(n_out - 1, 1), c))
     if k == 1:  # one check: the middle of the order, neither extreme (and quick to measure directly)
-        return [cells[len(cells) // 2]]
-    picks = np.linspace(0, len(cells) - 1, min(k, len(cells))).round().astype(int)
-    return [cells[p] for p in dict.fromkeys(picks.tolist())]
+        targets = [len(cells) // 2]
+    else:
+        targets = list(dict.fromkeys(np.linspace(0, len(cells) - 1, min(k, len(cells))).round().astype(int).tolist()))
+    picks: list[tuple[int, int]] = []
+    for t in targets:
+        for d in sorted(range(-len(cells), len(cells)), key=lambda d: (abs(d), -d if t == 0 else d)):
+            c = cells[t + d] if 0 <= t + d < len(cells) else None
+            if c is not None and c not in picks and (usable is None or usable(*c)):
+                picks.append(c)
+                break
+    return picks

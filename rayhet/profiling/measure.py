@@ -10,6 +10,7 @@ import numpy as np
 from rayhet.profiles import SLO, SweepPoint
 from rayhet.profiling.capacity import meets_slo, quantile_key
 from rayhet.profiling.grid import Bucket
+from rayhet.slo import served_share
 
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -77,24 +78,9 @@ def check_timing(t: RequestTiming, output_tokens: int) -> RequestTiming:
 
 
 def achieved_rate(offered_rate: float, arrivals: list[float], served: list[float]) -> float:
-    """The rate at which the replica took the measured requests in: the offered rate scaled by how fast
-    their first tokens came compared to how fast they arrived (slopes of both times over their rank).
-
-    In steady state first tokens follow arrivals one TTFT later and the ratio is 1; when the replica cannot
-    keep up, requests wait for a slot, first tokens spread out and the ratio is the fraction it serves.
-    First tokens, not completions: completion times also carry each request's decode time, which varies
-    with how many others ran beside it; with few long requests (8 of 2000 tokens, 60-120 s each) their
-    spread alone read 0.74 of a rate the replica served with no request waiting (TTFT p90 0.14 s).
-    Slopes (least squares) rather than first/last times, so that one slow request does not decide it.
-    """
-    if len(served) < 3:
-        return offered_rate if len(served) == len(arrivals) and served else 0.0
-    k = np.arange(len(arrivals))
-    arrival_slope = np.polyfit(k, np.sort(arrivals), 1)[0]
-    served_slope = np.polyfit(np.arange(len(served)), np.sort(served), 1)[0]
-    if served_slope <= 0:
-        return offered_rate
-    return float(offered_rate * arrival_slope / served_slope)
+    """The rate at which the replica took the measured requests in: the offered rate times
+    `rayhet.slo.served_share` of their arrival and first-token times."""
+    return float(offered_rate * served_share(arrivals, served))
 
 
 def summarize(

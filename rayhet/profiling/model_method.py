@@ -60,11 +60,13 @@ class MeasuredModel:
     seconds: float
     resumed: bool = False  # the steps were measured by an interrupted run (their time is not in `seconds`)
     observed: bool = False  # the steps were seen from outside (rayhet.profiling.observe), not logged by the engine
+    checks: dict = None  # held-out bucket -> rayhet.profiling.power.CheckPlan (requests a point, power)
 
 
 async def measure_engine_model(target, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,
                                progress: bool = True, state=None, live_seconds: float = 45.0,
-                               url_limits=None, outside: bool = False) -> MeasuredModel:
+                               url_limits=None, outside: bool = False, check_seconds: float = 900.0,
+                               check_requests: int | None = None) -> MeasuredModel:
     """Phase 1 and 2 of `--method model`: step times on the designed batches, the fit, the derived grid.
     The llama.cpp engine in process logs its own steps; any other target (vLLM, --url) is observed from
     outside (rayhet.profiling.observe). With a `state` (the sidecar's), steps it already holds are used
@@ -124,14 +126,21 @@ async def measure_engine_model(target, settings: SweepSettings, *, seed: int = 0
                            progress=lambda i, j: bar.update(1))
     bar.close()
     checkable = _checkable(fit.model, limits, settings, grid, held_out)
-    picks = held_out_buckets(n_in, n_out, checkable, held_out)
     edge = [(i, j) for i in range(n_in) for j in range(n_out) if held_out > 0 and grid[i][j] and not checkable(i, j)]
     if edge:
         print(f"engine model: {len(edge)} bucket(s) not eligible as held-out checks, their capacity hinging on the "
               f"machine's speed (a 10 % slower engine keeps < {HELD_OUT_MIN_KEPT:.0%} of it): "
               + " ".join(f"{settings.input_edges[i]}/{settings.output_edges[j]}" for i, j in edge), file=sys.stderr)
+    checks, decisive = _check_planner(fit.model, limits, settings, grid, check_seconds, check_requests, seed)
+    picks = held_out_buckets(n_in, n_out, checkable, held_out, usable=decisive)
+    for i, j in picks:
+        c = checks[(i, j)]
+        print(f"engine model: held-out {settings.input_edges[i]}/{settings.output_edges[j]}: predicted "
+              f"{grid[i][j]:.3g} req/s, checked with {c.requests} requests a point (~{c.seconds / 60:.0f} min); a "
+              f"perfect model passes this check in {c.power:.0%} of draws", file=sys.stderr)
     return MeasuredModel(samples, fit, limits, grid, picks, time.monotonic() - t0,
-                         resumed=bool(state is not None and resumed), observed=not logs_steps)
+                         resumed=bool(state is not None and resumed), observed=not logs_steps,
+                         checks={k: checks[k] for k in picks})
 
 
 # A held-out bucket must keep this share of its capacity when the engine runs 10 % slower: the machine's
@@ -158,6 +167,35 @@ def _checkable(model, limits, settings: SweepSettings, grid, k: int):
         return kept[(i, j)] >= HELD_OUT_MIN_KEPT
 
     return checkable
+
+
+def _check_planner(model, limits, settings: SweepSettings, grid, max_seconds: float, requests: int | None, seed: int):
+    """A held-out bucket's check plan (rayhet.profiling.power), computed when first asked, and the predicate
+    `held_out_buckets` uses: the check reaches TARGET_POWER within `max_seconds`. With `requests` fixed
+    (--held-out-requests) every bucket is usable and measured with that many, its power reported."""
+    from rayhet.profiling.grid import Bucket, representative
+    from rayhet.profiling.power import LADDER, TARGET_POWER, plan_check
+
+    plans: dict = {}
+    ladder = (requests,) if requests else LADDER
+
+    def plan(i: int, j: int):
+        if (i, j) not in plans:
+            b = Bucket(i, j, representative(settings.input_edges, i), representative(settings.output_edges, j))
+            plans[(i, j)] = plan_check(model, limits, settings.slo, b, grid[i][j], min_warmup_s=settings.min_warmup_s,
+                                       max_seconds=float("inf") if requests else max_seconds, ladder=ladder, seed=seed)
+        return plans[(i, j)]
+
+    def decisive(i: int, j: int) -> bool:
+        c = plan(i, j)
+        if c is None or (not requests and c.power < TARGET_POWER):
+            why = "no point fits" if c is None else f"{c.requests} requests a point reach only {c.power:.0%}"
+            print(f"engine model: {settings.input_edges[i]}/{settings.output_edges[j]} not held out: its check "
+                  f"cannot be decisive in {max_seconds / 60:.0f} min ({why}; {TARGET_POWER:.0%} asked)", file=sys.stderr)
+            return False
+        return True
+
+    return plans, decisive
 
 
 def _work_list(w) -> list[float]:
@@ -210,11 +248,17 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
         drift = {k: round(float(np.mean([p[k] for p in probes if k in p])), 4)
                  for k in ("prefill", "decode") if any(k in p for p in probes)} or None
         passed, failed = bracket([(p.offered_rate, p.meets_slo) for p in pts])  # as profiling.capacity reads it
+        check = (measured.checks or {}).get((i, j))
         held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
                             measured_rate=passed, measured_fail_rate=failed,
                             speed_drift=drift, predicted_rate_at_check=_at_speed(measured, settings, i, j, drift),
-                            twins=(twins_by_bucket or {}).get(f"{i},{j}", [])))
+                            twins=(twins_by_bucket or {}).get(f"{i},{j}", []),
+                            requests_per_point=check.requests if check else None,
+                            check_power=check.power if check else None))
+    from rayhet.capacity import REQUESTS, TOLERANCE
+
     record = EngineModelRecord(limits=measured.limits.model_dump(), step=measured.fit.model.model_dump(),
+                               capacity_requests=REQUESTS, capacity_tolerance=TOLERANCE, capacity_gaps="stratified",
                                mean_abs_rel_error=measured.fit.mean_abs_rel_error,
                                max_abs_rel_error=measured.fit.max_abs_rel_error, points=points, held_out=held)
     prov = profile.provenance.model_copy(update={"notes": (profile.provenance.notes or "") + (

@@ -69,7 +69,8 @@ def check_rate(history: list[tuple[float, bool]], predicted: float, params: Sear
 
     The prediction is within ±band of the measured capacity C when predicted/(1+band) <= C <= predicted/(1-band):
     so the rate predicted/(1+band) must pass and predicted/(1-band) must fail. Those two first (the second
-    only when the first passed), then `next_rate`'s search from there for the measured value itself. A search
+    only when the first passed); when both come out so, the check has passed and is over (the capacity lies
+    between them). Otherwise `next_rate`'s search from there finds the measured value itself. A search
     started at the prediction instead brackets it coarsely: with a 25 % tolerance, a measured 0.667 req/s
     (pass) under 0.793 (fail) reads +19 % whatever the true capacity in between.
     """
@@ -77,4 +78,6 @@ def check_rate(history: list[tuple[float, bool]], predicted: float, params: Sear
         return predicted / (1 + band)
     if len(history) == 1 and history[0][1]:
         return predicted / (1 - band)
+    if len(history) == 2 and history[0][1] and not history[1][1]:
+        return None
     return next_rate(history, predicted, params)

@@ -121,11 +121,13 @@ async def run_sweep(
     predicted: dict[tuple[int, int], float] | None = None,
     checkpoint: Callable[[tuple[int, int]], Awaitable[None]] | None = None,
     twin: Callable[[Bucket, float, PointPlan, list[RequestTiming]], SweepPoint] | None = None,
+    requests: dict[tuple[int, int], int] | None = None,
 ) -> SweepState:
     """Measure every bucket not finished in `state` (of `only`, when given), cheapest first, until done or
     out of budget. A bucket with a `predicted[bucket]` capacity (a held-out bucket) is measured as a check
     of it (`search.check_rate`: first the two rates at ±15 % that decide the check); any other starts at one
-    request in flight.
+    request in flight. A bucket with `requests[bucket]` measures exactly that many requests a point, however
+    long the window (the model method sizes them so that its check is decisive: rayhet.profiling.power).
     `checkpoint(bucket)` runs right before and right after each bucket measured (the model method's speed
     probe); `twin(bucket, rate, plan, timings)` makes each measured point's twin (the model method's replay
     of the same arrivals through the replica model), kept in `state.twins`.
@@ -160,7 +162,8 @@ async def run_sweep(
             if checkpoint is not None:
                 await checkpoint(b.key)
             state.status[_key(b)] = await _measure_bucket(target, settings, state, b, left, save, bar, drive, probe,
-                                                          (predicted or {}).get(b.key), twin)
+                                                          (predicted or {}).get(b.key), twin,
+                                                          (requests or {}).get(b.key))
             if checkpoint is not None:
                 await checkpoint(b.key)
             out_of_time = state.status[_key(b)].startswith(CUT)  # no time for a point: none for later buckets
@@ -190,7 +193,7 @@ async def warm_up(target: Target, probe, rng: np.random.Generator) -> None:
 
 
 async def _measure_bucket(target, settings, state, b, left, save, bar, drive, probe,
-                          predicted: float | None = None, twin=None) -> str:
+                          predicted: float | None = None, twin=None, requests: int | None = None) -> str:
     """Probe one request alone, then search the rate; returns the bucket's status."""
     slo = settings.slo
     alone = state.probes.get(_key(b))
@@ -226,12 +229,16 @@ async def _measure_bucket(target, settings, state, b, left, save, bar, drive, pr
     else:
         following = lambda h: next_rate(h, start_rate(single), settings.search)  # noqa: E731
     while (rate := following(history)) is not None:
-        plan = plan_point(
-            rate, single,
-            min_requests=settings.min_requests, min_duration_s=settings.min_duration_s,
-            max_window_s=settings.max_window_s, min_warmup_s=settings.min_warmup_s, latency_bound_s=bound,
-            fewest_requests=settings.fewest_requests,
-        )
+        if requests:
+            plan = plan_point(rate, single, min_requests=requests, min_duration_s=0.0, max_window_s=float("inf"),
+                              min_warmup_s=settings.min_warmup_s, latency_bound_s=bound)
+        else:
+            plan = plan_point(
+                rate, single,
+                min_requests=settings.min_requests, min_duration_s=settings.min_duration_s,
+                max_window_s=settings.max_window_s, min_warmup_s=settings.min_warmup_s, latency_bound_s=bound,
+                fewest_requests=settings.fewest_requests,
+            )
         if plan.warmup_s + plan.window_s + single > left():
             return f"{CUT}: search stopped by the time budget after {len(history)} point(s)"
         bar.set_postfix_str(_postfix(b, rate, left()))

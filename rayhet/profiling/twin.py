@@ -40,3 +40,20 @@ def twin_point(model: StepModel, limits: EngineLimits, bucket: Bucket, rate: flo
             twin.first_token, twin.end, twin.output_tokens = r.first_token, r.end, bucket.output_tokens
         twins.append(twin)
     return summarize(twins, bucket, rate, plan, slo)
+
+
+def draw_point(model: StepModel, limits: EngineLimits, bucket: Bucket, rate: float, plan: PointPlan, slo: SLO,
+               rng) -> SweepPoint:
+    """A point as `rayhet profile` measures it under `plan` (warm-up, the window's arrivals, a tail until the
+    measured requests are done), drawn afresh and simulated: the twin of a point nobody measured. How such
+    draws scatter at one rate is what a direct measurement can resolve (rayhet.profiling.power)."""
+    import numpy as np
+
+    from rayhet.profiling.load import arrival_times
+
+    warm, window = arrival_times(rate, plan, rng)
+    # the tail: arrivals go on after the window, as run_point sends them while measured requests finish
+    tail = plan.warmup_s + plan.window_s + np.cumsum(rng.exponential(1.0 / rate, size=max(4, plan.num_requests // 2)))
+    timings = [RequestTiming(float(a), measured=m) for part, m in ((warm, False), (window, True), (tail, False))
+               for a in part]
+    return twin_point(model, limits, bucket, rate, plan, timings, slo)

@@ -223,8 +223,9 @@ def test_sweep_finds_each_bucket_capacity_and_trims_context():
 
 def test_held_out_bucket_is_measured_as_a_check_of_its_prediction():
     """A held-out bucket first measures the two rates that decide whether the prediction is within ±15 % of
-    the measured capacity (predicted/1.15 must pass, predicted/0.85 fail), then the search converges on the
-    bucket's capacity as usual."""
+    the measured capacity (predicted/1.15 must pass, predicted/0.85 fail): when both do, the check is over;
+    when not, the search goes on for the bucket's capacity as usual. Each point measures the requests asked
+    for the bucket, however long its window."""
     sim, settings = SimulatedReplica(), _settings(input_edges=[100], output_edges=[25])
     true = sim.capacity(100, 25)
     seen = []
@@ -234,8 +235,9 @@ def test_held_out_bucket_is_measured_as_a_check_of_its_prediction():
         return await sim.drive(target, n_in, n_out, rate, plan, rng)
 
     state = asyncio.run(run_sweep(sim, settings, SweepState(fingerprint={}), progress=False, drive=drive,
-                                  probe=sim.probe, predicted={(0, 0): true}))
-    assert seen[:2] == [pytest.approx(true / 1.15), pytest.approx(true / 0.85)]
+                                  probe=sim.probe, predicted={(0, 0): true}, requests={(0, 0): 333}))
+    assert seen == [pytest.approx(true / 1.15), pytest.approx(true / 0.85)]
+    assert [p.num_requests for p in state.points] == [333, 333] and [p.meets_slo for p in state.points] == [True, False]
     assert true * 0.8 <= derive_max_rate(state.points, 1, 1)[0][0] <= true / 0.9 * 1.1
     # a prediction twice too high: its lower edge fails, and the search goes down from there
     seen.clear()
@@ -250,10 +252,12 @@ def test_check_rate_is_a_pure_function_of_the_points_so_far():
     p = SearchParams(tolerance=0.25, max_points=5)
     assert check_rate([], 1.0, p) == pytest.approx(1 / 1.15)
     assert check_rate([(1 / 1.15, True)], 1.0, p) == pytest.approx(1 / 0.85)
-    # both edges decided: one bisection, as the 25 % tolerance asks (1.176 / 0.870 = 1.35)
-    mid = check_rate([(1 / 1.15, True), (1 / 0.85, False)], 1.0, p)
-    assert mid == pytest.approx(math.sqrt(1 / 1.15 / 0.85))
-    assert check_rate([(1 / 1.15, True), (1 / 0.85, False), (mid, True)], 1.0, p) is None
+    # both edges as predicted: the check has passed, nothing more to measure
+    assert check_rate([(1 / 1.15, True), (1 / 0.85, False)], 1.0, p) is None
+    # the upper edge passed too: the search goes on up for the measured capacity
+    assert check_rate([(1 / 1.15, True), (1 / 0.85, True)], 1.0, p) == pytest.approx(2 / 0.85)
+    mid = check_rate([(1 / 1.15, True), (1 / 0.85, True), (2 / 0.85, False)], 1.0, p)
+    assert mid == pytest.approx(math.sqrt(2) / 0.85)
     assert check_rate([(1 / 1.15, False)], 1.0, p) == pytest.approx(1 / 1.15 / 2)  # below the band: down
 
 
@@ -399,7 +403,8 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
             "--n-threads", "1", "--slo-tpot-ms", "50", "--slo-ttft-ms", "1000", "--out", str(out),
             "--price-per-hour", "0.05", "--input-edges", "32,256", "--output-edges", "16,128", "--held-out", "1",
             "--min-requests", "5", "--min-duration", "1", "--warmup", "0.3", "--max-window", "3",
-            "--tolerance", "0.5", "--max-points", "3", "--no-progress", "--plot", str(png), "--live-seconds", "3"]
+            "--tolerance", "0.5", "--max-points", "3", "--no-progress", "--plot", str(png), "--live-seconds", "3",
+            "--held-out-requests", "5"]
     # a first run whose budget ends before the held-out bucket: the measured steps stay in the sidecar ...
     assert run(_parse(argv + ["--time-budget", "0.1s"])) == 0
     sidecar = tmp_path / "tiny-model.json.partial"
@@ -426,6 +431,10 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     (held,) = em.held_out
     assert held.predicted_rate == profile.max_rate[held.input_bucket][held.output_bucket]
     assert held.measured_rate is not None and held.measured_rate > 0
+    # five requests a point, as asked, with what the model says such a check can resolve
+    assert held.requests_per_point == 5 and 0 <= held.check_power <= 1
+    assert all(p.num_requests + p.errors == 5 for p in profile.sweep)
+    assert "requests a point" in said.out
     # the host's speed was probed before and after the bucket: the prediction at that speed sits beside it
     assert held.speed_drift is not None and all(0.2 < v < 5 for v in held.speed_drift.values())
     assert set(held.speed_drift) == {"prefill", "decode"}
