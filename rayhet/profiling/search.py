@@ -10,7 +10,7 @@ A held-out check of a predicted capacity (`check_rate`) first measures the two r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -80,4 +80,4 @@ def check_rate(history: list[tuple[float, bool]], predicted: float, params: Sear
         return predicted / (1 - band)
     if len(history) == 2 and history[0][1] and not history[1][1]:
         return None
-    return next_rate(history, predicted, params)
+    return next_rate(history, predicted, replace(params, growth=min(params.growth, 1 + band)))

@@ -255,10 +255,12 @@ def test_check_rate_is_a_pure_function_of_the_points_so_far():
     # both edges as predicted: the check has passed, nothing more to measure
     assert check_rate([(1 / 1.15, True), (1 / 0.85, False)], 1.0, p) is None
     # the upper edge passed too: the search goes on up for the measured capacity
-    assert check_rate([(1 / 1.15, True), (1 / 0.85, True)], 1.0, p) == pytest.approx(2 / 0.85)
-    mid = check_rate([(1 / 1.15, True), (1 / 0.85, True), (2 / 0.85, False)], 1.0, p)
-    assert mid == pytest.approx(math.sqrt(2) / 0.85)
-    assert check_rate([(1 / 1.15, False)], 1.0, p) == pytest.approx(1 / 1.15 / 2)  # below the band: down
+    assert check_rate([(1 / 1.15, True), (1 / 0.85, True)], 1.0, p) == pytest.approx(1.15 / 0.85)
+    # ... by the band, not by doubling: one more fail there brackets the capacity within the 25 % tolerance
+    assert check_rate([(1 / 1.15, True), (1 / 0.85, True), (1.15 / 0.85, False)], 1.0, p) is None
+    assert check_rate([(1 / 1.15, True), (1 / 0.85, True), (1.15 / 0.85, False)], 1.0,
+                      SearchParams(tolerance=0.05, max_points=5)) == pytest.approx(math.sqrt(1.15) / 0.85)
+    assert check_rate([(1 / 1.15, False)], 1.0, p) == pytest.approx(1 / 1.15 ** 2)  # below the band: down by it
 
 
 def test_sweep_resumes_after_interrupt(tmp_path):
