@@ -6,7 +6,8 @@ vCPUs the proxy, the ingress, the controller and Ray take their CPU from the eng
 token). `rayhet profile --url` observes an engine from outside (rayhet.profiling.observe), so a profile
 made that way carries those costs in its step model. Each pool is served alone as a one-pool app (one
 replica, the pool's own settings), profiled with the limits its settings give, and written next to the
-config's profiles as NAME-deployed.json.
+config's profiles as NAME-deployed.json. `--together` serves them all at once and profiles them at
+the same time, as they decode side by side in the validation.
 
     python benchmarks/sim/profile_deployed.py --config benchmarks/sim/validation.yaml
 """
@@ -26,6 +27,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pools", help="comma-separated pool names (default: all)")
     ap.add_argument("--gguf", help="model file (default: the 120M benchmark model)")
     ap.add_argument("--extra", default="", help="more `rayhet profile` flags, one string")
+    ap.add_argument("--together", action="store_true",
+                    help="serve every pool at once and profile them at the same time (as they run in the validation, "
+                    "decoding side by side on shared cores), instead of one after another")
     args = ap.parse_args(argv)
 
     import httpx
@@ -43,6 +47,7 @@ def main(argv=None) -> int:
     ray.init(include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
     try:
+        jobs = []
         for pool in config.pools:
             if pool.name not in wanted:
                 continue
@@ -68,18 +73,25 @@ def main(argv=None) -> int:
             prof = Path(pool.profile) if pool.profile else Path("profiles") / f"{pool.name}.json"
             out = base_dir / prof.with_name(prof.stem + "-deployed.json")
             slo = config.slo
+            beside = " beside the config's other pools, profiled at the same time" if args.together else " alone"
             cmd = [sys.executable, "-m", "rayhet.cli", "profile", "--url", url, "--model", config.model.id,
                    "--max-context", str(n_ctx), "--max-batch", str(slots), "--step-tokens", str(step_tokens),
-                   "--kv-tokens", str(n_ctx * slots), "--slo-tpot-ms", str(slo.tpot_ms), "--slo-ttft-ms",
-                   str(slo.ttft_ms), "--ttft-quantile", str(slo.ttft_quantile), "--out", str(out),
+                   "--kv-tokens", str(n_ctx * slots), "--slot-passes", "--slo-tpot-ms", str(slo.tpot_ms),
+                   "--slo-ttft-ms", str(slo.ttft_ms), "--ttft-quantile", str(slo.ttft_quantile), "--out", str(out),
                    "--pool", pool.name, "--price-per-hour", str(pool.price_per_hour), "--held-out", "0",
                    "--price-source", "illustrative: 1 vCPU and its memory at on-demand cloud rates",
                    "--notes", f"Pool {pool.name} of {args.config}, served as deployed (one replica behind Serve's "
-                   "proxy and the ingress, on the cores they share) and observed from outside over HTTP.",
+                   f"proxy and the ingress, on the cores they share{beside}) and observed from outside over HTTP.",
                    *args.extra.split()]
             print("$ " + " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True)
-            serve.delete(f"p-{pool.name}")
+            if args.together:
+                jobs.append(cmd)
+            else:
+                subprocess.run(cmd, check=True)
+                serve.delete(f"p-{pool.name}")
+        procs = [subprocess.Popen(cmd) for cmd in jobs]
+        if any(p.wait() for p in procs):
+            raise SystemExit("a profile failed")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(vLLM max_num_batched_tokens, llama.cpp n_batch; default --max-context)")
     g.add_argument("--kv-tokens", type=int, help="with --url and --method model: KV cache tokens of one replica "
                    "(default --max-batch x --max-context)")
+    g.add_argument("--slot-passes", action="store_true",
+                   help="with --url and --method model: the served engine splits a step into passes over runs of "
+                   "consecutive slots (rayhet's llama.cpp pools do): fit the pass terms too (rayhet.perf.micro_batches)")
     g = p.add_argument_group("SLO")
     g.add_argument("--slo-tpot-ms", type=float, help="mean time per output token (ms) a point must stay under")
     g.add_argument("--slo-ttft-ms", type=float, help="time to first token (ms) at --ttft-quantile a point must stay under")
@@ -271,7 +274,8 @@ def _url_limits(args: argparse.Namespace):
 
     ctx = args.max_context
     return EngineLimits(batch_slots=args.max_batch, step_tokens=args.step_tokens or ctx,
-                        kv_tokens=args.kv_tokens or args.max_batch * ctx, max_context=ctx)
+                        kv_tokens=args.kv_tokens or args.max_batch * ctx, max_context=ctx,
+                        passes_per_slot_run=bool(getattr(args, "slot_passes", False)))
 
 
 def sweep_settings(args: argparse.Namespace) -> SweepSettings:

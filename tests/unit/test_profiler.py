@@ -601,3 +601,18 @@ def test_a_twin_replays_the_same_arrivals_through_the_model():
     twin = twin_point(slower, limits, bucket, 1.0, plan, timings, slo)
     assert twin.tpot_ms["mean"] >= 1.95 * measured.tpot_ms["mean"]  # twice the step time, and more overlap
     assert measured.meets_slo and not twin.meets_slo
+
+
+def test_url_limits_fit_pass_terms_only_when_asked():
+    """`--slot-passes`: an engine behind --url that splits steps into passes per run of slots (llama.cpp
+    pools) is observed with the pass features, so its fit can have the pass terms; without it they are 0."""
+    from rayhet.profiling.command import _url_limits
+    from rayhet.profiling.observe import decode_work
+
+    base = ["--url", "http://pool:8000", "--model", "m", "--max-context", "512", "--max-batch", "4",
+            "--slo-tpot-ms", "50", "--out", "x.json", "--price-per-hour", "1"]
+    plain, passes = _url_limits(_parse(base)), _url_limits(_parse(base + ["--slot-passes"]))
+    assert not plain.passes_per_slot_run and passes.passes_per_slot_run
+    assert decode_work(3, 300, 5, plain).extra_passes == 0
+    # 3 sequences in slots 0-2: one run of consecutive slots, one pass over several sequences a step
+    assert decode_work(3, 300, 5, passes).multi_passes == 5
