@@ -22,7 +22,7 @@ import numpy as np
 from rayhet.profiles import load_profile
 from rayhet.profiling.capacity import quantile_key
 from rayhet.profiling.grid import buckets
-from rayhet.profiling.measure import PointPlan
+from rayhet.profiling.power import point_plan
 from rayhet.profiling.twin import draw_point
 
 
@@ -50,8 +50,7 @@ def main(argv=None) -> int:
     print(f"{'req/s':>8} {'fails':>6}   TPOT mean p10/p50/p90 (ms)   TTFT {key} p10/p50/p90 (ms)")
     for rate in (float(r) for r in args.rates.split(",")):
         rng = np.random.default_rng(args.seed)
-        plan = PointPlan(warmup_s=max(args.warmup, 0.0), num_requests=args.requests, window_s=args.requests / rate,
-                         drain_s=1e9)
+        plan = point_plan(rate, args.requests, max(args.warmup, 0.0))
         pts = [draw_point(model, limits, bucket, rate, plan, prof.slo, rng) for _ in range(args.draws)]
         tpot = np.array([p.tpot_ms.get("mean", np.nan) for p in pts])
         ttft = np.array([p.ttft_ms.get(key, np.nan) for p in pts])

@@ -196,11 +196,11 @@ class HeldOut(_Strict):
     def check(self) -> str | None:
         """'passed': a pass at or above predicted/1.15 and a fail at or below predicted/0.85, so the capacity is
         within ±15 % of the prediction; 'failed': a fail below that band or a pass above it; None: undecided."""
-        from rayhet.profiling.search import HELD_OUT_BAND
+        from rayhet.profiling.search import check_rates
 
         if not self.predicted_rate:
             return None
-        lo, hi = self.predicted_rate / (1 + HELD_OUT_BAND), self.predicted_rate / (1 - HELD_OUT_BAND)
+        lo, hi = check_rates(self.predicted_rate)
         eps = 1e-6
         if (self.measured_fail_rate is not None and self.measured_fail_rate <= lo * (1 + eps)) or \
                 (self.measured_rate is not None and self.measured_rate >= hi * (1 - eps)):

@@ -23,7 +23,7 @@ import numpy as np
 from rayhet.perf import EngineLimits, StepModel
 from rayhet.profiling.grid import Bucket
 from rayhet.profiling.measure import PointPlan
-from rayhet.profiling.search import HELD_OUT_BAND
+from rayhet.profiling.search import HELD_OUT_BAND, check_rates
 from rayhet.profiling.twin import draw_point
 from rayhet.sim.replica import SimRequest, simulate
 
@@ -40,11 +40,6 @@ class CheckPlan:
     power: float  # share of a perfect model's checks that pass with this many requests
     seconds: float  # the two deciding points, warm-ups and one request's drain included
     warmup_s: float
-
-
-def check_rates(predicted: float, band: float = HELD_OUT_BAND) -> tuple[float, float]:
-    """The rate that must pass and the rate that must fail for `predicted` to be within ±band."""
-    return predicted / (1 + band), predicted / (1 - band)
 
 
 def single_latency(model: StepModel, limits: EngineLimits, bucket: Bucket) -> float:

@@ -63,6 +63,11 @@ def bracket(history: list[tuple[float, bool]]) -> tuple[float | None, float | No
 HELD_OUT_BAND = 0.15  # a prediction passes its check when within ±15 % of the measured capacity (issue 13)
 
 
+def check_rates(predicted: float, band: float = HELD_OUT_BAND) -> tuple[float, float]:
+    """The rate that must pass and the rate that must fail for `predicted` to be within ±band of the capacity."""
+    return predicted / (1 + band), predicted / (1 - band)
+
+
 def check_rate(history: list[tuple[float, bool]], predicted: float, params: SearchParams = SearchParams(),
                band: float = HELD_OUT_BAND) -> float | None:
     """The next rate of a held-out check of `predicted`, given the points so far; None when over.
@@ -74,10 +79,11 @@ def check_rate(history: list[tuple[float, bool]], predicted: float, params: Sear
     started at the prediction instead brackets it coarsely: with a 25 % tolerance, a measured 0.667 req/s
     (pass) under 0.793 (fail) reads +19 % whatever the true capacity in between.
     """
+    lo, hi = check_rates(predicted, band)
     if not history:
-        return predicted / (1 + band)
+        return lo
     if len(history) == 1 and history[0][1]:
-        return predicted / (1 - band)
+        return hi
     if len(history) == 2 and history[0][1] and not history[1][1]:
         return None
     return next_rate(history, predicted, replace(params, growth=min(params.growth, 1 + band)))

@@ -287,7 +287,8 @@ def test_check_power_grows_with_requests_and_rejects_a_wrong_prediction():
 
 
 def test_plan_check_takes_the_fewest_requests_that_are_decisive_in_time():
-    from rayhet.profiling.power import check_rates, plan_check
+    from rayhet.profiling.power import plan_check
+    from rayhet.profiling.search import check_rates
 
     slo, b, cap = _power_setup()
     plan = plan_check(TRUE, WIDE, slo, b, cap, min_warmup_s=3.0, max_seconds=3600, ladder=(10, 120, 240), draws=60)
