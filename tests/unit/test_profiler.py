@@ -432,7 +432,12 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     assert all(r is not None and r > 0 for row in profile.max_rate for r in row)
     (held,) = em.held_out
     assert held.predicted_rate == profile.max_rate[held.input_bucket][held.output_bucket]
-    assert held.measured_rate is not None and held.measured_rate > 0
+    # what was measured is read off the bucket's own points (a slow host may fail every one of them: the tiny
+    # model's capacity is the host's, so the test asserts the bookkeeping, not a speed)
+    from rayhet.profiling.search import bracket
+    assert profile.sweep and (held.measured_rate, held.measured_fail_rate) == \
+        bracket([(p.offered_rate, p.meets_slo) for p in profile.sweep])
+    assert held.measured_rate is not None or held.measured_fail_rate is not None
     # five requests a point, as asked, with what the model says such a check can resolve
     assert held.requests_per_point == 5 and 0 <= held.check_power <= 1
     assert all(p.num_requests + p.errors == 5 for p in profile.sweep)
