@@ -22,5 +22,5 @@ if [ ! -f /tmp/site-llama/.built ]; then
   echo "llama-cpp-python built in $(( $(date +%s) - t0 )) s"
 fi
 python3 -c "import llama_cpp, gguf, vllm, ray, cvxpy; print('llama_cpp', llama_cpp.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)"
-python3 benchmarks/gpu/make_model.py --out /tmp/models --q4km
+[ "${MODELS:-1}" = 0 ] || python3 benchmarks/gpu/make_model.py --out /tmp/models --q4km  # MODELS=0: not needed
 nproc; free -g | head -2; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
