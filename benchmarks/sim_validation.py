@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="path prefix: writes PREFIX.json and PREFIX.md")
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--gguf", help="model file for the config's llama.cpp pools (default: the 120M benchmark model)")
+    ap.add_argument("--speedup", type=float, default=1.0,
+                    help="compress the trace's time (rates x this; reshape): a shorter run of the same ramp")
     ap.add_argument("--rate-scale", type=float, default=1.0,
                     help="scale the trace's rate on its timeline (rayhet.sim.trace.reshape): the same ramp for a host "
                          "whose pools are this much faster (give the config a start-up rate to match)")
@@ -154,8 +156,8 @@ def main(argv=None) -> int:
     gguf = args.gguf or str(cached_gguf("120m", dtype="f16"))
     config = config.model_copy(update={"model": config.model.model_copy(update={"gguf": gguf})})
     trace = load_trace(args.trace)
-    if args.rate_scale != 1.0:
-        trace = reshape(trace, rate_scale=args.rate_scale)
+    if args.rate_scale != 1.0 or args.speedup != 1.0:
+        trace = reshape(trace, speedup=args.speedup, rate_scale=args.rate_scale)
     pools = [p.name for p in config.pools]
 
     # -- the simulation first (seconds): its numbers do not depend on the real run
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
         "machine": f"{platform.node()} ({os.cpu_count()} CPUs), Python {platform.python_version()}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/sim_validation.py " + " ".join(sys.argv[1:]),
-        "rate_scale": args.rate_scale, "requests": len(trace),
+        "rate_scale": args.rate_scale, "speedup": args.speedup, "requests": len(trace),
         "app_up_s": round(up_s, 1), "simulation_s": round(sim_s, 2),
         "rows": [{"metric": w, "real": r, "simulated": s, "error": e, "within_target": ok} for w, r, s, e, ok in rows],
         "scale_ups": {p: {"real_serving_at_s": a, "simulated_serving_at_s": b} for p, (a, b) in ups.items()},

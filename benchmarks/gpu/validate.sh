@@ -7,6 +7,7 @@
 #                         host's capacity over that host's (median ratio over both grids), written into
 #                         benchmarks/sim/validation-16c.yaml; then the real run is started in its own process
 #                         session (it outlives the call: a 10-minute trace does not fit one)
+#   SPEEDUP=2 validate.sh profile   the same ramp in 5 minutes (time / 2, rate x rate_scale overall)
 #   validate.sh wait      waits up to WAIT_S (540) for that run; its results and log to $OUT
 # Run on the machine setup.sh prepared (MODELS=0 skips the 1B model, not needed here), back to back.
 set -uo pipefail
@@ -69,10 +70,11 @@ Path("/tmp/rayhet-validate/rate_scale").write_text(str(k))
 EOF
   cp benchmarks/sim/profiles/*-16c.json benchmarks/sim/validation-16c.yaml "$V"/
   rm -f "$V/done"
+  sp="${SPEEDUP:-1}"; rs="$(python3 -c "print(round($(cat $V/rate_scale) / $sp, 4))")"
+  echo "replay: --speedup $sp --rate-scale $rs"
   setsid nohup bash -c "source benchmarks/gpu/env.sh; python3 benchmarks/sim_validation.py \
-      --config benchmarks/sim/validation-16c.yaml --trace benchmarks/sim/ramp-10min.csv \
-      --rate-scale $(cat $V/rate_scale) --out $V/sim-validation-16c > $V/run.log 2>&1; echo \$? > $V/done" \
-      < /dev/null > /dev/null 2>&1 &
+      --config benchmarks/sim/validation-16c.yaml --trace benchmarks/sim/ramp-10min.csv --speedup $sp \
+      --rate-scale $rs --out $V/sim-validation-16c > $V/run.log 2>&1; echo \$? > $V/done" < /dev/null > /dev/null 2>&1 &
   sleep 20; tail -5 "$V/run.log"
   cp "$V"/*.json "$V"/*.yaml "$V"/*.log "$OUT"/ 2>/dev/null
   tar -czf "$OUT/profile-plots.tgz" -C "$V" small-16c.png large-16c.png small-16c-fit.png large-16c-fit.png 2>/dev/null
