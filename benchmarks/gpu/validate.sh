@@ -8,6 +8,8 @@
 #                         benchmarks/sim/validation-16c.yaml; then the real run is started in its own process
 #                         session (it outlives the call: a 10-minute trace does not fit one)
 #   SPEEDUP=2 validate.sh profile   the same ramp in 5 minutes (time / 2, rate x rate_scale overall)
+#   validate.sh run       the real run alone, on the profiles and yaml in the tree (those committed from an earlier
+#                         profile step: a later session needs no profiling), in its own process session
 #   validate.sh wait      waits up to WAIT_S (540) for that run; its results and log to $OUT
 # Run on the machine setup.sh prepared (MODELS=0 skips the 1B model, not needed here), back to back.
 set -uo pipefail
@@ -69,22 +71,26 @@ y += f"# rate scale for this host (capacity here over the 2-vCPU host's, median 
 Path("/tmp/rayhet-validate/rate_scale").write_text(str(k))
 EOF
   cp benchmarks/sim/profiles/*-16c.json benchmarks/sim/validation-16c.yaml "$V"/
+  tar -czf "$OUT/profile-plots.tgz" -C "$V" small-16c.png large-16c.png small-16c-fit.png large-16c-fit.png 2>/dev/null
+  bash "$0" run
+  cp "$V"/*.json "$V"/*.yaml "$V"/*.log "$OUT"/ 2>/dev/null
+  ;;
+run)
+  rate_scale="${RATE_SCALE:-$(cat "$V/rate_scale" 2>/dev/null || sed -n 's/^# rate scale for this host.*: //p' benchmarks/sim/validation-16c.yaml)}"
   rm -f "$V/done"
-  sp="${SPEEDUP:-1}"; rs="$(python3 -c "print(round($(cat $V/rate_scale) / $sp, 4))")"
+  sp="${SPEEDUP:-1}"; rs="$(python3 -c "print(round($rate_scale / $sp, 4))")"
   echo "replay: --speedup $sp --rate-scale $rs"
   setsid nohup bash -c "source benchmarks/gpu/env.sh; python3 benchmarks/sim_validation.py \
       --config benchmarks/sim/validation-16c.yaml --trace benchmarks/sim/ramp-10min.csv --speedup $sp \
-      --rate-scale $rs --out $V/sim-validation-16c > $V/run.log 2>&1; echo \$? > $V/done" < /dev/null > /dev/null 2>&1 &
+      --rate-scale $rs --out $V/${NAME:-sim-validation-16c} > $V/run.log 2>&1; echo \$? > $V/done" < /dev/null > /dev/null 2>&1 &
   sleep 20; tail -5 "$V/run.log"
-  cp "$V"/*.json "$V"/*.yaml "$V"/*.log "$OUT"/ 2>/dev/null
-  tar -czf "$OUT/profile-plots.tgz" -C "$V" small-16c.png large-16c.png small-16c-fit.png large-16c-fit.png 2>/dev/null
   ;;
 wait)
   end=$(( $(date +%s) + ${WAIT_S:-540} ))
   while [ ! -f "$V/done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
   if [ -f "$V/done" ]; then echo "run finished: rc $(cat $V/done)"; else echo "still running"; fi
   grep -v -E "^\(|INFO" "$V/run.log" | tail -40
-  cp "$V"/sim-validation-16c.* "$V/run.log" "$OUT"/ 2>/dev/null
+  cp "$V"/${NAME:-sim-validation-16c}.* "$V/run.log" "$OUT"/ 2>/dev/null
   ;;
-*) echo "validate.sh profile|wait" >&2; exit 2 ;;
+*) echo "validate.sh profile|run|wait" >&2; exit 2 ;;
 esac
