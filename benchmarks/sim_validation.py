@@ -43,6 +43,7 @@ class Real:
     outcome: str = "pending"
     spilled: bool = False
     status: int | None = None
+    sent: float | None = None  # when the client sent it: an open-loop client that falls behind shows here
 
 
 async def replay(url: str, model: str, trace, t0: float) -> list[Real]:
@@ -58,6 +59,7 @@ async def replay(url: str, model: str, trace, t0: float) -> list[Real]:
             body = {"model": model, "prompt": [int(x) for x in rng.choice(ids, r.input_tokens)],
                     "max_tokens": r.output_tokens, "ignore_eos": True, "stream": True,
                     "stream_options": {"include_usage": True}}
+            r.sent = time.monotonic() - t0
             try:
                 async with client.stream("POST", url + "/v1/completions", json=body) as resp:
                     r.status = resp.status_code
@@ -126,6 +128,14 @@ def scale_ups(timeline, pool):
     return ups
 
 
+def _lateness(real) -> dict | None:
+    late = np.array([r.sent - r.arrival for r in real if r.sent is not None])
+    if not len(late):
+        return None
+    return {"p50": round(float(np.percentile(late, 50)), 4), "p99": round(float(np.percentile(late, 99)), 4),
+            "max": round(float(late.max()), 4)}
+
+
 def _row(r) -> list:
     ttft = None if r.first_token is None else round(r.first_token - r.arrival, 4)
     return [round(r.arrival, 3), r.input_tokens, r.output_tokens, r.pool, ttft,
@@ -139,6 +149,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="path prefix: writes PREFIX.json and PREFIX.md")
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--gguf", help="model file for the config's llama.cpp pools (default: the 120M benchmark model)")
+    ap.add_argument("--compare", action="store_true",
+                    help="also simulate every `rayhet simulate --compare` policy on the trace (the always-on "
+                         "single pool among them) and put their $ and SLO attainment beside the real run")
+    ap.add_argument("--plot", help="directory: the real run's replicas, $/h and rate over time, and the simulated "
+                                   "run's, SLO attainment over time, latency CDFs (rayhet.sim.report.plot)")
     ap.add_argument("--speedup", type=float, default=1.0,
                     help="compress the trace's time (rates x this; reshape): a shorter run of the same ramp")
     ap.add_argument("--rate-scale", type=float, default=1.0,
@@ -171,6 +186,14 @@ def main(argv=None) -> int:
     sim = fleet_for(config).run(trace)
     sim_s = time.perf_counter() - t_sim
     sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated")
+    others, bound = [], None
+    if args.compare:
+        from rayhet.sim.policies import policies
+
+        runs, bound = policies(config, trace, window_s=args.window)
+        for pol in runs[1:]:  # the first is "rayhet online": the run above
+            others.append({"policy": pol.name, "skipped": pol.note} if pol.make is None else
+                          summarize(pol.make().run(trace), config.slo, window_s=args.window, name=pol.name)["total"])
 
     # -- the real run
     ray.init(include_dashboard=False, log_to_driver=False)
@@ -228,12 +251,13 @@ def main(argv=None) -> int:
         "machine": f"{platform.node()} ({os.cpu_count()} CPUs), Python {platform.python_version()}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/sim_validation.py " + " ".join(sys.argv[1:]),
+        "client_lateness_s": _lateness(real),
         "rate_scale": args.rate_scale, "speedup": args.speedup, "requests": len(trace),
         "app_up_s": round(up_s, 1), "simulation_s": round(sim_s, 2),
         "rows": [{"metric": w, "real": r, "simulated": s, "error": e, "within_target": ok} for w, r, s, e, ok in rows],
         "scale_ups": {p: {"real_serving_at_s": a, "simulated_serving_at_s": b} for p, (a, b) in ups.items()},
         "control_period_s": period,
-        "real": real_sum, "simulated": sim_sum,
+        "real": real_sum, "simulated": sim_sum, "other_policies_simulated": others, "offline_bound": bound,
         # request by request, both runs on the trace's order: where the two disagree, not only how much
         "requests": {"columns": ["arrival_s", "input_tokens", "output_tokens", "pool", "ttft_s", "end_s", "outcome"],
                      "real": [_row(r) for r in sorted(real, key=lambda r: r.idx)],
@@ -250,10 +274,22 @@ def main(argv=None) -> int:
         fmt = lambda x: "-" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))  # noqa: E731
         err = "-" if e is None else (f"{e:+.1f}" if "points" in w else f"{100 * e:+.0f}%")
         md.append(f"| {w} | {fmt(r)} | {fmt(s)} | {err} | {'-' if ok is None else 'yes' if ok else 'NO'} |")
+    md += ["", f"Replay client lateness (sent - due, s): {result['client_lateness_s']}"]
     md += ["", "Scale-ups (seconds from the start of the trace when a new replica was serving):", ""]
     for p, (a, b) in ups.items():
         md.append(f"- {p}: real {[round(x, 1) for x in a]}, simulated {[round(x, 1) for x in b]}")
+    if others:
+        md += ["", "Other policies on the same trace (simulated):", "", "| policy | $ | SLO attainment |", "|---|---|---|"]
+        md += [f"| {o['policy']} | skipped: {o['skipped']} | |" if "skipped" in o else
+               f"| {o['policy']} | {o['cost_usd']:.4g} | {100 * o['slo_attainment']:.1f} % |" for o in others]
+        if bound:
+            md.append(f"| {bound['policy']} | {bound['cost_usd']:.4g} | - |")
     Path(str(out) + ".md").write_text("\n".join(md) + "\n")
+    if args.plot:
+        from rayhet.sim.report import plot
+
+        for f in plot([real_sum, sim_sum], args.plot, [("real", real_res), ("simulated", sim)]):
+            print(f"wrote {f}")
     print("\n".join(md))
     return 0
 
