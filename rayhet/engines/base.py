@@ -41,6 +41,8 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0  # OpenAI's: over the tokens generated so far, as vLLM applies them
+    frequency_penalty: float = 0.0
     ignore_eos: bool = False  # keep generating past EOS: profiling needs exact output lengths
 
     def validate(self) -> "SamplingParams":
@@ -51,6 +53,10 @@ class SamplingParams:
             raise InvalidRequestError(f"temperature must be in [0, 2], got {self.temperature!r}", "temperature")
         if not _finite(self.top_p) or not 0 < self.top_p <= 1:
             raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p!r}", "top_p")
+        for name in ("presence_penalty", "frequency_penalty"):
+            v = getattr(self, name)
+            if not _finite(v) or not -2 <= v <= 2:
+                raise InvalidRequestError(f"{name} must be in [-2, 2], got {v!r}", name)
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise InvalidRequestError(f"seed must be an integer, got {self.seed!r}", "seed")
         if isinstance(self.stop, str):

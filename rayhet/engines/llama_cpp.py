@@ -319,6 +319,11 @@ class LlamaCppEngine:
     def _make_sampler(self, seq: _Seq):
         lc, sp = self._lc, seq.req.sampling
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if sp.presence_penalty or sp.frequency_penalty:
+            # first, on the raw logits (vLLM's order); over the tokens this sequence generated: the chain sees
+            # only the tokens it sampled, never the prompt. A window of the whole context: OpenAI's has no limit.
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(
+                self.n_vocab, self.max_context, 1.0, float(sp.frequency_penalty), float(sp.presence_penalty)))
         if sp.temperature == 0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
         else:  # OpenAI/vLLM order: temperature, then top_p over the tempered distribution

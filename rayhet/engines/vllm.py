@@ -96,6 +96,8 @@ def sampling_kwargs(s: SamplingParams) -> dict[str, Any]:
         "max_tokens": s.max_tokens,
         "temperature": float(s.temperature),
         "top_p": float(s.top_p),
+        "presence_penalty": float(s.presence_penalty),
+        "frequency_penalty": float(s.frequency_penalty),
         "ignore_eos": bool(s.ignore_eos),
         "skip_special_tokens": True,
     }

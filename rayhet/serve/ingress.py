@@ -196,7 +196,8 @@ class Ingress:
             ids, max_tokens = self._tokenize(kind, req)
             sampling = SamplingParams(max_tokens=max_tokens, temperature=float(req.temperature),
                                       top_p=float(req.top_p), seed=req.seed, stop=req.stop_list(),
-                                      ignore_eos=req.ignore_eos)
+                                      presence_penalty=float(req.presence_penalty),
+                                      frequency_penalty=float(req.frequency_penalty), ignore_eos=req.ignore_eos)
             try:
                 sampling.validate()
             except InvalidRequestError as e:
@@ -229,13 +230,9 @@ class Ingress:
                 if len(prompt) != 1:
                     raise APIError(400, "batched prompts are not supported: send one prompt per request", param="prompt")
                 prompt = prompt[0]
-            if req.echo or req.logprobs or req.suffix:
-                raise APIError(400, "echo, logprobs and suffix are not supported", param="echo")
             ids = list(prompt) if isinstance(prompt, list) else self.tokenizer.prompt_ids(prompt)
             max_tokens = req.max_tokens if req.max_tokens is not None else 16
         else:
-            if req.logprobs:
-                raise APIError(400, "logprobs is not supported", param="logprobs")
             ids = self.tokenizer.chat_ids([m.as_dict() for m in req.messages])
             max_tokens = req.max_completion_tokens or req.max_tokens
             if max_tokens is None:  # as OpenAI: up to what the context leaves, capped by our default

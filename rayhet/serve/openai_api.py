@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -68,6 +68,8 @@ class _Common(BaseModel):
     stop: StrictStr | list[StrictStr] | None = None
     seed: StrictInt | None = None
     n: StrictInt = Field(1, ge=1, le=1, description="Only n=1 is supported.")
+    presence_penalty: Number = Field(0.0, description="-2..2: lowers a token's logit once it has appeared in the output.")
+    frequency_penalty: Number = Field(0.0, description="-2..2: lowers a token's logit by how often it appeared in the output.")
     user: StrictStr | None = None
     ignore_eos: StrictBool = Field(False, description="rayhet/vLLM extension: generate max_tokens tokens exactly.")
 
@@ -76,10 +78,11 @@ class _Common(BaseModel):
 
 
 class CompletionRequest(_Common):
+    endpoint: ClassVar[str] = "completions"
     prompt: StrictStr | list[StrictInt] | list[StrictStr]
     max_tokens: StrictInt | None = Field(16, ge=1)
-    echo: StrictBool = Field(False, description="Not supported (must be false).")
-    logprobs: StrictInt | None = Field(None, description="Not supported (must be null or 0).")
+    echo: StrictBool = Field(False, description="Not supported (must be false: refuse_unsupported).")
+    logprobs: StrictInt | None = Field(None, description="Not supported (must be null: refuse_unsupported).")
     suffix: StrictStr | None = None
 
 
@@ -104,10 +107,85 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(_Common):
+    endpoint: ClassVar[str] = "chat.completions"
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: StrictBool | None = Field(None, description="Not supported.")
+
+
+# -- every parameter OpenAI's API defines for the two endpoints, and what rayhet does with it ------------------
+# The table the README's "OpenAI parameters" shows (a test keeps the two equal). "honoured": both pool engines
+# apply it. "no effect": an identifier or a hint that does not change what is generated. "400": rayhet does
+# not do it, and a request that sets it to anything but its no-op value is refused naming it (never ignored
+# silently, as vLLM's server does); NEUTRAL says which values are the no-ops.
+HONOURED, NO_EFFECT, REFUSED = "honoured", "accepted, no effect on the output", "400 unless its no-op value"
+_BOTH = ("model", "stream", "stream_options", "temperature", "top_p", "seed", "stop", "presence_penalty",
+         "frequency_penalty", "max_tokens")
+PARAMETERS: dict[str, dict[str, str]] = {
+    "completions": {
+        **{k: HONOURED for k in (*_BOTH, "prompt")}, "n": "honoured for n = 1; 400 above", "user": NO_EFFECT,
+        **{k: REFUSED for k in ("best_of", "echo", "logit_bias", "logprobs", "suffix")},
+    },
+    "chat.completions": {
+        **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens")}, "n": "honoured for n = 1; 400 above",
+        **{k: NO_EFFECT for k in ("user", "metadata", "prompt_cache_key", "safety_identifier", "service_tier",
+                                  "parallel_tool_calls")},  # (no tools are run, so none in parallel)
+        **{k: REFUSED for k in ("audio", "function_call", "functions", "logit_bias", "logprobs", "modalities",
+                                "prediction", "reasoning_effort", "response_format", "store",
+                                "tool_choice", "tools", "top_logprobs", "verbosity", "web_search_options")},
+    },
+}
+EXTENSIONS = {"ignore_eos"}  # rayhet's (and vLLM's) own: not OpenAI's, not logged as unknown
+NEUTRAL: dict[str, Any] = {  # the values of a refused parameter that ask for nothing (null is one for all)
+    "best_of": lambda v: v == 1, "echo": lambda v: v is False, "logit_bias": lambda v: v == {},
+    "logprobs": lambda v: v is False, "suffix": lambda v: v == "", "functions": lambda v: v == [],
+    "function_call": lambda v: v == "none", "modalities": lambda v: v == ["text"],
+    "response_format": lambda v: v == {"type": "text"}, "store": lambda v: v is False,
+    "tool_choice": lambda v: v in ("none", "auto"), "tools": lambda v: v == [],
+    "top_logprobs": lambda v: v == 0,
+}
+_NO_OPS = {"best_of": "1", "echo": "false", "logit_bias": "{}", "logprobs": "false", "suffix": '""',
+           "functions": "[]", "function_call": '"none"', "modalities": '["text"]',
+           "response_format": '{"type": "text"}', "store": "false", "tool_choice": '"none", "auto" (no tools)',
+           "tools": "[]", "top_logprobs": "0"}
+_unknown_logged: set[str] = set()
+
+
+def parameters_markdown() -> str:
+    """The README's table: each parameter of the two endpoints and what rayhet does with it, the same on both
+    pool engines (llama.cpp and vLLM)."""
+    rows = ["| parameter | `/v1/completions` | `/v1/chat/completions` |", "|---|---|---|"]
+
+    def cell(endpoint: str, key: str) -> str:
+        kind = PARAMETERS[endpoint].get(key)
+        if kind is None:
+            return "-"
+        if kind == REFUSED:
+            no_op = _NO_OPS.get(key) if (endpoint, key) != ("completions", "logprobs") else None  # an integer there
+            return "400 unless null" + (f" or {no_op}" if no_op else "")
+        return kind
+    for key in sorted(set(PARAMETERS["completions"]) | set(PARAMETERS["chat.completions"])):
+        rows.append(f"| `{key}` | {cell('completions', key)} | {cell('chat.completions', key)} |")
+    return "\n".join(rows)
+
+
+def refuse_unsupported(endpoint: str, body: dict) -> None:
+    """APIError 400 naming the first parameter rayhet would otherwise have ignored; unknown names are logged
+    once each (a newer client's fields must not fail its requests)."""
+    table = PARAMETERS[endpoint]
+    for key, value in body.items():
+        kind = table.get(key)
+        if kind == REFUSED and value is not None and not NEUTRAL.get(key, lambda v: False)(value):
+            raise APIError(400, f"'{key}' is not supported by this server (rayhet {endpoint}); leave it out or "
+                           "null. The README's \"OpenAI parameters\" table lists what is honoured.", param=key,
+                           code="unsupported_parameter")
+        if kind is None and key not in EXTENSIONS and key not in _unknown_logged:
+            _unknown_logged.add(key)
+            import logging
+
+            logging.getLogger("rayhet.ingress").warning("rayhet ingress: ignoring the unknown request field %r "
+                                                        "(%s; logged once)", key, endpoint)
 
 
 MAX_JSON_DEPTH = 32  # deeper than any OpenAI request (a chat's content parts are 4 levels down)
@@ -163,6 +241,7 @@ def parse_request(cls: type[BaseModel], body: object) -> Any:
     type, what the field accepts ("Invalid type for 'temperature': expected a number, but got a string")."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
+    refuse_unsupported(cls.endpoint, body)
     try:
         return cls.model_validate(body)
     except ValidationError as e:

@@ -90,6 +90,28 @@ def test_openai_chat_non_streaming_and_streaming(client):
     assert chunks[-1].usage.completion_tokens <= 6 and isinstance(text, str)
 
 
+def test_official_client_gets_400_naming_what_rayhet_does_not_do(client):
+    """Issue 17, never silent: structured output, tools and logprobs are refused naming the parameter (not a
+    200 with free text); penalties and identifiers are served; the app serves normally afterwards."""
+    import openai
+
+    msgs = [{"role": "user", "content": "Give me JSON"}]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    for kwargs, param in (({"response_format": {"type": "json_object"}}, "response_format"),
+                          ({"tools": [tool]}, "tools"), ({"logprobs": True, "top_logprobs": 2}, "logprobs")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=4, **kwargs)
+        assert e.value.status_code == 400 and e.value.body["param"] == param, e.value.body
+        assert e.value.body["code"] == "unsupported_parameter"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="rayhet-tiny", prompt="hi", max_tokens=4, logprobs=1, stream=True)
+    assert e.value.body["param"] == "logprobs"
+    r = client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=4, presence_penalty=1.0,
+                                       frequency_penalty=0.5, user="u1", metadata={"k": "v"}, tools=[],
+                                       response_format={"type": "text"})
+    assert r.choices[0].message.content is not None and r.usage.completion_tokens >= 1
+
+
 def test_openai_completion_streaming(client):
     from rayhet.testing.models import prompt_of_tokens
 

@@ -215,3 +215,19 @@ async def test_a_missing_model_file_fails_the_engine_start_clearly(tmp_path):
         engine = LlamaCppEngine(LlamaCppSettings(model_path=str(path)))
         with pytest.raises(EngineError, match=f"{what} on node .*GGUF"):
             await engine.start()
+
+
+async def test_presence_and_frequency_penalties_steer_greedy_decoding(engine):
+    """OpenAI's penalties on llama.cpp (issue 17): greedy decoding on the random model repeats tokens; a
+    presence penalty of 2 lowers every token already generated, so fewer repeats and a different sequence.
+    The prompt's tokens are not penalised (the sampler sees only what it sampled), so zero penalties keep
+    the plain greedy output."""
+    plain = (await collect(engine, req("p0", "the a of", max_tokens=48, ignore_eos=True)))[1]
+    zero = (await collect(engine, req("p1", "the a of", max_tokens=48, ignore_eos=True, presence_penalty=0.0,
+                                      frequency_penalty=0.0)))[1]
+    pen = (await collect(engine, req("p2", "the a of", max_tokens=48, ignore_eos=True, presence_penalty=2.0)))[1]
+    freq = (await collect(engine, req("p3", "the a of", max_tokens=48, ignore_eos=True, frequency_penalty=2.0)))[1]
+    assert zero == plain
+    assert len(set(plain)) < len(plain), "the greedy output has no repeats: the test cannot see a penalty"
+    assert pen != plain and len(set(pen)) > len(set(plain))
+    assert freq != plain

@@ -24,7 +24,10 @@ def test_string_for_a_number_names_what_is_accepted():
 @pytest.mark.parametrize("cls", [CompletionRequest, ChatRequest], ids=lambda c: c.__name__)
 def test_every_field_names_its_accepted_type(cls):
     checked = []
+    refused = {n for n in cls.model_fields if openai_api.PARAMETERS[cls.endpoint].get(n) == openai_api.REFUSED}
     for name, field in cls.model_fields.items():
+        if name in refused:
+            continue  # any value but its no-op is refused as unsupported first (test below)
         for value in WRONG:
             try:
                 parse_request(cls, {**BASE[cls], name: value})
@@ -36,7 +39,7 @@ def test_every_field_names_its_accepted_type(cls):
                 assert "Input should be" not in e.message
                 checked.append(name)
                 break
-    assert len(checked) == len(cls.model_fields), sorted(set(cls.model_fields) - set(checked))
+    assert len(checked) == len(cls.model_fields) - len(refused), sorted(set(cls.model_fields) - set(checked) - refused)
 
 
 @pytest.mark.parametrize("body, param, words", [
@@ -63,3 +66,81 @@ def test_range_errors_keep_their_message():
     with pytest.raises(APIError) as e:
         parse_request(CompletionRequest, {**BASE[CompletionRequest], "max_tokens": 0})
     assert e.value.param == "max_tokens" and "greater than or equal to 1" in e.value.message
+
+
+# -- never silent (issue 17): every OpenAI parameter is honoured, has no effect on the output, or is refused ---
+@pytest.mark.parametrize("cls, key, value", [
+    (ChatRequest, "response_format", {"type": "json_object"}),
+    (ChatRequest, "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+    (ChatRequest, "tool_choice", "required"),
+    (ChatRequest, "logprobs", True),
+    (ChatRequest, "top_logprobs", 3),
+    (ChatRequest, "logit_bias", {"50256": -100}),
+    (ChatRequest, "store", True),
+    (ChatRequest, "reasoning_effort", "low"),
+    (ChatRequest, "audio", {"voice": "alloy", "format": "wav"}),
+    (ChatRequest, "modalities", ["text", "audio"]),
+    (ChatRequest, "prediction", {"type": "content", "content": "x"}),
+    (ChatRequest, "functions", [{"name": "f"}]),
+    (CompletionRequest, "logprobs", 0),  # OpenAI's 0 still returns the sampled token's logprob
+    (CompletionRequest, "echo", True),
+    (CompletionRequest, "suffix", "end"),
+    (CompletionRequest, "best_of", 3),
+    (CompletionRequest, "logit_bias", {"1": 5}),
+])
+def test_a_parameter_rayhet_does_not_honour_is_refused_naming_it(cls, key, value):
+    with pytest.raises(APIError) as e:
+        parse_request(cls, {**BASE[cls], key: value})
+    assert e.value.status == 400 and e.value.param == key and e.value.code == "unsupported_parameter"
+    assert f"'{key}' is not supported" in e.value.message
+
+
+@pytest.mark.parametrize("cls, key, value", [
+    (ChatRequest, "response_format", {"type": "text"}), (ChatRequest, "tools", []),
+    (ChatRequest, "tool_choice", "none"), (ChatRequest, "logprobs", False), (ChatRequest, "top_logprobs", 0),
+    (ChatRequest, "store", False), (ChatRequest, "modalities", ["text"]), (ChatRequest, "parallel_tool_calls", False),
+    (ChatRequest, "logit_bias", {}), (ChatRequest, "metadata", {"team": "a"}), (ChatRequest, "user", "u1"),
+    (ChatRequest, "service_tier", "auto"), (ChatRequest, "reasoning_effort", None),
+    (CompletionRequest, "echo", False), (CompletionRequest, "best_of", 1), (CompletionRequest, "suffix", ""),
+    (CompletionRequest, "logprobs", None),
+])
+def test_no_op_values_and_identifiers_are_accepted(cls, key, value):
+    parse_request(cls, {**BASE[cls], key: value})
+
+
+def test_penalties_are_honoured_and_range_checked():
+    from rayhet.engines.base import InvalidRequestError, SamplingParams
+
+    req = parse_request(ChatRequest, {**BASE[ChatRequest], "presence_penalty": 1.5, "frequency_penalty": -0.5})
+    assert (req.presence_penalty, req.frequency_penalty) == (1.5, -0.5)
+    assert parse_request(CompletionRequest, {**BASE[CompletionRequest], "presence_penalty": None}).presence_penalty == 0
+    with pytest.raises(InvalidRequestError) as e:
+        SamplingParams(frequency_penalty=2.5).validate()
+    assert e.value.param == "frequency_penalty"
+    from rayhet.engines.vllm import sampling_kwargs
+
+    kw = sampling_kwargs(SamplingParams(presence_penalty=0.5, frequency_penalty=1.0))
+    assert (kw["presence_penalty"], kw["frequency_penalty"]) == (0.5, 1.0)
+
+
+def test_unknown_fields_are_logged_once_and_served(caplog):
+    openai_api._unknown_logged.discard("x_future_field")
+    with caplog.at_level("WARNING", logger="rayhet.ingress"):
+        for _ in range(3):
+            parse_request(ChatRequest, {**BASE[ChatRequest], "x_future_field": 1, "ignore_eos": True})
+    said = [r for r in caplog.records if "x_future_field" in r.getMessage()]
+    assert len(said) == 1 and not [r for r in caplog.records if "ignore_eos" in r.getMessage()]
+
+
+def test_every_request_field_is_in_the_parameter_table():
+    """The models' fields and the table agree: a field the ingress reads is listed, as honoured or refused."""
+    for cls in (CompletionRequest, ChatRequest):
+        table = openai_api.PARAMETERS[cls.endpoint]
+        assert set(cls.model_fields) - openai_api.EXTENSIONS <= set(table), set(cls.model_fields) - set(table)
+
+
+def test_the_readme_table_is_the_code_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert openai_api.parameters_markdown() in readme

@@ -60,9 +60,10 @@ def test_gpus_per_replica_counts_pipeline_stages():
 # -- request translation -------------------------------------------------------------------------
 def test_sampling_kwargs_translate_every_field():
     kw = ve.sampling_kwargs(SamplingParams(max_tokens=7, temperature=0, top_p=0.5, seed=3, stop=["\n"],
-                                           ignore_eos=True))
+                                           ignore_eos=True, presence_penalty=0.5, frequency_penalty=-1))
     assert kw == {"n": 1, "max_tokens": 7, "temperature": 0.0, "top_p": 0.5, "ignore_eos": True,
-                  "skip_special_tokens": True, "seed": 3, "stop": ["\n"]}
+                  "skip_special_tokens": True, "seed": 3, "stop": ["\n"], "presence_penalty": 0.5,
+                  "frequency_penalty": -1.0}
     kw = ve.sampling_kwargs(SamplingParams())
     assert "seed" not in kw and "stop" not in kw and kw["ignore_eos"] is False
 
