@@ -43,6 +43,10 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     presence_penalty: float = 0.0  # OpenAI's: over the tokens generated so far, as vLLM applies them
     frequency_penalty: float = 0.0
+    # OpenAI's response_format: json_object (any JSON object) or a JSON schema the output must validate against;
+    # each engine constrains its sampling to it (llama.cpp: a grammar from the schema; vLLM: structured outputs)
+    json_object: bool = False
+    json_schema: dict | None = None
     ignore_eos: bool = False  # keep generating past EOS: profiling needs exact output lengths
 
     def validate(self) -> "SamplingParams":
@@ -59,6 +63,9 @@ class SamplingParams:
                 raise InvalidRequestError(f"{name} must be in [-2, 2], got {v!r}", name)
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise InvalidRequestError(f"seed must be an integer, got {self.seed!r}", "seed")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise InvalidRequestError("response_format.json_schema.schema must be a JSON object",
+                                      "response_format.json_schema.schema")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if len(self.stop) > 4 or any(not isinstance(s, str) or not s for s in self.stop):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import threading
 import time
@@ -27,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rayhet.perf import attention_pairs, micro_batches, pass_features
 from rayhet.engines.base import (
-    EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
-    Usage, check_fits, check_one_prompt, check_token_ids,
+    EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest, InvalidRequestError,
+    SamplingParams, Usage, check_fits, check_one_prompt, check_token_ids,
 )
 from rayhet.engines.llama_cpp_calls import GilHeld, load_chat_template, token_piece, tokenize_text
 from rayhet.engines.text import StreamText
@@ -86,6 +87,7 @@ class _Seq:
         self.n_generated = 0
         self.text = StreamText(req.sampling.stop)
         self.sampler = None
+        self.grammar: str | None = None  # GBNF for response_format, checked at submission
         self.first_token_time: float | None = None
         self.cancelled = False  # set by the consumer; read by the step thread
         self.done = False
@@ -237,6 +239,7 @@ class LlamaCppEngine:
         prompt = self._prompt_ids(request)
         check_fits(len(prompt), request.sampling.max_tokens, self.max_context)
         seq = _Seq(request, prompt, asyncio.get_running_loop())
+        seq.grammar = self._grammar(request.sampling)
         with self._cv:
             if len(self._waiting) + self._n_running >= self.settings.n_slots + self.settings.max_waiting:
                 raise EngineOverloadedError(
@@ -316,9 +319,30 @@ class LlamaCppEngine:
             for seq in running.values():
                 self._free_sampler(seq)
 
+    def _grammar(self, sp: SamplingParams) -> str | None:
+        """The GBNF that response_format asks for, parsed once by llama.cpp here so that a schema it cannot
+        take is a 400 naming response_format, not a failed step."""
+        if sp.json_schema is None and not sp.json_object:
+            return None
+        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+        try:
+            gbnf = json_schema_to_gbnf(json.dumps(sp.json_schema)) if sp.json_schema is not None else JSON_GBNF
+        except Exception as e:  # noqa: BLE001 - the converter raises what it likes on schemas it cannot take
+            raise InvalidRequestError(f"response_format: this JSON schema cannot be turned into a grammar "
+                                      f"({type(e).__name__}: {e})", "response_format") from None
+        probe = self._lc.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
+        if not probe:
+            raise InvalidRequestError("response_format: llama.cpp could not parse the grammar of this JSON schema",
+                                      "response_format")
+        self._lc.llama_sampler_free(probe)
+        return gbnf
+
     def _make_sampler(self, seq: _Seq):
         lc, sp = self._lc, seq.req.sampling
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if seq.grammar is not None:  # first: every later sampler sees only the tokens the grammar allows
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_grammar(self._vocab, seq.grammar.encode(), b"root"))
         if sp.presence_penalty or sp.frequency_penalty:
             # first, on the raw logits (vLLM's order); over the tokens this sequence generated: the chain sees
             # only the tokens it sampled, never the prompt. A window of the whole context: OpenAI's has no limit.
@@ -418,7 +442,8 @@ class LlamaCppEngine:
         if s.first_token_time is None:
             s.first_token_time = now
         finish = None
-        if not sp.ignore_eos and self._held.llama_vocab_is_eog(self._vocab, token):
+        # a finished grammar allows nothing but end-of-generation: then it ends even under ignore_eos
+        if (not sp.ignore_eos or s.grammar is not None) and self._held.llama_vocab_is_eog(self._vocab, token):
             text, finish = s.text.flush(), "stop"
         else:
             text = s.text.push(token_piece(self._held, self._vocab, token))

@@ -105,6 +105,8 @@ def sampling_kwargs(s: SamplingParams) -> dict[str, Any]:
         kw["seed"] = s.seed
     if s.stop:
         kw["stop"] = list(s.stop)
+    if s.json_schema is not None or s.json_object:  # made a vllm StructuredOutputsParams by the engine
+        kw["structured_outputs"] = {"json": s.json_schema} if s.json_schema is not None else {"json_object": True}
     return kw
 
 
@@ -341,7 +343,12 @@ class VllmEngine:
         if limit is not None and self._inflight >= self.max_batch + limit:
             raise EngineOverloadedError(
                 f"{self._inflight} requests in flight (batch {self.max_batch} + waiting {limit}): retry elsewhere")
-        params = self._sampling_cls(**sampling_kwargs(s), output_kind=self._kinds[request.stream])
+        kw = sampling_kwargs(s)
+        if "structured_outputs" in kw:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kw["structured_outputs"] = StructuredOutputsParams(**kw["structured_outputs"])
+        params = self._sampling_cls(**kw, output_kind=self._kinds[request.stream])
         # vLLM refuses a request id that is still running: a retried client id must not collide.
         rid = f"{request.request_id}-{next(self._ids)}"
         stream = self._llm.generate({"prompt_token_ids": ids}, params, rid)

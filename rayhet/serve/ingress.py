@@ -197,7 +197,9 @@ class Ingress:
             sampling = SamplingParams(max_tokens=max_tokens, temperature=float(req.temperature),
                                       top_p=float(req.top_p), seed=req.seed, stop=req.stop_list(),
                                       presence_penalty=float(req.presence_penalty),
-                                      frequency_penalty=float(req.frequency_penalty), ignore_eos=req.ignore_eos)
+                                      frequency_penalty=float(req.frequency_penalty), ignore_eos=req.ignore_eos,
+                                      **(req.response_format.sampling() if getattr(req, "response_format", None)
+                                         else {}))
             try:
                 sampling.validate()
             except InvalidRequestError as e:

@@ -106,12 +106,45 @@ class ChatMessage(BaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
 
 
+class _JsonSchema(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr = Field(..., min_length=1, max_length=64)
+    description: StrictStr | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # (`schema` shadows BaseModel's)
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's response_format: text (the default), json_object, or json_schema."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: _JsonSchema | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> "ResponseFormat":
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        return self
+
+    def sampling(self) -> dict:
+        """The SamplingParams fields it sets (an empty schema is any JSON object, as OpenAI reads it)."""
+        if self.type == "json_object":
+            return {"json_object": True}
+        if self.type == "json_schema":
+            return {"json_schema": self.json_schema.schema_ or {"type": "object"}}
+        return {}
+
+
 class ChatRequest(_Common):
     endpoint: ClassVar[str] = "chat.completions"
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: StrictBool | None = Field(None, description="Not supported.")
+    response_format: ResponseFormat | None = None
 
 
 # -- every parameter OpenAI's API defines for the two endpoints, and what rayhet does with it ------------------
@@ -128,11 +161,11 @@ PARAMETERS: dict[str, dict[str, str]] = {
         **{k: REFUSED for k in ("best_of", "echo", "logit_bias", "logprobs", "suffix")},
     },
     "chat.completions": {
-        **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens")}, "n": "honoured for n = 1; 400 above",
+        **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens", "response_format")}, "n": "honoured for n = 1; 400 above",
         **{k: NO_EFFECT for k in ("user", "metadata", "prompt_cache_key", "safety_identifier", "service_tier",
                                   "parallel_tool_calls")},  # (no tools are run, so none in parallel)
         **{k: REFUSED for k in ("audio", "function_call", "functions", "logit_bias", "logprobs", "modalities",
-                                "prediction", "reasoning_effort", "response_format", "store",
+                                "prediction", "reasoning_effort", "store",
                                 "tool_choice", "tools", "top_logprobs", "verbosity", "web_search_options")},
     },
 }
@@ -141,13 +174,13 @@ NEUTRAL: dict[str, Any] = {  # the values of a refused parameter that ask for no
     "best_of": lambda v: v == 1, "echo": lambda v: v is False, "logit_bias": lambda v: v == {},
     "logprobs": lambda v: v is False, "suffix": lambda v: v == "", "functions": lambda v: v == [],
     "function_call": lambda v: v == "none", "modalities": lambda v: v == ["text"],
-    "response_format": lambda v: v == {"type": "text"}, "store": lambda v: v is False,
+    "store": lambda v: v is False,
     "tool_choice": lambda v: v in ("none", "auto"), "tools": lambda v: v == [],
     "top_logprobs": lambda v: v == 0,
 }
 _NO_OPS = {"best_of": "1", "echo": "false", "logit_bias": "{}", "logprobs": "false", "suffix": '""',
            "functions": "[]", "function_call": '"none"', "modalities": '["text"]',
-           "response_format": '{"type": "text"}', "store": "false", "tool_choice": '"none", "auto" (no tools)',
+           "store": "false", "tool_choice": '"none", "auto" (no tools)',
            "tools": "[]", "top_logprobs": "0"}
 _unknown_logged: set[str] = set()
 

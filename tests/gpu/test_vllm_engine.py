@@ -111,6 +111,27 @@ def test_same_seed_same_tokens(loop, engine):
     assert run(1) != run(2)
 
 
+def test_structured_output_and_penalties(loop, engine):
+    """Issue 17 on vLLM: response_format json_schema through vLLM's structured outputs (valid JSON of the
+    schema from a random-weight model), json_object, and the penalties accepted."""
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "size": {"enum": ["s", "m", "l"]}},
+              "required": ["ok", "size"], "additionalProperties": False}
+    ds = loop.run_until_complete(_collect(engine, GenerationRequest(
+        "json", prompt="hello", sampling=SamplingParams(max_tokens=64, json_schema=schema, seed=1))))
+    jsonschema.validate(json.loads("".join(d.text for d in ds)), schema)
+    ds = loop.run_until_complete(_collect(engine, GenerationRequest(
+        "obj", prompt="hello", sampling=SamplingParams(max_tokens=64, json_object=True, temperature=0))))
+    assert "".join(d.text for d in ds).lstrip().startswith("{")
+    ds = loop.run_until_complete(_collect(engine, GenerationRequest(
+        "pen", prompt="hello", sampling=SamplingParams(max_tokens=8, ignore_eos=True, presence_penalty=1.5,
+                                                       frequency_penalty=-0.5))))
+    assert ds[-1].usage.completion_tokens == 8
+
+
 def test_chat_and_token_prompts(loop, engine):
     text = engine.render_chat([{"role": "user", "content": "hi"}])
     assert text.startswith("<|begin_of_text|><|im_start|>user") and text.endswith("assistant\n")

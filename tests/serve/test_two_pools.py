@@ -91,14 +91,13 @@ def test_openai_chat_non_streaming_and_streaming(client):
 
 
 def test_official_client_gets_400_naming_what_rayhet_does_not_do(client):
-    """Issue 17, never silent: structured output, tools and logprobs are refused naming the parameter (not a
-    200 with free text); penalties and identifiers are served; the app serves normally afterwards."""
+    """Issue 17, never silent: tools and logprobs are refused naming the parameter (not a 200 with free text);
+    penalties and identifiers are served; the app serves normally afterwards."""
     import openai
 
     msgs = [{"role": "user", "content": "Give me JSON"}]
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
-    for kwargs, param in (({"response_format": {"type": "json_object"}}, "response_format"),
-                          ({"tools": [tool]}, "tools"), ({"logprobs": True, "top_logprobs": 2}, "logprobs")):
+    for kwargs, param in (({"tools": [tool]}, "tools"), ({"logprobs": True, "top_logprobs": 2}, "logprobs")):
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=4, **kwargs)
         assert e.value.status_code == 400 and e.value.body["param"] == param, e.value.body
@@ -110,6 +109,33 @@ def test_official_client_gets_400_naming_what_rayhet_does_not_do(client):
                                        frequency_penalty=0.5, user="u1", metadata={"k": "v"}, tools=[],
                                        response_format={"type": "text"})
     assert r.choices[0].message.content is not None and r.usage.completion_tokens >= 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_structured_output_through_the_app_validates_against_its_schema(client, stream):
+    """response_format json_schema with the official client, streamed and not: the content is JSON of the
+    schema (llama.cpp's grammar on the pool); json_object gives an object."""
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "size": {"enum": ["s", "m", "l"]}},
+              "required": ["ok", "size"], "additionalProperties": False}
+    rf = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    msgs = [{"role": "user", "content": "Answer in JSON"}]
+    if stream:
+        chunks = list(client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=100,
+                                                     response_format=rf, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    else:
+        r = client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=100, response_format=rf)
+        text, finish = r.choices[0].message.content, r.choices[0].finish_reason
+    jsonschema.validate(json.loads(text), schema)
+    assert finish == "stop"
+    r = client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=100,
+                                       response_format={"type": "json_object"}, temperature=0)
+    assert r.choices[0].message.content.lstrip().startswith("{")
 
 
 def test_openai_completion_streaming(client):

@@ -231,3 +231,36 @@ async def test_presence_and_frequency_penalties_steer_greedy_decoding(engine):
     assert len(set(plain)) < len(plain), "the greedy output has no repeats: the test cannot see a penalty"
     assert pen != plain and len(set(pen)) > len(set(plain))
     assert freq != plain
+
+
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green", "blue"]},
+                                           "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3}},
+          "required": ["ok", "color", "tags"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+async def test_json_schema_output_validates_against_the_schema(engine, temperature):
+    """response_format json_schema on llama.cpp (issue 17): a grammar from the schema; the random model's output
+    is valid JSON of that schema, and the grammar ends it (finish "stop", EOS allowed once it is complete)."""
+    import json
+
+    import jsonschema
+
+    for k in range(3):
+        text, ids, deltas = await collect(engine, req(f"s{k}", "the a of", max_tokens=200, temperature=temperature,
+                                                      seed=k, json_schema=SCHEMA))
+        jsonschema.validate(json.loads(text), SCHEMA)
+        assert deltas[-1].finish_reason == "stop"
+
+
+async def test_json_object_output_is_an_object_and_a_bad_schema_is_refused(engine):
+    import json
+
+    text, _, deltas = await collect(engine, req("o", "the a of", max_tokens=64, json_object=True))
+    assert text.lstrip().startswith("{")
+    if deltas[-1].finish_reason == "stop":  # ended by the grammar (else cut at max_tokens, as at OpenAI)
+        assert isinstance(json.loads(text), dict)
+    with pytest.raises(InvalidRequestError) as e:
+        await collect(engine, req("bad", "x", max_tokens=4, json_schema={"type": "wat"}))
+    assert e.value.param == "response_format" and "grammar" in str(e.value)
+    assert engine.stats().running == 0

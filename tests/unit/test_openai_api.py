@@ -70,7 +70,6 @@ def test_range_errors_keep_their_message():
 
 # -- never silent (issue 17): every OpenAI parameter is honoured, has no effect on the output, or is refused ---
 @pytest.mark.parametrize("cls, key, value", [
-    (ChatRequest, "response_format", {"type": "json_object"}),
     (ChatRequest, "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
     (ChatRequest, "tool_choice", "required"),
     (ChatRequest, "logprobs", True),
@@ -96,7 +95,7 @@ def test_a_parameter_rayhet_does_not_honour_is_refused_naming_it(cls, key, value
 
 
 @pytest.mark.parametrize("cls, key, value", [
-    (ChatRequest, "response_format", {"type": "text"}), (ChatRequest, "tools", []),
+    (ChatRequest, "tools", []),
     (ChatRequest, "tool_choice", "none"), (ChatRequest, "logprobs", False), (ChatRequest, "top_logprobs", 0),
     (ChatRequest, "store", False), (ChatRequest, "modalities", ["text"]), (ChatRequest, "parallel_tool_calls", False),
     (ChatRequest, "logit_bias", {}), (ChatRequest, "metadata", {"team": "a"}), (ChatRequest, "user", "u1"),
@@ -144,3 +143,20 @@ def test_the_readme_table_is_the_code_table():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert openai_api.parameters_markdown() in readme
+
+
+def test_response_format_becomes_the_engines_constraint():
+    chat = lambda rf: parse_request(ChatRequest, {**BASE[ChatRequest], "response_format": rf})  # noqa: E731
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert chat({"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}
+                ).response_format.sampling() == {"json_schema": schema}
+    assert chat({"type": "json_schema", "json_schema": {"name": "x"}}).response_format.sampling() == \
+        {"json_schema": {"type": "object"}}
+    assert chat({"type": "json_object"}).response_format.sampling() == {"json_object": True}
+    assert chat({"type": "text"}).response_format.sampling() == {}
+    for bad, param in (({"type": "xml"}, "response_format.type"), ({"type": "json_schema"}, "response_format"),
+                       ({"type": "json_schema", "json_schema": {"schema": schema}}, "response_format.json_schema.name"),
+                       ("json", "response_format")):
+        with pytest.raises(APIError) as e:
+            chat(bad)
+        assert e.value.status == 400 and e.value.param == param, (bad, e.value.param, e.value.message)

@@ -65,7 +65,10 @@ def test_sampling_kwargs_translate_every_field():
                   "skip_special_tokens": True, "seed": 3, "stop": ["\n"], "presence_penalty": 0.5,
                   "frequency_penalty": -1.0}
     kw = ve.sampling_kwargs(SamplingParams())
-    assert "seed" not in kw and "stop" not in kw and kw["ignore_eos"] is False
+    assert "seed" not in kw and "stop" not in kw and kw["ignore_eos"] is False and "structured_outputs" not in kw
+    schema = {"type": "object"}
+    assert ve.sampling_kwargs(SamplingParams(json_schema=schema))["structured_outputs"] == {"json": schema}
+    assert ve.sampling_kwargs(SamplingParams(json_object=True))["structured_outputs"] == {"json_object": True}
 
 
 def test_check_fits():
