@@ -202,6 +202,8 @@ class ServerConfig(_Strict):
         None, description="Environment variable (read in the ingress replica) holding comma-separated API keys."
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted (413 above).")
+    max_n: int = Field(8, ge=1, le=128, description="Largest `n` (choices per request) accepted; each choice is "
+                       "one generation, routed and admitted as a request of its own (400 above).")
     ingress_replicas: int = Field(1, ge=1, description="Ingress replicas.")
     ingress_max_ongoing_requests: int = Field(
         1000, ge=1, description="Concurrent requests per ingress replica. Beyond it (plus "

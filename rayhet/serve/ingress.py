@@ -45,6 +45,7 @@ from rayhet.serve.openai_api import (
     models_body,
     new_id,
     parse_request,
+    choices_body,
     response_body,
     usage_body,
     usage_chunk,
@@ -204,6 +205,11 @@ class Ingress:
                 sampling.validate()
             except InvalidRequestError as e:
                 raise APIError(400, str(e), param=e.param) from None
+            if req.n > self.config.server.max_n:
+                raise APIError(400, f"n={req.n} is above this server's limit of {self.config.server.max_n} "
+                               "(server.max_n)", param="n")
+            if req.n > 1:
+                return await self._several(kind, req, ids, sampling, max_tokens, t0)
             route = self.dispatch.route(len(ids), max_tokens)
             if not route.pools:
                 raise APIError(400, route.reason, param="max_tokens", code="context_length_exceeded")
@@ -224,6 +230,112 @@ class Ingress:
         continuous = include_usage and bool((req.stream_options or {}).get("continuous_usage_stats"))
         return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage, continuous),
                                  media_type="text/event-stream", headers={POOL_HEADER: attempt.pool})
+
+    async def _several(self, kind: str, req: Any, ids: list[int], sampling: SamplingParams, max_tokens: int,
+                       t0: float):
+        """n > 1: n generations, each routed, admitted and spilled as a request of its own (each loads a
+        pool as one request does), answered as one reply with choices 0..n-1; usage as OpenAI counts it
+        (the prompt once, every choice's completion tokens). A given seed becomes seed + i for choice i, so
+        choices differ and the whole reply is reproducible. Refused as a whole if any choice is refused."""
+        import dataclasses
+
+        routes = [self.dispatch.route(len(ids), max_tokens) for _ in range(req.n)]
+        if not routes[0].pools:
+            raise APIError(400, routes[0].reason, param="max_tokens", code="context_length_exceeded")
+        gens = [GenerationRequest(request_id=uuid.uuid4().hex, prompt_token_ids=ids, arrival_time=t0,
+                                  sampling=dataclasses.replace(sampling, seed=None if sampling.seed is None
+                                                               else sampling.seed + i)) for i in range(req.n)]
+        tries = [asyncio.ensure_future(self.sender.first_answer(r, g, t0, stream=bool(req.stream)))
+                 for r, g in zip(routes, gens)]
+        try:
+            attempts = await asyncio.gather(*tries)
+        except BaseException:
+            for t in tries:  # the others: stop waiting, and give back what they hold
+                t.cancel()
+            for t in tries:
+                if t.done() and not t.cancelled() and t.exception() is None:
+                    t.result().ticket.release()
+                    cancel_quietly(t.result().stream)
+            raise
+        rid = new_id(kind)
+        if req.stream:
+            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(self._sse_several(kind, rid, routes, attempts, max_tokens, t0, include_usage),
+                                     media_type="text/event-stream",
+                                     headers={POOL_HEADER: ",".join(a.pool for a in attempts)})
+        outs, n_out = [], 0
+        for route, attempt in zip(routes, attempts):
+            attempt.ticket.release()
+            res = attempt.first
+            k = res.usage.completion_tokens if res.usage else len(res.token_ids)
+            n_out += k
+            self._succeeded(attempt.pool, route, k, max_tokens,
+                            max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s)), res.decode_s)
+            outs.append((res.text, res.finish_reason))
+        prompt = attempts[0].first.usage.prompt_tokens if attempts[0].first.usage else len(ids)
+        return _json(200, choices_body(kind, rid, self.model_id, outs, usage_body(prompt, n_out)),
+                     {POOL_HEADER: ",".join(a.pool for a in attempts)})
+
+    async def _sse_several(self, kind, rid, routes, attempts, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
+        """The stream of n > 1 choices: each choice's deltas as they come, with its index (OpenAI interleaves
+        them the same way); one usage chunk at the end. Kept apart from `_sse` so that n = 1 stays one loop."""
+        queue: asyncio.Queue = asyncio.Queue()
+        n_out = [0] * len(attempts)
+        done = [False] * len(attempts)
+
+        async def pump(i: int, attempt: Attempt) -> None:
+            try:
+                async for d in self._deltas(attempt):
+                    await queue.put((i, d))
+                await queue.put((i, None))
+            except Exception as e:  # noqa: BLE001 - reported in-band below
+                await queue.put((i, e))
+
+        pumps = [asyncio.ensure_future(pump(i, a)) for i, a in enumerate(attempts)]
+        first = [True] * len(attempts)
+        failed = None
+        try:
+            while not all(done) and failed is None:
+                i, d = await queue.get()
+                if d is None:
+                    done[i] = True
+                    continue
+                if isinstance(d, Exception):
+                    failed = (i, d)
+                    break
+                n_out[i] += len(d.token_ids)
+                if d.finish_reason is not None and d.usage:
+                    n_out[i] = d.usage.completion_tokens
+                if d.text or first[i] or d.finish_reason is not None:
+                    body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, first=first[i],
+                                      include_usage=include_usage, index=i)
+                    yield b"data: " + json.dumps(body).encode() + b"\n\n"
+                    first[i] = False
+            if failed is not None:
+                i, e = failed
+                log.warning("rayhet ingress: pool %s failed mid-stream: %s", attempts[i].pool, type(e).__name__)
+                err = APIError(500, f"the generation of choice {i} failed after {n_out[i]} tokens: pool "
+                               f"{attempts[i].pool} {'lost its replica' if classify(e) is Failure.LOST else 'failed'}",
+                               "internal_error").body()
+                yield b"data: " + json.dumps(err).encode() + b"\n\n"
+            elif include_usage:
+                usage = usage_body(routes[0].input_tokens, sum(n_out))
+                yield b"data: " + json.dumps(usage_chunk(kind, rid, self.model_id, usage)).encode() + b"\n\n"
+        finally:
+            for p in pumps:
+                p.cancel()
+            for i, (route, attempt) in enumerate(zip(routes, attempts)):
+                attempt.ticket.release()
+                if done[i]:
+                    self._succeeded(attempt.pool, route, n_out[i], max_tokens, attempt.t_first - t0,
+                                    time.monotonic() - attempt.t_first)
+                else:
+                    cancel_quietly(attempt.stream)
+                    if failed is not None and failed[0] == i:
+                        self.dispatch.failed_midway(attempt.pool)
+                    else:
+                        self.dispatch.cancelled(attempt.pool)
+        yield b"data: [DONE]\n\n"
 
     def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
         if kind == "completion":

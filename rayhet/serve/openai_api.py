@@ -67,7 +67,7 @@ class _Common(BaseModel):
     stream_options: dict[str, Any] | None = None
     stop: StrictStr | list[StrictStr] | None = None
     seed: StrictInt | None = None
-    n: StrictInt = Field(1, ge=1, le=1, description="Only n=1 is supported.")
+    n: StrictInt = Field(1, ge=1, description="Choices to generate (up to the server's server.max_n).")
     presence_penalty: Number = Field(0.0, description="-2..2: lowers a token's logit once it has appeared in the output.")
     frequency_penalty: Number = Field(0.0, description="-2..2: lowers a token's logit by how often it appeared in the output.")
     user: StrictStr | None = None
@@ -157,11 +157,12 @@ _BOTH = ("model", "stream", "stream_options", "temperature", "top_p", "seed", "s
          "frequency_penalty", "max_tokens")
 PARAMETERS: dict[str, dict[str, str]] = {
     "completions": {
-        **{k: HONOURED for k in (*_BOTH, "prompt")}, "n": "honoured for n = 1; 400 above", "user": NO_EFFECT,
+        **{k: HONOURED for k in (*_BOTH, "prompt")}, "n": "honoured up to `server.max_n` (8); 400 above", "user": NO_EFFECT,
         **{k: REFUSED for k in ("best_of", "echo", "logit_bias", "logprobs", "suffix")},
     },
     "chat.completions": {
-        **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens", "response_format")}, "n": "honoured for n = 1; 400 above",
+        **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens", "response_format")},
+        "n": "honoured up to `server.max_n` (8); 400 above",
         **{k: NO_EFFECT for k in ("user", "metadata", "prompt_cache_key", "safety_identifier", "service_tier",
                                   "parallel_tool_calls")},  # (no tools are run, so none in parallel)
         **{k: REFUSED for k in ("audio", "function_call", "functions", "logit_bias", "logprobs", "modalities",
@@ -418,24 +419,29 @@ def usage_body(prompt_tokens: int, completion_tokens: int) -> dict:
 
 
 def response_body(kind: str, rid: str, model: str, text: str, finish: str | None, usage: dict) -> dict:
+    return choices_body(kind, rid, model, [(text, finish)], usage)
+
+
+def choices_body(kind: str, rid: str, model: str, outs: list[tuple[str, str | None]], usage: dict) -> dict:
+    """A whole (non-streamed) reply with one choice per (text, finish_reason), indexed in order (n > 1)."""
     created = int(time.time())
     if kind == "completion":
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": f} for i, (t, f) in enumerate(outs)]
         return {"id": rid, "object": "text_completion", "created": created, "model": model,
-                "choices": [choice], "usage": usage}
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-              "finish_reason": finish}
+                "choices": choices, "usage": usage}
+    choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None, "finish_reason": f}
+               for i, (t, f) in enumerate(outs)]
     return {"id": rid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [choice], "usage": usage}
+            "choices": choices, "usage": usage}
 
 
 def chunk_body(kind: str, rid: str, model: str, text: str | None, finish: str | None = None, first: bool = False,
-               include_usage: bool = False, usage: dict | None = None) -> dict:
+               include_usage: bool = False, usage: dict | None = None, index: int = 0) -> dict:
     """One stream chunk. As OpenAI (and vLLM): with `stream_options.include_usage` every chunk has a `usage`
     field, null except on the last one, which has `choices: []` (`usage_chunk`); without it, none has one."""
     created = int(time.time())
     if kind == "completion":
-        choices = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
+        choices = [{"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}]
         body = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices}
     else:
         delta: dict = {}
@@ -443,7 +449,7 @@ def chunk_body(kind: str, rid: str, model: str, text: str | None, finish: str | 
             delta["role"] = "assistant"
         if text:
             delta["content"] = text
-        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        choices = [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]
         body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
     if include_usage:
         body["usage"] = usage

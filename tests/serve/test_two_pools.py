@@ -3,6 +3,7 @@ client, and bad requests."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,34 @@ def test_official_client_gets_400_naming_what_rayhet_does_not_do(client):
     assert r.choices[0].message.content is not None and r.usage.completion_tokens >= 1
 
 
+def test_n_choices_with_usage_counted_as_openai_does(client, two_pools):
+    """n > 1 (issue 17): n generations, choices 0..n-1, the prompt counted once and every choice's tokens;
+    a seed gives choice i the seed + i (different choices, the same reply again)."""
+    import httpx
+
+    r = client.completions.create(model="rayhet-tiny", prompt="Once upon a time", max_tokens=5, n=3, seed=7,
+                                  temperature=1.0, extra_body={"ignore_eos": True})
+    assert [c.index for c in r.choices] == [0, 1, 2] and all(c.finish_reason == "length" for c in r.choices)
+    one = client.completions.create(model="rayhet-tiny", prompt="Once upon a time", max_tokens=5)
+    assert r.usage.prompt_tokens == one.usage.prompt_tokens and r.usage.completion_tokens == 15
+    assert len({c.text for c in r.choices}) > 1
+    again = client.completions.create(model="rayhet-tiny", prompt="Once upon a time", max_tokens=5, n=3, seed=7,
+                                      temperature=1.0, extra_body={"ignore_eos": True})
+    assert [c.text for c in again.choices] == [c.text for c in r.choices]
+    # streamed chat: each choice's deltas carry its index, each ends, one usage chunk with the total
+    body = {"model": "rayhet-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "n": 2,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{two_pools}/v1/chat/completions", json=body, timeout=60) as resp:
+        assert resp.status_code == 200
+        lines = [ln[6:] for ln in resp.iter_lines() if ln.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(ln) for ln in lines[:-1]]
+    finishes = {c["choices"][0]["index"]: c["choices"][0]["finish_reason"] for c in chunks
+                if c["choices"] and c["choices"][0]["finish_reason"]}
+    assert finishes == {0: "length", 1: "length"}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 8
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_structured_output_through_the_app_validates_against_its_schema(client, stream):
     """response_format json_schema with the official client, streamed and not: the content is JSON of the
@@ -187,7 +216,8 @@ def test_stream_usage_chunks_as_openai_sends_them(two_pools, include_usage):
     (b'{"model": "rayhet-tiny", "prompt": 12}', 400, "prompt"),
     (b'{"model": "rayhet-tiny"}', 400, "prompt"),
     (b'{"model": "gpt-9", "prompt": "hi"}', 404, "model"),
-    (b'{"model": "rayhet-tiny", "prompt": "hi", "n": 3}', 400, "n"),
+    (b'{"model": "rayhet-tiny", "prompt": "hi", "n": 9}', 400, "n"),  # server.max_n is 8
+    (b'{"model": "rayhet-tiny", "prompt": "hi", "n": 0}', 400, "n"),
 ])
 def test_bad_completion_requests_get_4xx(two_pools, body, status, param):
     import httpx
