@@ -33,6 +33,20 @@ class EngineOverloadedError(EngineError):
 
 
 @dataclass
+class TokenLogprob:
+    """A generated token's log-probability under the model (before temperature, penalties and constraints, as
+    vLLM reports by default), with the most likely tokens at that step in `top` (theirs empty)."""
+
+    token: str  # its text (a token that is part of a UTF-8 character shows replacement characters; see bytes)
+    bytes: list[int]
+    logprob: float
+    top: list["TokenLogprob"] = field(default_factory=list)
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound on top_logprobs (chat)
+
+
+@dataclass
 class SamplingParams:
     """Per-request sampling settings (OpenAI names)."""
 
@@ -47,6 +61,7 @@ class SamplingParams:
     # each engine constrains its sampling to it (llama.cpp: a grammar from the schema; vLLM: structured outputs)
     json_object: bool = False
     json_schema: dict | None = None
+    logprobs: int | None = None  # None: none; k >= 0: each generated token's logprob and the k most likely
     ignore_eos: bool = False  # keep generating past EOS: profiling needs exact output lengths
 
     def validate(self) -> "SamplingParams":
@@ -63,6 +78,10 @@ class SamplingParams:
                 raise InvalidRequestError(f"{name} must be in [-2, 2], got {v!r}", name)
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise InvalidRequestError(f"seed must be an integer, got {self.seed!r}", "seed")
+        if self.logprobs is not None and (not isinstance(self.logprobs, int) or isinstance(self.logprobs, bool)
+                                          or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS):
+            raise InvalidRequestError(f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], "
+                                      f"got {self.logprobs!r}", "top_logprobs")
         if self.json_schema is not None and not isinstance(self.json_schema, dict):
             raise InvalidRequestError("response_format.json_schema.schema must be a JSON object",
                                       "response_format.json_schema.schema")
@@ -139,6 +158,7 @@ class GenerationDelta:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     first_token_time: float | None = None  # time.monotonic() of the first output token; set once known
+    logprobs: list[TokenLogprob] | None = None  # one per token id, when the request asked for them
 
 
 @dataclass

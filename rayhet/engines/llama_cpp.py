@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rayhet.perf import attention_pairs, micro_batches, pass_features
 from rayhet.engines.base import (
     EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest, InvalidRequestError,
-    SamplingParams, Usage, check_fits, check_one_prompt, check_token_ids,
+    SamplingParams, TokenLogprob, Usage, check_fits, check_one_prompt, check_token_ids,
 )
 from rayhet.engines.llama_cpp_calls import GilHeld, load_chat_template, token_piece, tokenize_text
 from rayhet.engines.text import StreamText
@@ -416,7 +416,10 @@ class LlamaCppEngine:
         now = time.monotonic()
         deltas = []
         for idx, s in outputs:
-            deltas.append(self._next(s, self._held.llama_sampler_sample(s.sampler, self._ctx, idx), now))
+            token = self._held.llama_sampler_sample(s.sampler, self._ctx, idx)
+            lp = self._logprobs(idx, token, s.req.sampling.logprobs) if s.req.sampling.logprobs is not None else None
+            deltas.append(self._next(s, token, now))
+            deltas[-1].logprobs = lp
             if s.done:  # free the slot before the last delta goes out: a client never sees it still held
                 self._release(s, running, free)
         with self._cv:
@@ -427,6 +430,25 @@ class LlamaCppEngine:
         _send_all([s for _, s in outputs], deltas)
         passes = (0, 0) if self.settings.kv_unified else pass_features(micro_batches(sorted(take.items()), budget))
         return n - len(decoding), pairs, len(decoding), context, *passes
+
+    def _logprobs(self, idx: int, token: int, k: int) -> list[TokenLogprob]:
+        """The sampled token's logprob and the k most likely, from the raw logits of batch row `idx` (the step
+        thread, before the next decode overwrites them)."""
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._ctx, idx), shape=(self.n_vocab,))
+        m = float(logits.max())
+        lse = m + float(np.log(np.exp(logits - m).sum()))
+
+        def entry(t: int) -> TokenLogprob:
+            raw = token_piece(self._held, self._vocab, int(t))
+            return TokenLogprob(raw.decode("utf-8", errors="replace"), list(raw), float(logits[t]) - lse)
+
+        out = entry(token)
+        if k:
+            best = np.argpartition(-logits, k - 1)[:k] if k < self.n_vocab else np.arange(self.n_vocab)
+            out.top = [entry(t) for t in sorted(best.tolist(), key=lambda t: -logits[t])]
+        return [out]
 
     @staticmethod
     def _put(b, n: int, token: int, pos: int, seq_id: int, logits: bool) -> int:

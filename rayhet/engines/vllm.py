@@ -19,6 +19,7 @@ from rayhet.engines.base import (
     GenerationRequest,
     InvalidRequestError,
     SamplingParams,
+    TokenLogprob,
     Usage,
     check_fits,
     check_one_prompt,
@@ -105,6 +106,8 @@ def sampling_kwargs(s: SamplingParams) -> dict[str, Any]:
         kw["seed"] = s.seed
     if s.stop:
         kw["stop"] = list(s.stop)
+    if s.logprobs is not None:
+        kw["logprobs"] = s.logprobs
     if s.json_schema is not None or s.json_object:  # made a vllm StructuredOutputsParams by the engine
         kw["structured_outputs"] = {"json": s.json_schema} if s.json_schema is not None else {"json_object": True}
     return kw
@@ -128,8 +131,9 @@ class DeltaBuilder:
     engine's process on this machine: the same clock).
     """
 
-    def __init__(self, prompt_tokens: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, prompt_tokens: int, clock: Callable[[], float] = time.monotonic, top_logprobs: int | None = None):
         self.prompt_tokens = prompt_tokens
+        self.top_logprobs = top_logprobs  # as the request asked (None: no logprobs)
         self.completion_tokens = 0
         self.first_token_time: float | None = None
         self.finished = False
@@ -151,11 +155,25 @@ class DeltaBuilder:
         if not ids and not text and not done:
             return None
         delta = GenerationDelta(text=text, token_ids=ids, first_token_time=self.first_token_time)
+        if self.top_logprobs is not None and comp is not None and comp.logprobs is not None:
+            delta.logprobs = [_token_logprob(t, step, self.top_logprobs) for t, step in zip(ids, comp.logprobs)]
         if done:
             self.finished = True
             delta.finish_reason = finish_reason_of(comp.finish_reason if comp is not None else None)
             delta.usage = Usage(self.prompt_tokens, self.completion_tokens)
         return delta
+
+
+def _token_logprob(token: int, step: dict, k: int) -> TokenLogprob:
+    """One position of vLLM's logprobs ({token id: Logprob(logprob, rank, decoded_token)}: the sampled token
+    and the k most likely) as ours."""
+    def entry(t: int, lp: Any) -> TokenLogprob:
+        text = lp.decoded_token or ""
+        return TokenLogprob(text, list(text.encode("utf-8")), float(lp.logprob))
+
+    out = entry(token, step[token])
+    out.top = [entry(t, lp) for t, lp in sorted(step.items(), key=lambda kv: -kv[1].logprob)[:k]]
+    return out
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -352,7 +370,7 @@ class VllmEngine:
         # vLLM refuses a request id that is still running: a retried client id must not collide.
         rid = f"{request.request_id}-{next(self._ids)}"
         stream = self._llm.generate({"prompt_token_ids": ids}, params, rid)
-        build = DeltaBuilder(len(ids))
+        build = DeltaBuilder(len(ids), top_logprobs=s.logprobs)
         self._inflight += 1
         self._stats.requests_total += 1
         self._stats.prompt_tokens_total += len(ids)

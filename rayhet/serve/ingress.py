@@ -46,7 +46,7 @@ from rayhet.serve.openai_api import (
     new_id,
     parse_request,
     choices_body,
-    response_body,
+    logprobs_body,
     usage_body,
     usage_chunk,
 )
@@ -199,6 +199,7 @@ class Ingress:
                                       top_p=float(req.top_p), seed=req.seed, stop=req.stop_list(),
                                       presence_penalty=float(req.presence_penalty),
                                       frequency_penalty=float(req.frequency_penalty), ignore_eos=req.ignore_eos,
+                                      logprobs=req.logprobs_k(),
                                       **(req.response_format.sampling() if getattr(req, "response_format", None)
                                          else {}))
             try:
@@ -271,7 +272,7 @@ class Ingress:
             n_out += k
             self._succeeded(attempt.pool, route, k, max_tokens,
                             max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s)), res.decode_s)
-            outs.append((res.text, res.finish_reason))
+            outs.append((res.text, res.finish_reason, logprobs_body(kind, res.logprobs)))
         prompt = attempts[0].first.usage.prompt_tokens if attempts[0].first.usage else len(ids)
         return _json(200, choices_body(kind, rid, self.model_id, outs, usage_body(prompt, n_out)),
                      {POOL_HEADER: ",".join(a.pool for a in attempts)})
@@ -293,6 +294,7 @@ class Ingress:
 
         pumps = [asyncio.ensure_future(pump(i, a)) for i, a in enumerate(attempts)]
         first = [True] * len(attempts)
+        offset = [0] * len(attempts)
         failed = None
         try:
             while not all(done) and failed is None:
@@ -306,9 +308,11 @@ class Ingress:
                 n_out[i] += len(d.token_ids)
                 if d.finish_reason is not None and d.usage:
                     n_out[i] = d.usage.completion_tokens
-                if d.text or first[i] or d.finish_reason is not None:
+                if d.text or first[i] or d.finish_reason is not None or d.logprobs:
                     body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, first=first[i],
-                                      include_usage=include_usage, index=i)
+                                      include_usage=include_usage, index=i,
+                                      logprobs=logprobs_body(kind, d.logprobs, offset[i]))
+                    offset[i] += sum(len(lp.token) for lp in d.logprobs or [])
                     yield b"data: " + json.dumps(body).encode() + b"\n\n"
                     first[i] = False
             if failed is not None:
@@ -367,7 +371,8 @@ class Ingress:
         ttft = max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s))
         self._succeeded(pool, route, n_out, max_tokens, ttft, res.decode_s)
         u = usage_body(res.usage.prompt_tokens if res.usage else route.input_tokens, n_out)
-        return _json(200, response_body(kind, new_id(kind), self.model_id, res.text, res.finish_reason, u),
+        return _json(200, choices_body(kind, new_id(kind), self.model_id,
+                                       [(res.text, res.finish_reason, logprobs_body(kind, res.logprobs))], u),
                      {POOL_HEADER: pool})
 
     async def _deltas(self, attempt: Attempt) -> AsyncIterator[Any]:
@@ -380,7 +385,7 @@ class Ingress:
 
     async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage,
                    continuous: bool = False) -> AsyncIterator[bytes]:
-        n_out, first, ok, usage = 0, True, False, None
+        n_out, first, ok, usage, offset = 0, True, False, None, 0
         try:
             async for d in self._deltas(attempt):
                 n_out += len(d.token_ids)
@@ -388,11 +393,13 @@ class Ingress:
                     u = d.usage
                     n_out = u.completion_tokens if u else n_out
                     usage = usage_body(u.prompt_tokens if u else route.input_tokens, n_out)
-                if d.text or first or d.finish_reason is not None:
+                if d.text or first or d.finish_reason is not None or d.logprobs:
                     # vLLM's continuous_usage_stats: every chunk's usage says how many tokens came so far
                     running = usage_body(route.input_tokens, n_out) if continuous else None
                     body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, first=first,
-                                      include_usage=include_usage, usage=running)
+                                      include_usage=include_usage, usage=running,
+                                      logprobs=logprobs_body(kind, d.logprobs, offset))
+                    offset += sum(len(lp.token) for lp in d.logprobs or [])
                     yield b"data: " + json.dumps(body).encode() + b"\n\n"
                     first = False
             if usage is not None and include_usage:

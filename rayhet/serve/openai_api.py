@@ -79,10 +79,14 @@ class _Common(BaseModel):
 
 class CompletionRequest(_Common):
     endpoint: ClassVar[str] = "completions"
+
+    def logprobs_k(self) -> int | None:
+        return self.logprobs
     prompt: StrictStr | list[StrictInt] | list[StrictStr]
     max_tokens: StrictInt | None = Field(16, ge=1)
     echo: StrictBool = Field(False, description="Not supported (must be false: refuse_unsupported).")
-    logprobs: StrictInt | None = Field(None, description="Not supported (must be null: refuse_unsupported).")
+    logprobs: StrictInt | None = Field(None, ge=0, le=5, description="Return each token's logprob and the "
+                                       "`logprobs` most likely tokens at each position (OpenAI's limit: 5).")
     suffix: StrictStr | None = None
 
 
@@ -143,8 +147,20 @@ class ChatRequest(_Common):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
-    logprobs: StrictBool | None = Field(None, description="Not supported.")
+    logprobs: StrictBool | None = Field(None, description="Return each output token's logprob.")
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20, description="With logprobs: the most likely tokens "
+                                           "at each position, this many (0-20).")
     response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> "ChatRequest":
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def logprobs_k(self) -> int | None:
+        """SamplingParams.logprobs: None, or how many alternatives each position carries."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 # -- every parameter OpenAI's API defines for the two endpoints, and what rayhet does with it ------------------
@@ -158,31 +174,32 @@ _BOTH = ("model", "stream", "stream_options", "temperature", "top_p", "seed", "s
 PARAMETERS: dict[str, dict[str, str]] = {
     "completions": {
         **{k: HONOURED for k in (*_BOTH, "prompt")}, "n": "honoured up to `server.max_n` (8); 400 above", "user": NO_EFFECT,
-        **{k: REFUSED for k in ("best_of", "echo", "logit_bias", "logprobs", "suffix")},
+        "logprobs": HONOURED,
+        **{k: REFUSED for k in ("best_of", "echo", "logit_bias", "suffix")},
     },
     "chat.completions": {
-        **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens", "response_format")},
+        **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens", "response_format", "logprobs",
+                                 "top_logprobs")},
         "n": "honoured up to `server.max_n` (8); 400 above",
         **{k: NO_EFFECT for k in ("user", "metadata", "prompt_cache_key", "safety_identifier", "service_tier",
                                   "parallel_tool_calls")},  # (no tools are run, so none in parallel)
-        **{k: REFUSED for k in ("audio", "function_call", "functions", "logit_bias", "logprobs", "modalities",
+        **{k: REFUSED for k in ("audio", "function_call", "functions", "logit_bias", "modalities",
                                 "prediction", "reasoning_effort", "store",
-                                "tool_choice", "tools", "top_logprobs", "verbosity", "web_search_options")},
+                                "tool_choice", "tools", "verbosity", "web_search_options")},
     },
 }
 EXTENSIONS = {"ignore_eos"}  # rayhet's (and vLLM's) own: not OpenAI's, not logged as unknown
 NEUTRAL: dict[str, Any] = {  # the values of a refused parameter that ask for nothing (null is one for all)
     "best_of": lambda v: v == 1, "echo": lambda v: v is False, "logit_bias": lambda v: v == {},
-    "logprobs": lambda v: v is False, "suffix": lambda v: v == "", "functions": lambda v: v == [],
+"suffix": lambda v: v == "", "functions": lambda v: v == [],
     "function_call": lambda v: v == "none", "modalities": lambda v: v == ["text"],
     "store": lambda v: v is False,
     "tool_choice": lambda v: v in ("none", "auto"), "tools": lambda v: v == [],
-    "top_logprobs": lambda v: v == 0,
 }
-_NO_OPS = {"best_of": "1", "echo": "false", "logit_bias": "{}", "logprobs": "false", "suffix": '""',
+_NO_OPS = {"best_of": "1", "echo": "false", "logit_bias": "{}", "suffix": '""',
            "functions": "[]", "function_call": '"none"', "modalities": '["text"]',
            "store": "false", "tool_choice": '"none", "auto" (no tools)',
-           "tools": "[]", "top_logprobs": "0"}
+           "tools": "[]"}
 _unknown_logged: set[str] = set()
 
 
@@ -196,7 +213,7 @@ def parameters_markdown() -> str:
         if kind is None:
             return "-"
         if kind == REFUSED:
-            no_op = _NO_OPS.get(key) if (endpoint, key) != ("completions", "logprobs") else None  # an integer there
+            no_op = _NO_OPS.get(key)
             return "400 unless null" + (f" or {no_op}" if no_op else "")
         return kind
     for key in sorted(set(PARAMETERS["completions"]) | set(PARAMETERS["chat.completions"])):
@@ -422,26 +439,46 @@ def response_body(kind: str, rid: str, model: str, text: str, finish: str | None
     return choices_body(kind, rid, model, [(text, finish)], usage)
 
 
-def choices_body(kind: str, rid: str, model: str, outs: list[tuple[str, str | None]], usage: dict) -> dict:
-    """A whole (non-streamed) reply with one choice per (text, finish_reason), indexed in order (n > 1)."""
-    created = int(time.time())
+def logprobs_body(kind: str, lps: list | None, offset: int = 0) -> dict | None:
+    """OpenAI's logprobs object for these tokens (TokenLogprob), or None when none were asked for. Chat:
+    `content`, one entry per token with its `top_logprobs`; completions: the legacy parallel lists, with
+    `text_offset` counted from `offset` (the characters of the choice's text before these tokens)."""
+    if lps is None:
+        return None
     if kind == "completion":
-        choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": f} for i, (t, f) in enumerate(outs)]
+        offsets, at = [], offset
+        for lp in lps:
+            offsets.append(at)
+            at += len(lp.token)
+        return {"tokens": [lp.token for lp in lps], "token_logprobs": [lp.logprob for lp in lps],
+                "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in lps], "text_offset": offsets}
+    entry = lambda t: {"token": t.token, "logprob": t.logprob, "bytes": t.bytes}  # noqa: E731
+    return {"content": [{**entry(lp), "top_logprobs": [entry(t) for t in lp.top]} for lp in lps], "refusal": None}
+
+
+def choices_body(kind: str, rid: str, model: str, outs: list[tuple], usage: dict) -> dict:
+    """A whole (non-streamed) reply with one choice per (text, finish_reason[, logprobs object]), indexed in
+    order (n > 1)."""
+    created = int(time.time())
+    outs = [(o[0], o[1], o[2] if len(o) > 2 else None) for o in outs]
+    if kind == "completion":
+        choices = [{"index": i, "text": t, "logprobs": lp, "finish_reason": f} for i, (t, f, lp) in enumerate(outs)]
         return {"id": rid, "object": "text_completion", "created": created, "model": model,
                 "choices": choices, "usage": usage}
-    choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None, "finish_reason": f}
-               for i, (t, f) in enumerate(outs)]
+    choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": lp, "finish_reason": f}
+               for i, (t, f, lp) in enumerate(outs)]
     return {"id": rid, "object": "chat.completion", "created": created, "model": model,
             "choices": choices, "usage": usage}
 
 
 def chunk_body(kind: str, rid: str, model: str, text: str | None, finish: str | None = None, first: bool = False,
-               include_usage: bool = False, usage: dict | None = None, index: int = 0) -> dict:
+               include_usage: bool = False, usage: dict | None = None, index: int = 0,
+               logprobs: dict | None = None) -> dict:
     """One stream chunk. As OpenAI (and vLLM): with `stream_options.include_usage` every chunk has a `usage`
     field, null except on the last one, which has `choices: []` (`usage_chunk`); without it, none has one."""
     created = int(time.time())
     if kind == "completion":
-        choices = [{"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}]
+        choices = [{"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}]
         body = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices}
     else:
         delta: dict = {}
@@ -449,7 +486,7 @@ def chunk_body(kind: str, rid: str, model: str, text: str | None, finish: str | 
             delta["role"] = "assistant"
         if text:
             delta["content"] = text
-        choices = [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        choices = [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]
         body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
     if include_usage:
         body["usage"] = usage

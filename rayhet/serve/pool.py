@@ -46,6 +46,7 @@ class Completion:
     ttft_s: float
     decode_s: float
     total_s: float
+    logprobs: list | None = None  # TokenLogprob per token, when asked for
 
 
 def merge(deltas: list[GenerationDelta]) -> GenerationDelta:
@@ -54,8 +55,10 @@ def merge(deltas: list[GenerationDelta]) -> GenerationDelta:
         return deltas[0]
     last = deltas[-1]
     first_time = next((d.first_token_time for d in deltas if d.first_token_time is not None), None)
+    lps = [lp for d in deltas for lp in (d.logprobs or [])]
     return GenerationDelta(text="".join(d.text for d in deltas), token_ids=[t for d in deltas for t in d.token_ids],
-                           finish_reason=last.finish_reason, usage=last.usage, first_token_time=first_time)
+                           finish_reason=last.finish_reason, usage=last.usage, first_token_time=first_time,
+                           logprobs=lps if any(d.logprobs is not None for d in deltas) else None)
 
 
 def resolve_model_path(settings: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +92,7 @@ class PoolServer:
         t0 = time.monotonic()
         parts: list[str] = []
         ids: list[int] = []
+        lps: list | None = None
         finish, usage, t_first, t_last = None, None, None, t0
         try:
             # stream=False lets the engine skip intermediate outputs (vLLM: one final output)
@@ -99,6 +103,8 @@ class PoolServer:
                         t_first = d.first_token_time if d.first_token_time is not None else t_last
                     parts.append(d.text)
                     ids.extend(d.token_ids)
+                    if d.logprobs is not None:
+                        lps = (lps or []) + d.logprobs
                     if d.finish_reason is not None:
                         finish, usage = d.finish_reason, d.usage
         except asyncio.CancelledError:
@@ -115,7 +121,7 @@ class PoolServer:
         c["ok"] += 1
         t_first = t_last if t_first is None else t_first
         return Completion("".join(parts), ids, finish, usage, ttft_s=max(0.0, t_first - t0), decode_s=t_last - t_first,
-                          total_s=time.monotonic() - t0)
+                          total_s=time.monotonic() - t0, logprobs=lps)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Stream the engine's deltas (streaming handle call), coalesced: the engine runs ahead in a task while

@@ -111,7 +111,7 @@ def test_same_seed_same_tokens(loop, engine):
     assert run(1) != run(2)
 
 
-def test_structured_output_and_penalties(loop, engine):
+def test_structured_output_penalties_and_logprobs(loop, engine):
     """Issue 17 on vLLM: response_format json_schema through vLLM's structured outputs (valid JSON of the
     schema from a random-weight model), json_object, and the penalties accepted."""
     import json
@@ -130,6 +130,10 @@ def test_structured_output_and_penalties(loop, engine):
         "pen", prompt="hello", sampling=SamplingParams(max_tokens=8, ignore_eos=True, presence_penalty=1.5,
                                                        frequency_penalty=-0.5))))
     assert ds[-1].usage.completion_tokens == 8
+    ds = loop.run_until_complete(_collect(engine, GenerationRequest(
+        "lp", prompt="hello", sampling=SamplingParams(max_tokens=6, ignore_eos=True, temperature=0, logprobs=3))))
+    lps = [lp for d in ds for lp in d.logprobs]
+    assert len(lps) == 6 and all(len(lp.top) == 3 and lp.top[0].logprob == pytest.approx(lp.logprob) for lp in lps)
 
 
 def test_chat_and_token_prompts(loop, engine):

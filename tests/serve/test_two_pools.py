@@ -98,14 +98,14 @@ def test_official_client_gets_400_naming_what_rayhet_does_not_do(client):
 
     msgs = [{"role": "user", "content": "Give me JSON"}]
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
-    for kwargs, param in (({"tools": [tool]}, "tools"), ({"logprobs": True, "top_logprobs": 2}, "logprobs")):
+    for kwargs, param in (({"tools": [tool]}, "tools"), ({"tool_choice": "required"}, "tool_choice")):
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=4, **kwargs)
         assert e.value.status_code == 400 and e.value.body["param"] == param, e.value.body
         assert e.value.body["code"] == "unsupported_parameter"
     with pytest.raises(openai.BadRequestError) as e:
-        client.completions.create(model="rayhet-tiny", prompt="hi", max_tokens=4, logprobs=1, stream=True)
-    assert e.value.body["param"] == "logprobs"
+        client.completions.create(model="rayhet-tiny", prompt="hi", max_tokens=4, echo=True)
+    assert e.value.body["param"] == "echo"
     r = client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=4, presence_penalty=1.0,
                                        frequency_penalty=0.5, user="u1", metadata={"k": "v"}, tools=[],
                                        response_format={"type": "text"})
@@ -138,6 +138,30 @@ def test_n_choices_with_usage_counted_as_openai_does(client, two_pools):
                 if c["choices"] and c["choices"][0]["finish_reason"]}
     assert finishes == {0: "length", 1: "length"}
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 8
+
+
+def test_logprobs_with_the_official_client_streamed_and_not(client):
+    """logprobs (issue 17): chat content entries with top_logprobs, completions' parallel lists, streamed
+    and not, one entry per generated token; greedy takes the most likely token."""
+    msgs = [{"role": "user", "content": "hi"}]
+    r = client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=6, temperature=0,
+                                       logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True})
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens == 6
+    assert all(len(e.top_logprobs) == 3 and e.top_logprobs[0].logprob == pytest.approx(e.logprob) for e in content)
+    assert "".join(e.token for e in content) == r.choices[0].message.content
+    chunks = list(client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=6, temperature=0,
+                                                 logprobs=True, stream=True, extra_body={"ignore_eos": True}))
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in content]  # the same greedy tokens
+    c = client.completions.create(model="rayhet-tiny", prompt="Once upon", max_tokens=5, logprobs=2, n=2, seed=3,
+                                  extra_body={"ignore_eos": True})
+    for ch in c.choices:
+        lp = ch.logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 5
+        assert lp.text_offset[0] == 0 and all(len(t) <= 2 for t in lp.top_logprobs)
+    plain = client.completions.create(model="rayhet-tiny", prompt="Once upon", max_tokens=3)
+    assert plain.choices[0].logprobs is None
 
 
 @pytest.mark.parametrize("stream", [False, True])

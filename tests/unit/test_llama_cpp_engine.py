@@ -264,3 +264,23 @@ async def test_json_object_output_is_an_object_and_a_bad_schema_is_refused(engin
         await collect(engine, req("bad", "x", max_tokens=4, json_schema={"type": "wat"}))
     assert e.value.param == "response_format" and "grammar" in str(e.value)
     assert engine.stats().running == 0
+
+
+async def test_logprobs_are_the_models_and_greedy_takes_the_most_likely(engine):
+    """logprobs on llama.cpp (issue 17): one per generated token, from the raw logits (log-softmax); under
+    greedy decoding the sampled token is the most likely one, and the top ones are in descending order."""
+    import math
+
+    _, ids, deltas = await collect(engine, req("lp", "the a of", max_tokens=12, ignore_eos=True, logprobs=4))
+    lps = [lp for d in deltas for lp in d.logprobs]
+    assert len(lps) == len(ids) == 12
+    for lp, t in zip(lps, ids):
+        assert lp.logprob <= 0 and len(lp.top) == 4
+        assert [x.logprob for x in lp.top] == sorted((x.logprob for x in lp.top), reverse=True)
+        assert lp.top[0].logprob == pytest.approx(lp.logprob) and lp.token == engine.detokenize([t])
+        assert sum(math.exp(x.logprob) for x in lp.top) <= 1 + 1e-6
+    sampled = [lp for d in (await collect(engine, req("lp1", "the a of", max_tokens=12, ignore_eos=True,
+                                                     temperature=1.0, seed=5, logprobs=0)))[2] for lp in d.logprobs]
+    assert len(sampled) == 12 and all(lp.top == [] and lp.logprob <= 0 for lp in sampled)
+    _, _, plain = await collect(engine, req("lp2", "the a of", max_tokens=3))
+    assert all(d.logprobs is None for d in plain)

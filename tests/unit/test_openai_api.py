@@ -72,8 +72,6 @@ def test_range_errors_keep_their_message():
 @pytest.mark.parametrize("cls, key, value", [
     (ChatRequest, "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
     (ChatRequest, "tool_choice", "required"),
-    (ChatRequest, "logprobs", True),
-    (ChatRequest, "top_logprobs", 3),
     (ChatRequest, "logit_bias", {"50256": -100}),
     (ChatRequest, "store", True),
     (ChatRequest, "reasoning_effort", "low"),
@@ -81,7 +79,6 @@ def test_range_errors_keep_their_message():
     (ChatRequest, "modalities", ["text", "audio"]),
     (ChatRequest, "prediction", {"type": "content", "content": "x"}),
     (ChatRequest, "functions", [{"name": "f"}]),
-    (CompletionRequest, "logprobs", 0),  # OpenAI's 0 still returns the sampled token's logprob
     (CompletionRequest, "echo", True),
     (CompletionRequest, "suffix", "end"),
     (CompletionRequest, "best_of", 3),
@@ -97,6 +94,7 @@ def test_a_parameter_rayhet_does_not_honour_is_refused_naming_it(cls, key, value
 @pytest.mark.parametrize("cls, key, value", [
     (ChatRequest, "tools", []),
     (ChatRequest, "tool_choice", "none"), (ChatRequest, "logprobs", False), (ChatRequest, "top_logprobs", 0),
+    (ChatRequest, "logprobs", True),
     (ChatRequest, "store", False), (ChatRequest, "modalities", ["text"]), (ChatRequest, "parallel_tool_calls", False),
     (ChatRequest, "logit_bias", {}), (ChatRequest, "metadata", {"team": "a"}), (ChatRequest, "user", "u1"),
     (ChatRequest, "service_tier", "auto"), (ChatRequest, "reasoning_effort", None),
@@ -160,3 +158,28 @@ def test_response_format_becomes_the_engines_constraint():
         with pytest.raises(APIError) as e:
             chat(bad)
         assert e.value.status == 400 and e.value.param == param, (bad, e.value.param, e.value.message)
+
+
+def test_logprobs_requests_and_bodies():
+    from rayhet.engines.base import TokenLogprob
+
+    chat = lambda **kw: parse_request(ChatRequest, {**BASE[ChatRequest], **kw})  # noqa: E731
+    assert chat(logprobs=True, top_logprobs=3).logprobs_k() == 3 and chat(logprobs=True).logprobs_k() == 0
+    assert chat().logprobs_k() is None and chat(logprobs=False).logprobs_k() is None
+    assert parse_request(CompletionRequest, {**BASE[CompletionRequest], "logprobs": 2}).logprobs_k() == 2
+    for bad, param in (({"top_logprobs": 2}, "top_logprobs"), ({"logprobs": True, "top_logprobs": 21}, "top_logprobs")):
+        with pytest.raises(APIError) as e:
+            chat(**bad)
+        assert e.value.status == 400 and param in (e.value.param or "") + e.value.message, e.value.message
+    with pytest.raises(APIError) as e:
+        parse_request(CompletionRequest, {**BASE[CompletionRequest], "logprobs": 6})
+    assert e.value.param == "logprobs"
+    lps = [TokenLogprob("He", [72, 101], -0.5, [TokenLogprob("He", [72, 101], -0.5), TokenLogprob("A", [65], -1.5)]),
+           TokenLogprob("llo", [108, 108, 111], -0.25, [TokenLogprob("llo", [108, 108, 111], -0.25)])]
+    c = openai_api.logprobs_body("chat", lps)
+    assert c["content"][0] == {"token": "He", "logprob": -0.5, "bytes": [72, 101], "top_logprobs": [
+        {"token": "He", "logprob": -0.5, "bytes": [72, 101]}, {"token": "A", "logprob": -1.5, "bytes": [65]}]}
+    t = openai_api.logprobs_body("completion", lps, offset=3)
+    assert t == {"tokens": ["He", "llo"], "token_logprobs": [-0.5, -0.25], "text_offset": [3, 5],
+                 "top_logprobs": [{"He": -0.5, "A": -1.5}, {"llo": -0.25}]}
+    assert openai_api.logprobs_body("chat", None) is None

@@ -408,3 +408,20 @@ def test_start_without_vllm_says_what_to_install(monkeypatch):
 
 def test_module_imports_without_vllm():
     assert "vllm" not in ve.__dict__  # only the engine's start() imports vLLM
+
+
+def test_vllm_logprobs_become_ours():
+    """vLLM's per-position {token id: Logprob} (the sampled token and the k most likely) as TokenLogprob."""
+    from types import SimpleNamespace as NS
+
+    assert ve.sampling_kwargs(SamplingParams(logprobs=3))["logprobs"] == 3
+    lp = lambda v, tok: NS(logprob=v, rank=1, decoded_token=tok)  # noqa: E731
+    comp = NS(token_ids=[7, 9], text="ab", finish_reason=None,
+              logprobs=[{7: lp(-0.1, "a"), 8: lp(-2.0, "c"), 5: lp(-3.0, "d")}, {9: lp(-4.0, "b"), 8: lp(-0.5, "c")}])
+    b = ve.DeltaBuilder(prompt_tokens=2, clock=lambda: 1.0, top_logprobs=2)
+    d = b.feed(NS(outputs=[comp], prompt_token_ids=[1, 2], finished=False, metrics=None))
+    assert [(x.token, x.logprob) for x in d.logprobs] == [("a", -0.1), ("b", -4.0)]
+    assert [(x.token, x.logprob) for x in d.logprobs[1].top] == [("c", -0.5), ("b", -4.0)]
+    assert d.logprobs[0].bytes == [97]
+    assert ve.DeltaBuilder(prompt_tokens=2).feed(NS(outputs=[comp], prompt_token_ids=[1, 2], finished=False,
+                                                    metrics=None)).logprobs is None
