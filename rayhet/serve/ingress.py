@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -54,6 +55,9 @@ from rayhet.serve.sending import Attempt, Sender, cancel_quietly
 from rayhet.serve.tokens import load_tokenizer
 from rayhet.traffic import TrafficRecorder
 
+INLINE_TOKENIZE_CHARS = 2000  # about 1-2 ms of llama.cpp tokenization on this project's 2-vCPU host
+TOKENIZE_THREADS = 4
+
 log = logging.getLogger("ray.serve")
 
 
@@ -82,6 +86,10 @@ class Ingress:
         self._api_keys = [k.encode() for k in self.config.server.resolved_api_keys()]
         self._max_body = self.config.server.max_body_bytes
         self.tokenizer = load_tokenizer(self.config)
+        # Long prompts are tokenized (and chat templates rendered) in threads, as vLLM's server does, so the
+        # event loop keeps streaming every other request meanwhile (llama.cpp's and HF's tokenizers release
+        # the GIL); short ones inline, where the hop would cost more than the work.
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZE_THREADS, thread_name_prefix="rayhet-tokenize")
         p = Plan.from_dict(plan)
         facts = [PoolFacts.model_validate(f) for f in pool_facts]
         self.dispatch = Dispatcher(self.config, p, [PoolLimit(f.name, f.max_context, f.price_per_hour) for f in facts],
@@ -194,7 +202,7 @@ class Ingress:
             if req.model != self.model_id:
                 raise APIError(404, f"model {req.model!r} does not exist; this server serves {self.model_id!r}",
                                param="model", code="model_not_found")
-            ids, max_tokens = self._tokenize(kind, req)
+            ids, max_tokens = await self._tokenize(kind, req)
             sampling = SamplingParams(max_tokens=max_tokens, temperature=float(req.temperature),
                                       top_p=float(req.top_p), seed=req.seed, stop=req.stop_list(),
                                       presence_penalty=float(req.presence_penalty),
@@ -341,17 +349,24 @@ class Ingress:
                         self.dispatch.cancelled(attempt.pool)
         yield b"data: [DONE]\n\n"
 
-    def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
+    async def _off_loop(self, fn, arg, chars: int):
+        if chars <= INLINE_TOKENIZE_CHARS:
+            return fn(arg)
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, fn, arg)
+
+    async def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
         if kind == "completion":
             prompt = req.prompt
             if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
                 if len(prompt) != 1:
                     raise APIError(400, "batched prompts are not supported: send one prompt per request", param="prompt")
                 prompt = prompt[0]
-            ids = list(prompt) if isinstance(prompt, list) else self.tokenizer.prompt_ids(prompt)
+            ids = list(prompt) if isinstance(prompt, list) else \
+                await self._off_loop(self.tokenizer.prompt_ids, prompt, len(prompt))
             max_tokens = req.max_tokens if req.max_tokens is not None else 16
         else:
-            ids = self.tokenizer.chat_ids([m.as_dict() for m in req.messages])
+            messages = [m.as_dict() for m in req.messages]
+            ids = await self._off_loop(self.tokenizer.chat_ids, messages, sum(len(m["content"]) for m in messages))
             max_tokens = req.max_completion_tokens or req.max_tokens
             if max_tokens is None:  # as OpenAI: up to what the context leaves, capped by our default
                 left = self.router.largest_context - len(ids)  # negative when no pool's context is known

@@ -305,3 +305,39 @@ def test_pool_facts_from_the_builder_are_validated_naming_the_field():
         Ingress(CONFIG, plan({"a": 1, "b": 1}), handles, [{"name": "a", "max_context": 4096}])
     with pytest.raises(ValidationError, match="slots"):
         Ingress(CONFIG, plan({"a": 1, "b": 1}), handles, [{"name": "a", "slots": 0}])
+
+
+async def test_long_prompts_are_tokenized_off_the_event_loop():
+    """Issue 17's hot path: a prompt longer than INLINE_TOKENIZE_CHARS is tokenized in the ingress's thread
+    pool, so the event loop keeps running other requests meanwhile; a short one inline (the hop costs more)."""
+    import threading
+
+    from rayhet.serve import ingress as ing_mod
+
+    ingress, _ = await make_ingress()
+    seen: list[str] = []
+    real = ingress.tokenizer.prompt_ids
+
+    def slow(text: str) -> list[int]:
+        seen.append(threading.current_thread().name)
+        if len(text) > ing_mod.INLINE_TOKENIZE_CHARS:
+            time.sleep(0.3)  # a tokenizer busy with a long prompt
+        return real(text)
+
+    ingress.tokenizer.prompt_ids = slow
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    t = asyncio.ensure_future(ticker())
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", json=body(prompt="x" * (ing_mod.INLINE_TOKENIZE_CHARS + 1)))
+        short = await c.post("/v1/completions", json=body(prompt="hello"))
+    t.cancel()
+    assert r.status_code == 200 and short.status_code == 200
+    assert seen[0].startswith("rayhet-tokenize") and seen[1] == threading.current_thread().name
+    assert ticks >= 10  # the loop ran on through the 0.3 s of tokenization
