@@ -201,6 +201,7 @@ _NO_OPS = {"best_of": "1", "echo": "false", "logit_bias": "{}", "suffix": '""',
            "store": "false", "tool_choice": '"none", "auto" (no tools)',
            "tools": "[]"}
 _unknown_logged: set[str] = set()
+MAX_UNKNOWN_LOGGED = 100
 
 
 def parameters_markdown() -> str:
@@ -231,7 +232,8 @@ def refuse_unsupported(endpoint: str, body: dict) -> None:
             raise APIError(400, f"'{key}' is not supported by this server (rayhet {endpoint}); leave it out or "
                            "null. The README's \"OpenAI parameters\" table lists what is honoured.", param=key,
                            code="unsupported_parameter")
-        if kind is None and key not in EXTENSIONS and key not in _unknown_logged:
+        if kind is None and key not in EXTENSIONS and key not in _unknown_logged \
+                and len(_unknown_logged) < MAX_UNKNOWN_LOGGED:  # bounded: clients choose these names
             _unknown_logged.add(key)
             import logging
 
