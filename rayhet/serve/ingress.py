@@ -226,7 +226,7 @@ class Ingress:
                                     arrival_time=t0)
             attempt = await self.sender.first_answer(route, gen, t0, stream=bool(req.stream))
             if not req.stream:
-                return self._completed(kind, route, attempt, max_tokens, t0)
+                return self._completed(kind, [route], [attempt], max_tokens, t0)
         except APIError as e:
             return _error(e)
         except InvalidRequestError as e:  # e.g. the chat template rejected the messages
@@ -266,24 +266,13 @@ class Ingress:
                     t.result().ticket.release()
                     cancel_quietly(t.result().stream)
             raise
-        rid = new_id(kind)
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(self._sse_several(kind, rid, routes, attempts, max_tokens, t0, include_usage),
+            return StreamingResponse(self._sse_several(kind, new_id(kind), routes, attempts, max_tokens, t0,
+                                                       include_usage),
                                      media_type="text/event-stream",
                                      headers={POOL_HEADER: ",".join(a.pool for a in attempts)})
-        outs, n_out = [], 0
-        for route, attempt in zip(routes, attempts):
-            attempt.ticket.release()
-            res = attempt.first
-            k = res.usage.completion_tokens if res.usage else len(res.token_ids)
-            n_out += k
-            self._succeeded(attempt.pool, route, k, max_tokens,
-                            max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s)), res.decode_s)
-            outs.append((res.text, res.finish_reason, logprobs_body(kind, res.logprobs)))
-        prompt = attempts[0].first.usage.prompt_tokens if attempts[0].first.usage else len(ids)
-        return _json(200, choices_body(kind, rid, self.model_id, outs, usage_body(prompt, n_out)),
-                     {POOL_HEADER: ",".join(a.pool for a in attempts)})
+        return self._completed(kind, routes, attempts, max_tokens, t0)
 
     async def _sse_several(self, kind, rid, routes, attempts, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
         """The stream of n > 1 choices: each choice's deltas as they come, with its index (OpenAI interleaves
@@ -377,18 +366,24 @@ class Ingress:
             raise APIError(400, "the prompt is empty", param="prompt")
         return ids, max_tokens
 
-    def _completed(self, kind: str, route: Route, attempt: Attempt, max_tokens: int, t0: float) -> JSONResponse:
-        """The reply to a non-streamed request from its pool's whole completion."""
-        attempt.ticket.release()
-        res, pool = attempt.first, attempt.pool
-        n_out = res.usage.completion_tokens if res.usage else len(res.token_ids)
-        # TTFT as the stream path sees it: the time here, less what the pool spent after its first token
-        ttft = max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s))
-        self._succeeded(pool, route, n_out, max_tokens, ttft, res.decode_s)
-        u = usage_body(res.usage.prompt_tokens if res.usage else route.input_tokens, n_out)
-        return _json(200, choices_body(kind, new_id(kind), self.model_id,
-                                       [(res.text, res.finish_reason, logprobs_body(kind, res.logprobs))], u),
-                     {POOL_HEADER: pool})
+    def _completed(self, kind: str, routes: list[Route], attempts: list[Attempt], max_tokens: int,
+                   t0: float) -> JSONResponse:
+        """The reply to a non-streamed request from its pools' whole completions, one choice each (n of them);
+        usage as OpenAI counts it: the prompt once, every choice's completion tokens."""
+        outs, n_out = [], 0
+        for route, attempt in zip(routes, attempts):
+            attempt.ticket.release()
+            res = attempt.first
+            k = res.usage.completion_tokens if res.usage else len(res.token_ids)
+            n_out += k
+            # TTFT as the stream path sees it: the time here, less what the pool spent after its first token
+            ttft = max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s))
+            self._succeeded(attempt.pool, route, k, max_tokens, ttft, res.decode_s)
+            outs.append((res.text, res.finish_reason, logprobs_body(kind, res.logprobs)))
+        first = attempts[0].first
+        u = usage_body(first.usage.prompt_tokens if first.usage else routes[0].input_tokens, n_out)
+        return _json(200, choices_body(kind, new_id(kind), self.model_id, outs, u),
+                     {POOL_HEADER: ",".join(a.pool for a in attempts)})
 
     async def _deltas(self, attempt: Attempt) -> AsyncIterator[Any]:
         yield attempt.first

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rayhet.serve import openai_api
+from rayhet.serve import openai_api, parameters
 from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest, parse_request
 
 BASE = {
@@ -24,7 +24,7 @@ def test_string_for_a_number_names_what_is_accepted():
 @pytest.mark.parametrize("cls", [CompletionRequest, ChatRequest], ids=lambda c: c.__name__)
 def test_every_field_names_its_accepted_type(cls):
     checked = []
-    refused = {n for n in cls.model_fields if openai_api.PARAMETERS[cls.endpoint].get(n) == openai_api.REFUSED}
+    refused = {n for n in cls.model_fields if parameters.PARAMETERS[cls.endpoint].get(n) == parameters.REFUSED}
     for name, field in cls.model_fields.items():
         if name in refused:
             continue  # any value but its no-op is refused as unsupported first (test below)
@@ -121,7 +121,7 @@ def test_penalties_are_honoured_and_range_checked():
 
 
 def test_unknown_fields_are_logged_once_and_served(caplog):
-    openai_api._unknown_logged.discard("x_future_field")
+    parameters._unknown_logged.discard("x_future_field")
     with caplog.at_level("WARNING", logger="rayhet.ingress"):
         for _ in range(3):
             parse_request(ChatRequest, {**BASE[ChatRequest], "x_future_field": 1, "ignore_eos": True})
@@ -132,15 +132,15 @@ def test_unknown_fields_are_logged_once_and_served(caplog):
 def test_every_request_field_is_in_the_parameter_table():
     """The models' fields and the table agree: a field the ingress reads is listed, as honoured or refused."""
     for cls in (CompletionRequest, ChatRequest):
-        table = openai_api.PARAMETERS[cls.endpoint]
-        assert set(cls.model_fields) - openai_api.EXTENSIONS <= set(table), set(cls.model_fields) - set(table)
+        table = parameters.PARAMETERS[cls.endpoint]
+        assert set(cls.model_fields) - parameters.EXTENSIONS <= set(table), set(cls.model_fields) - set(table)
 
 
 def test_the_readme_table_is_the_code_table():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert openai_api.parameters_markdown() in readme
+    assert parameters.parameters_markdown() in readme
 
 
 def test_response_format_becomes_the_engines_constraint():
