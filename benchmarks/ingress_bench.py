@@ -127,13 +127,106 @@ async def measure(base: str, args) -> dict:
     return res
 
 
+LONG_CHARS = 100_000  # a long prompt: ~50-100 ms of llama.cpp tokenization on a 2-vCPU host
+
+
+async def long_prompt_stall(base: str, apps: list[str], args) -> dict:
+    """Short requests' latency while other clients send long prompts back to back, per app, alternating:
+    what a long prompt's tokenization on the event loop costs everyone else."""
+    import httpx
+
+    long_body = {**BODY, "prompt": ("The quick brown fox jumps over the lazy dog. " * 3000)[:LONG_CHARS]}
+    out: dict[str, dict] = {a: {"short_ms": [], "long_done": 0, "seconds": 0.0} for a in apps}
+    async with httpx.AsyncClient(timeout=120) as client:
+        for a in apps:  # warm up
+            await client.post(f"{base}/{a}/v1/completions", json=long_body)
+        for _ in range(2):
+            for a in apps:
+                url = f"{base}/{a}/v1/completions"
+                stop = False
+
+                async def hammer():
+                    while not stop:
+                        r = await client.post(url, json=long_body)
+                        assert r.status_code == 200, r.text
+                        out[a]["long_done"] += 1
+
+                t_phase = time.perf_counter()
+                bg = [asyncio.ensure_future(hammer()) for _ in range(args.long_clients)]
+                await asyncio.sleep(0.5)
+                for _ in range(args.sequential // 2):
+                    t = time.perf_counter()
+                    r = await client.post(url, json=BODY)
+                    out[a]["short_ms"].append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 200, r.text
+                stop = True
+                await asyncio.gather(*bg)
+                out[a]["seconds"] += time.perf_counter() - t_phase
+    return {a: {"short_p50_ms": round(pct(v["short_ms"], 0.5), 2), "short_p99_ms": round(pct(v["short_ms"], 0.99), 2),
+                "short_mean_ms": round(statistics.fmean(v["short_ms"]), 2), "long_requests": v["long_done"],
+                "long_per_s": round(v["long_done"] / v["seconds"], 2)}
+            for a, v in out.items()}
+
+
+def main_long_prompts(args) -> int:
+    import ray
+    from ray import serve
+
+    from rayhet.app import build
+    from rayhet.models import cached_gguf
+    from rayhet.profiling.report import cpu_model
+
+    port = 8765
+    ray.init(num_cpus=4, logging_level="warning", log_to_driver=False, include_dashboard=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    tok = str(cached_gguf("120m", dtype="f16"))
+    apps = {"inline": 10**9, "threads": None}  # every prompt on the loop (before) / the default (after)
+    try:
+        for name, inline in apps.items():
+            server = {"ingress_num_cpus": 0, **({"tokenize_inline_chars": inline} if inline else {})}
+            config = {"model": {"id": "fake", "tokenizer": tok},
+                      "pools": [{"name": "fake", "engine": "fake", "num_cpus": 0, "max_queued_requests": -1,
+                                 "engine_settings": {"n_slots": 256, "max_waiting": 1024, "max_context": 131072}}],
+                      "server": server}
+            serve.run(build({"config": config}), name=name, route_prefix=f"/{name}")
+        res = asyncio.run(long_prompt_stall(f"http://127.0.0.1:{port}", list(apps), args))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
+            "command": "python " + " ".join(sys.argv), "long_chars": LONG_CHARS, "long_clients": args.long_clients,
+            "short_requests": args.sequential, "tokenizer": "rayhet-120m GGUF (llama.cpp)"}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps({"meta": meta, "results": res}, indent=1) + "\n")
+    md = [f"# Long prompts and everyone else's latency ({meta['date']}, commit {commit})", "",
+          f"Machine: {meta['machine']}. Command: `{meta['command']}`.",
+          f"{args.long_clients} clients send {LONG_CHARS:,}-character prompts back to back while one client sends "
+          f"{args.sequential // 2} short requests at a time, per app, twice, alternating; FakeEngine pool; the ingress "
+          "tokenizes with the 120M model's llama.cpp vocabulary.", "",
+          "| ingress | short p50 ms | short p99 ms | long prompts served per second |", "|---|---|---|---|"]
+    for a, label in (("inline", "every prompt tokenized on the event loop (before)"),
+                     ("threads", "long prompts in the thread pool (after, the default)")):
+        md.append(f"| {label} | {res[a]['short_p50_ms']} | {res[a]['short_p99_ms']} | {res[a]['long_per_s']} |")
+    Path(args.out + ".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sequential", type=int, default=300, help="sequential requests per ingress (latency)")
     ap.add_argument("--concurrency", type=int, default=16, help="closed-loop clients (throughput)")
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds per throughput run")
     ap.add_argument("--out", default="benchmarks/results/ingress", help="output path without extension")
+    ap.add_argument("--long-prompts", action="store_true",
+                    help="instead: short requests' latency while other clients send long prompts, with every prompt "
+                         "tokenized on the event loop against long ones in the thread pool")
+    ap.add_argument("--long-clients", type=int, default=2)
     args = ap.parse_args(argv)
+    if args.long_prompts:
+        return main_long_prompts(args)
 
     import ray
     from ray import serve

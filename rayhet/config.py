@@ -202,6 +202,10 @@ class ServerConfig(_Strict):
         None, description="Environment variable (read in the ingress replica) holding comma-separated API keys."
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted (413 above).")
+    tokenize_inline_chars: int = Field(
+        2000, ge=0, description="Prompts (or chat messages) up to this many characters are tokenized on the "
+        "ingress's event loop; longer ones in its thread pool, so that one long prompt does not stall every "
+        "other request's stream (README, OpenAI parameters).")
     max_n: int = Field(8, ge=1, le=128, description="Largest `n` (choices per request) accepted; each choice is "
                        "one generation, routed and admitted as a request of its own (400 above).")
     ingress_replicas: int = Field(1, ge=1, description="Ingress replicas.")

@@ -55,7 +55,6 @@ from rayhet.serve.sending import Attempt, Sender, cancel_quietly
 from rayhet.serve.tokens import load_tokenizer
 from rayhet.traffic import TrafficRecorder
 
-INLINE_TOKENIZE_CHARS = 2000  # about 1-2 ms of llama.cpp tokenization on this project's 2-vCPU host
 TOKENIZE_THREADS = 4
 
 log = logging.getLogger("ray.serve")
@@ -339,7 +338,7 @@ class Ingress:
         yield b"data: [DONE]\n\n"
 
     async def _off_loop(self, fn, arg, chars: int):
-        if chars <= INLINE_TOKENIZE_CHARS:
+        if chars <= self.config.server.tokenize_inline_chars:
             return fn(arg)
         return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, fn, arg)
 

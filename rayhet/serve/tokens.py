@@ -93,8 +93,8 @@ class ByteLevelTokenizer:
 
 def load_tokenizer(config: RayhetConfig) -> PromptTokenizer:
     """The tokenizer for the app's model: GGUF file -> llama.cpp vocab; otherwise HF; fake pools -> bytes."""
-    if all(p.engine == "fake" for p in config.pools):
-        return ByteLevelTokenizer()
+    if all(p.engine == "fake" for p in config.pools) and config.model.tokenizer is None:
+        return ByteLevelTokenizer()  # (a benchmark may still give fake pools a real tokenizer: model.tokenizer)
     src = config.model.tokenizer_source
     if src == EMBEDDED_MODEL:
         from rayhet.models import default_model_path

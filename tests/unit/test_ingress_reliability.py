@@ -308,11 +308,9 @@ def test_pool_facts_from_the_builder_are_validated_naming_the_field():
 
 
 async def test_long_prompts_are_tokenized_off_the_event_loop():
-    """Issue 17's hot path: a prompt longer than INLINE_TOKENIZE_CHARS is tokenized in the ingress's thread
+    """Issue 17's hot path: a prompt longer than server.tokenize_inline_chars is tokenized in the ingress's thread
     pool, so the event loop keeps running other requests meanwhile; a short one inline (the hop costs more)."""
     import threading
-
-    from rayhet.serve import ingress as ing_mod
 
     ingress, _ = await make_ingress()
     seen: list[str] = []
@@ -320,7 +318,7 @@ async def test_long_prompts_are_tokenized_off_the_event_loop():
 
     def slow(text: str) -> list[int]:
         seen.append(threading.current_thread().name)
-        if len(text) > ing_mod.INLINE_TOKENIZE_CHARS:
+        if len(text) > ingress.config.server.tokenize_inline_chars:
             time.sleep(0.3)  # a tokenizer busy with a long prompt
         return real(text)
 
@@ -335,7 +333,7 @@ async def test_long_prompts_are_tokenized_off_the_event_loop():
 
     t = asyncio.ensure_future(ticker())
     async with client(ingress) as c:
-        r = await c.post("/v1/completions", json=body(prompt="x" * (ing_mod.INLINE_TOKENIZE_CHARS + 1)))
+        r = await c.post("/v1/completions", json=body(prompt="x" * (ingress.config.server.tokenize_inline_chars + 1)))
         short = await c.post("/v1/completions", json=body(prompt="hello"))
     t.cancel()
     assert r.status_code == 200 and short.status_code == 200
