@@ -53,6 +53,8 @@ from rayhet.serve.openai_api import (
 )
 from rayhet.serve.sending import Attempt, Sender, cancel_quietly
 from rayhet.serve.tokens import load_tokenizer
+from rayhet.serve.tools import output_schema as tool_schema
+from rayhet.serve.tools import system_message as tool_system_message
 from rayhet.traffic import TrafficRecorder
 
 TOKENIZE_THREADS = 4
@@ -208,7 +210,9 @@ class Ingress:
                                       frequency_penalty=float(req.frequency_penalty), ignore_eos=req.ignore_eos,
                                       logprobs=req.logprobs_k(),
                                       **(req.response_format.sampling() if getattr(req, "response_format", None)
-                                         else {}))
+                                         else {}),
+                                      **({"json_schema": tool_schema(*req.tool_setup(), req.parallel_tool_calls)}
+                                         if self._tools_on(req) else {}))
             try:
                 sampling.validate()
             except InvalidRequestError as e:
@@ -216,7 +220,7 @@ class Ingress:
             if req.n > self.config.server.max_n:
                 raise APIError(400, f"n={req.n} is above this server's limit of {self.config.server.max_n} "
                                "(server.max_n)", param="n")
-            if req.n > 1:
+            if req.n > 1 or self._tools_on(req):
                 return await self._several(kind, req, ids, sampling, max_tokens, t0)
             route = self.dispatch.route(len(ids), max_tokens)
             if not route.pools:
@@ -253,7 +257,9 @@ class Ingress:
         gens = [GenerationRequest(request_id=uuid.uuid4().hex, prompt_token_ids=ids, arrival_time=t0,
                                   sampling=dataclasses.replace(sampling, seed=None if sampling.seed is None
                                                                else sampling.seed + i)) for i in range(req.n)]
-        tries = [asyncio.ensure_future(self.sender.first_answer(r, g, t0, stream=bool(req.stream)))
+        # a tool call is read from the whole constrained output: generated whole, then sent as one stream
+        whole = self._tools_on(req)
+        tries = [asyncio.ensure_future(self.sender.first_answer(r, g, t0, stream=bool(req.stream) and not whole))
                  for r, g in zip(routes, gens)]
         try:
             attempts = await asyncio.gather(*tries)
@@ -265,6 +271,13 @@ class Ingress:
                     t.result().ticket.release()
                     cancel_quietly(t.result().stream)
             raise
+        if whole:
+            reply = self._completed(kind, routes, attempts, max_tokens, t0, tools=True)
+            if not req.stream:
+                return reply
+            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(_replay_as_stream(json.loads(reply.body), include_usage),
+                                     media_type="text/event-stream", headers={POOL_HEADER: reply.headers[POOL_HEADER]})
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
             return StreamingResponse(self._sse_several(kind, new_id(kind), routes, attempts, max_tokens, t0,
@@ -354,6 +367,8 @@ class Ingress:
             max_tokens = req.max_tokens if req.max_tokens is not None else 16
         else:
             messages = [m.as_dict() for m in req.messages]
+            if req.using_tools():
+                messages.insert(0, tool_system_message(*req.tool_setup()))
             ids = await self._off_loop(self.tokenizer.chat_ids, messages, sum(len(m["content"]) for m in messages))
             max_tokens = req.max_completion_tokens or req.max_tokens
             if max_tokens is None:  # as OpenAI: up to what the context leaves, capped by our default
@@ -365,8 +380,12 @@ class Ingress:
             raise APIError(400, "the prompt is empty", param="prompt")
         return ids, max_tokens
 
+    @staticmethod
+    def _tools_on(req: Any) -> bool:
+        return bool(getattr(req, "using_tools", lambda: False)())
+
     def _completed(self, kind: str, routes: list[Route], attempts: list[Attempt], max_tokens: int,
-                   t0: float) -> JSONResponse:
+                   t0: float, tools: bool = False) -> JSONResponse:
         """The reply to a non-streamed request from its pools' whole completions, one choice each (n of them);
         usage as OpenAI counts it: the prompt once, every choice's completion tokens."""
         outs, n_out = [], 0
@@ -381,7 +400,7 @@ class Ingress:
             outs.append((res.text, res.finish_reason, logprobs_body(kind, res.logprobs)))
         first = attempts[0].first
         u = usage_body(first.usage.prompt_tokens if first.usage else routes[0].input_tokens, n_out)
-        return _json(200, choices_body(kind, new_id(kind), self.model_id, outs, u),
+        return _json(200, choices_body(kind, new_id(kind), self.model_id, outs, u, tools=tools),
                      {POOL_HEADER: ",".join(a.pool for a in attempts)})
 
     async def _deltas(self, attempt: Attempt) -> AsyncIterator[Any]:
@@ -430,6 +449,25 @@ class Ingress:
             else:
                 self.dispatch.failed_midway(attempt.pool)
         yield b"data: [DONE]\n\n"
+
+
+async def _replay_as_stream(body: dict, include_usage: bool) -> AsyncIterator[bytes]:
+    """A whole chat reply as OpenAI's stream: per choice, one delta with its role and content or tool calls
+    (each call's arguments whole, with its index), then one with its finish reason; the usage chunk; [DONE]."""
+    base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"]}
+    extra = {"usage": None} if include_usage else {}
+    for c in body["choices"]:
+        m = c["message"]
+        delta = {"role": "assistant", "content": m.get("content")}
+        if m.get("tool_calls"):
+            delta["tool_calls"] = [{"index": k, **tc} for k, tc in enumerate(m["tool_calls"])]
+        for d, finish in ((delta, None), ({}, c["finish_reason"])):
+            chunk = {**base, "choices": [{"index": c["index"], "delta": d, "logprobs": None, "finish_reason": finish}],
+                     **extra}
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    if include_usage:
+        yield b"data: " + json.dumps({**base, "choices": [], "usage": body["usage"]}).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 def make_app(ingress: Ingress) -> FastAPI:

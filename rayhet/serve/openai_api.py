@@ -99,17 +99,61 @@ class _Part(BaseModel):
     text: StrictStr
 
 
+class _CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr
+    arguments: StrictStr = "{}"
+
+
+class _ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictStr | None = None
+    type: Literal["function"] = "function"
+    function: _CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[_Part] | None = None
+    tool_calls: list[_ToolCall] | None = None  # an assistant turn that called tools
+    tool_call_id: StrictStr | None = None  # a tool's result: which call it answers
 
     def as_dict(self) -> dict:
+        from rayhet.serve.tools import history_text
+
         content = self.content
         if isinstance(content, list):
             content = "".join(p.text for p in content)
+        if self.tool_calls:
+            content = history_text({"tool_calls": [c.model_dump() for c in self.tool_calls]})
         return {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
+
+
+class _Function(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: _Function
+
+
+class _NamedChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: _CalledFunction
 
 
 class _JsonSchema(BaseModel):
@@ -153,12 +197,35 @@ class ChatRequest(_Common):
     top_logprobs: StrictInt | None = Field(None, ge=0, le=20, description="With logprobs: the most likely tokens "
                                            "at each position, this many (0-20).")
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | _NamedChoice | None = None
+    parallel_tool_calls: StrictBool = True
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> "ChatRequest":
         if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
+            raise ValueError("top_logprobs: needs logprobs: true")
         return self
+
+    @model_validator(mode="after")
+    def _choice_among_tools(self) -> "ChatRequest":
+        named = self.tool_choice.function.name if isinstance(self.tool_choice, _NamedChoice) else None
+        if (named or self.tool_choice == "required") and not self.tools:
+            raise ValueError("tool_choice: asks for a tool call, but tools is empty")
+        if named and named not in {t.function.name for t in self.tools}:
+            raise ValueError(f"tool_choice: names {named!r}, which is not among tools")
+        if self.using_tools() and self.response_format is not None and self.response_format.type != "text":
+            raise ValueError("response_format: cannot constrain the output together with tools")
+        return self
+
+    def using_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def tool_setup(self) -> tuple[list[dict], Any]:
+        """The functions ({name, description, parameters}) and the choice ("auto", "required" or a name)."""
+        choice = self.tool_choice or "auto"
+        return [t.function.model_dump() for t in self.tools], (choice.function.name if isinstance(choice, _NamedChoice)
+                                                               else choice)
 
     def logprobs_k(self) -> int | None:
         """SamplingParams.logprobs: None, or how many alternatives each position carries."""
@@ -225,16 +292,19 @@ def parse_request(cls: type[BaseModel], body: object) -> Any:
         err, path = _most_specific(cls, e.errors())
         loc = ".".join(str(p) for p in path)
         annotation = _annotation_at(cls, path) if path else None
-        if annotation is not None and err["type"] == "literal_error":
+        if annotation is not None and err["type"] == "literal_error" and isinstance(err.get("input"), str):
             msg = f"Invalid value for '{loc}': expected {accepted(annotation)}, but got {err.get('input')!r}."
             raise APIError(400, msg, param=loc) from None
-        if annotation is not None and err["type"].endswith(("_type", "_parsing")):
+        if annotation is not None and err["type"].endswith(("_type", "_parsing", "literal_error")):
             got = json_kind(err.get("input"))
             if got == "an array" and "array" in accepted(annotation):
                 got = "an array with an item of another type"
             msg = f"Invalid type for '{loc}': expected {accepted(annotation)}, but got {got} instead."
             raise APIError(400, msg, param=loc) from None
-        raise APIError(400, f"{loc or 'body'}: {err['msg']}", param=loc or None) from None
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc and ":" in msg and msg.split(":", 1)[0] in cls.model_fields:  # a check across fields names its own
+            loc, msg = msg.split(":", 1)[0], msg.split(":", 1)[1].strip()
+        raise APIError(400, f"{loc or 'body'}: {msg}", param=loc or None) from None
 
 
 def _most_specific(cls: type[BaseModel], errors: list[dict]) -> tuple[dict, list]:
@@ -382,7 +452,7 @@ def logprobs_body(kind: str, lps: list | None, offset: int = 0) -> dict | None:
     return {"content": [{**entry(lp), "top_logprobs": [entry(t) for t in lp.top]} for lp in lps], "refusal": None}
 
 
-def choices_body(kind: str, rid: str, model: str, outs: list[tuple], usage: dict) -> dict:
+def choices_body(kind: str, rid: str, model: str, outs: list[tuple], usage: dict, tools: bool = False) -> dict:
     """A whole (non-streamed) reply with one choice per (text, finish_reason[, logprobs object]), indexed in
     order (n > 1)."""
     created = int(time.time())
@@ -393,6 +463,15 @@ def choices_body(kind: str, rid: str, model: str, outs: list[tuple], usage: dict
                 "choices": choices, "usage": usage}
     choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": lp, "finish_reason": f}
                for i, (t, f, lp) in enumerate(outs)]
+    if tools:  # the constrained output read back: a call, or an answer
+        from rayhet.serve.tools import read_reply
+
+        for c in choices:
+            content, calls = read_reply(c["message"]["content"])
+            c["message"]["content"] = content
+            if calls:
+                c["message"]["tool_calls"] = calls
+                c["finish_reason"] = "tool_calls" if c["finish_reason"] == "stop" else c["finish_reason"]
     return {"id": rid, "object": "chat.completion", "created": created, "model": model,
             "choices": choices, "usage": usage}
 

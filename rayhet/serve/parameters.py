@@ -23,13 +23,12 @@ PARAMETERS: dict[str, dict[str, str]] = {
     },
     "chat.completions": {
         **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens", "response_format", "logprobs",
-                                 "top_logprobs")},
+                                 "top_logprobs", "tools", "tool_choice", "parallel_tool_calls")},
         "n": "honoured up to `server.max_n` (8); 400 above",
-        **{k: NO_EFFECT for k in ("user", "metadata", "prompt_cache_key", "safety_identifier", "service_tier",
-                                  "parallel_tool_calls")},  # (no tools are run, so none in parallel)
+        **{k: NO_EFFECT for k in ("user", "metadata", "prompt_cache_key", "safety_identifier", "service_tier")},
         **{k: REFUSED for k in ("audio", "function_call", "functions", "logit_bias", "modalities",
                                 "prediction", "reasoning_effort", "store",
-                                "tool_choice", "tools", "verbosity", "web_search_options")},
+                                "verbosity", "web_search_options")},
     },
 }
 EXTENSIONS = {"ignore_eos"}  # rayhet's (and vLLM's) own: not OpenAI's, not logged as unknown
@@ -38,12 +37,10 @@ NEUTRAL: dict[str, Any] = {  # the values of a refused parameter that ask for no
 "suffix": lambda v: v == "", "functions": lambda v: v == [],
     "function_call": lambda v: v == "none", "modalities": lambda v: v == ["text"],
     "store": lambda v: v is False,
-    "tool_choice": lambda v: v in ("none", "auto"), "tools": lambda v: v == [],
 }
 _NO_OPS = {"best_of": "1", "echo": "false", "logit_bias": "{}", "suffix": '""',
            "functions": "[]", "function_call": '"none"', "modalities": '["text"]',
-           "store": "false", "tool_choice": '"none", "auto" (no tools)',
-           "tools": "[]"}
+           "store": "false"}
 _unknown_logged: set[str] = set()
 MAX_UNKNOWN_LOGGED = 100
 

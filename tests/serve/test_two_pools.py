@@ -92,17 +92,18 @@ def test_openai_chat_non_streaming_and_streaming(client):
 
 
 def test_official_client_gets_400_naming_what_rayhet_does_not_do(client):
-    """Issue 17, never silent: tools and logprobs are refused naming the parameter (not a 200 with free text);
+    """Issue 17, never silent: what rayhet does not do is refused naming the parameter (not a 200 with free text);
     penalties and identifiers are served; the app serves normally afterwards."""
     import openai
 
     msgs = [{"role": "user", "content": "Give me JSON"}]
-    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
-    for kwargs, param in (({"tools": [tool]}, "tools"), ({"tool_choice": "required"}, "tool_choice")):
+    for kwargs, param, code in (({"tool_choice": "required"}, "tool_choice", None),  # no tools to call
+                                ({"audio": {"voice": "x"}}, "audio", "unsupported_parameter"),
+                                ({"prediction": {"type": "content", "content": "x"}}, "prediction", "unsupported_parameter")):
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=4, **kwargs)
         assert e.value.status_code == 400 and e.value.body["param"] == param, e.value.body
-        assert e.value.body["code"] == "unsupported_parameter"
+        assert e.value.body["code"] == code
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model="rayhet-tiny", prompt="hi", max_tokens=4, echo=True)
     assert e.value.body["param"] == "echo"
@@ -162,6 +163,44 @@ def test_logprobs_with_the_official_client_streamed_and_not(client):
         assert lp.text_offset[0] == 0 and all(len(t) <= 2 for t in lp.top_logprobs)
     plain = client.completions.create(model="rayhet-tiny", prompt="Once upon", max_tokens=3)
     assert plain.choices[0].logprobs is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_with_the_official_client(client, stream):
+    """Tools (issue 17): with tool_choice required, the reply is a call of a listed function whose arguments
+    validate against its parameters; a named choice calls that one; streamed, the calls come as deltas."""
+    import jsonschema
+
+    params = {"type": "object", "properties": {"city": {"enum": ["Paris", "Oslo", "Lima"]},
+                                               "days": {"enum": [1, 2, 3]}},
+              "required": ["city", "days"], "additionalProperties": False}
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": params}},
+             {"type": "function", "function": {"name": "get_time", "parameters": {
+                 "type": "object", "properties": {"tz": {"enum": ["UTC", "CET"]}}, "required": ["tz"],
+                 "additionalProperties": False}}}]
+    msgs = [{"role": "user", "content": "Weather in Oslo?"}]
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        kw = dict(model="rayhet-tiny", messages=msgs, tools=tools, tool_choice=choice, max_tokens=120,
+                  parallel_tool_calls=False)
+        if stream:
+            chunks = list(client.chat.completions.create(stream=True, **kw))
+            calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason][-1]
+        else:
+            r = client.chat.completions.create(**kw)
+            calls, finish = r.choices[0].message.tool_calls, r.choices[0].finish_reason
+            assert r.choices[0].message.content is None
+        assert finish == "tool_calls" and len(calls) == 1 and calls[0].id.startswith("call_")
+        fn = calls[0].function
+        assert fn.name in ("get_weather", "get_time") and (choice == "required" or fn.name == "get_weather")
+        jsonschema.validate(json.loads(fn.arguments), params if fn.name == "get_weather" else tools[1]["function"]["parameters"])
+    # the call and its result carried back in the next turn
+    msgs2 = msgs + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": calls[0].id, "type": "function", "function": {"name": fn.name, "arguments": fn.arguments}}]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "12 C"}]
+    r = client.chat.completions.create(model="rayhet-tiny", messages=msgs2, tools=tools, tool_choice="none",
+                                       max_tokens=8)
+    assert r.choices[0].message.tool_calls is None and r.choices[0].message.content
 
 
 @pytest.mark.parametrize("stream", [False, True])

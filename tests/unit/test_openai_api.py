@@ -1,9 +1,11 @@
 """OpenAI request validation: every field's type error names the field and what it accepts (issue 12)."""
 
+import json
+
 import pytest
 
 from rayhet.serve import openai_api, parameters
-from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest, parse_request
+from rayhet.serve.openai_api import APIError, ChatMessage, ChatRequest, CompletionRequest, parse_request
 
 BASE = {
     CompletionRequest: {"model": "m", "prompt": "hi"},
@@ -70,8 +72,6 @@ def test_range_errors_keep_their_message():
 
 # -- never silent (issue 17): every OpenAI parameter is honoured, has no effect on the output, or is refused ---
 @pytest.mark.parametrize("cls, key, value", [
-    (ChatRequest, "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-    (ChatRequest, "tool_choice", "required"),
     (ChatRequest, "logit_bias", {"50256": -100}),
     (ChatRequest, "store", True),
     (ChatRequest, "reasoning_effort", "low"),
@@ -92,8 +92,7 @@ def test_a_parameter_rayhet_does_not_honour_is_refused_naming_it(cls, key, value
 
 
 @pytest.mark.parametrize("cls, key, value", [
-    (ChatRequest, "tools", []),
-    (ChatRequest, "tool_choice", "none"), (ChatRequest, "logprobs", False), (ChatRequest, "top_logprobs", 0),
+    (ChatRequest, "tools", []), (ChatRequest, "tool_choice", "none"), (ChatRequest, "logprobs", False), (ChatRequest, "top_logprobs", 0),
     (ChatRequest, "logprobs", True),
     (ChatRequest, "store", False), (ChatRequest, "modalities", ["text"]), (ChatRequest, "parallel_tool_calls", False),
     (ChatRequest, "logit_bias", {}), (ChatRequest, "metadata", {"team": "a"}), (ChatRequest, "user", "u1"),
@@ -183,3 +182,30 @@ def test_logprobs_requests_and_bodies():
     assert t == {"tokens": ["He", "llo"], "token_logprobs": [-0.5, -0.25], "text_offset": [3, 5],
                  "top_logprobs": [{"He": -0.5, "A": -1.5}, {"llo": -0.25}]}
     assert openai_api.logprobs_body("chat", None) is None
+
+
+def test_tools_become_a_schema_the_output_is_held_to():
+    from rayhet.serve import tools as tl
+
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"enum": ["Paris", "Oslo"]}}, "required": ["city"]}}}
+    req = parse_request(ChatRequest, {**BASE[ChatRequest], "tools": [weather]})
+    assert req.using_tools() and req.tool_setup()[1] == "auto"
+    fns, choice = req.tool_setup()
+    auto = tl.output_schema(fns, choice)
+    assert [set(o["properties"]) for o in auto["anyOf"]] == [{"tool_calls"}, {"response"}]
+    one = tl.output_schema(fns, "get_weather", parallel=False)["properties"]["tool_calls"]
+    assert one["maxItems"] == 1 and one["items"]["properties"]["name"] == {"const": "get_weather"}
+    assert not parse_request(ChatRequest, {**BASE[ChatRequest], "tools": [weather], "tool_choice": "none"}).using_tools()
+    for bad in ({"tool_choice": "required"}, {"tools": [weather], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+                {"tools": [weather], "response_format": {"type": "json_object"}},
+                {"tools": [{"type": "function", "function": {"name": "bad name!"}}]}):
+        with pytest.raises(APIError) as e:
+            parse_request(ChatRequest, {**BASE[ChatRequest], **bad})
+        assert e.value.status == 400 and (e.value.param or "").startswith(("tool", "response_format")), bad
+    content, calls = tl.read_reply('{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}')
+    assert content is None and calls[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    assert calls[0]["id"].startswith("call_") and calls[0]["type"] == "function"
+    assert tl.read_reply('{"response": "hi"}') == ("hi", None) and tl.read_reply('{"tool_ca') == ('{"tool_ca', None)
+    history = ChatMessage.model_validate({"role": "assistant", "content": None, "tool_calls": [calls[0]]}).as_dict()
+    assert json.loads(history["content"]) == {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}
