@@ -17,6 +17,7 @@ reaches every replica the other way round: each reports to it (rayhet.serve.repo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -41,13 +42,13 @@ from rayhet.serve.openai_api import (
     APIError,
     ChatRequest,
     CompletionRequest,
+    choices_body,
     chunk_body,
     decode_body,
+    logprobs_body,
     models_body,
     new_id,
     parse_request,
-    choices_body,
-    logprobs_body,
     usage_body,
     usage_chunk,
 )
@@ -248,9 +249,8 @@ class Ingress:
         """n > 1: n generations, each routed, admitted and spilled as a request of its own (each loads a
         pool as one request does), answered as one reply with choices 0..n-1; usage as OpenAI counts it
         (the prompt once, every choice's completion tokens). A given seed becomes seed + i for choice i, so
-        choices differ and the whole reply is reproducible. Refused as a whole if any choice is refused."""
-        import dataclasses
-
+        choices differ and the whole reply is reproducible. Refused as a whole if any choice is refused.
+        Tool requests come here too (n >= 1): their calls are read from each choice's whole output."""
         routes = [self.dispatch.route(len(ids), max_tokens) for _ in range(req.n)]
         if not routes[0].pools:
             raise APIError(400, routes[0].reason, param="max_tokens", code="context_length_exceeded")
