@@ -127,6 +127,15 @@ async def measure(base: str, args) -> dict:
     return res
 
 
+def run_meta(command: str, **extra) -> dict:
+    """When, at which commit, on what machine, by which command: every result file's header."""
+    from rayhet.profiling.report import cpu_model
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}", "command": command, **extra}
+
+
 LONG_CHARS = 100_000  # a long prompt: ~50-100 ms of llama.cpp tokenization on a 2-vCPU host
 
 
@@ -174,7 +183,6 @@ def main_long_prompts(args) -> int:
 
     from rayhet.app import build
     from rayhet.models import cached_gguf
-    from rayhet.profiling.report import cpu_model
 
     port = 8765
     ray.init(num_cpus=4, logging_level="warning", log_to_driver=False, include_dashboard=False)
@@ -193,11 +201,9 @@ def main_long_prompts(args) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
-            "command": "python " + " ".join(sys.argv), "long_chars": LONG_CHARS, "long_clients": args.long_clients,
-            "short_requests": args.sequential, "tokenizer": "rayhet-120m GGUF (llama.cpp)"}
+    meta = run_meta("python " + " ".join(sys.argv), long_chars=LONG_CHARS, long_clients=args.long_clients,
+                    short_requests=args.sequential, tokenizer="rayhet-120m GGUF (llama.cpp)")
+    commit = meta["commit"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "results": res}, indent=1) + "\n")
     md = [f"# Long prompts and everyone else's latency ({meta['date']}, commit {commit})", "",
@@ -232,7 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from rayhet.app import build
-    from rayhet.profiling.report import cpu_model
 
     port = 8765
     ray.init(num_cpus=4, logging_level="warning", log_to_driver=False, include_dashboard=False)
@@ -249,12 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         serve.shutdown()
         ray.shutdown()
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
-            "python": platform.python_version(), "ray": ray.__version__,
-            "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
-            "body": BODY, "sequential": args.sequential, "concurrency": args.concurrency, "seconds": args.seconds}
+    meta = run_meta("python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+                    python=platform.python_version(), ray=ray.__version__, body=BODY, sequential=args.sequential,
+                    concurrency=args.concurrency, seconds=args.seconds)
+    commit = meta["commit"]
     out = {"meta": meta, "results": res}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(out, indent=1) + "\n")
