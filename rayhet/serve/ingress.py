@@ -38,17 +38,14 @@ from rayhet.plan import Plan
 from rayhet.routing import PoolLimit, Route, Router
 from rayhet.serve.failures import Failure, classify
 from rayhet.serve.health import PoolWatcher, judge
-from rayhet.serve.openai_api import (
-    APIError,
-    ChatRequest,
-    CompletionRequest,
+from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest, decode_body, parse_request
+from rayhet.serve.replies import (
     choices_body,
     chunk_body,
-    decode_body,
     logprobs_body,
     models_body,
     new_id,
-    parse_request,
+    replay_as_stream,
     usage_body,
     usage_chunk,
 )
@@ -276,7 +273,7 @@ class Ingress:
             if not req.stream:
                 return reply
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_replay_as_stream(json.loads(reply.body), include_usage),
+            return StreamingResponse(replay_as_stream(json.loads(reply.body), include_usage),
                                      media_type="text/event-stream", headers={POOL_HEADER: reply.headers[POOL_HEADER]})
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
@@ -449,25 +446,6 @@ class Ingress:
             else:
                 self.dispatch.failed_midway(attempt.pool)
         yield b"data: [DONE]\n\n"
-
-
-async def _replay_as_stream(body: dict, include_usage: bool) -> AsyncIterator[bytes]:
-    """A whole chat reply as OpenAI's stream: per choice, one delta with its role and content or tool calls
-    (each call's arguments whole, with its index), then one with its finish reason; the usage chunk; [DONE]."""
-    base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"]}
-    extra = {"usage": None} if include_usage else {}
-    for c in body["choices"]:
-        m = c["message"]
-        delta = {"role": "assistant", "content": m.get("content")}
-        if m.get("tool_calls"):
-            delta["tool_calls"] = [{"index": k, **tc} for k, tc in enumerate(m["tool_calls"])]
-        for d, finish in ((delta, None), ({}, c["finish_reason"])):
-            chunk = {**base, "choices": [{"index": c["index"], "delta": d, "logprobs": None, "finish_reason": finish}],
-                     **extra}
-            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-    if include_usage:
-        yield b"data: " + json.dumps({**base, "choices": [], "usage": body["usage"]}).encode() + b"\n\n"
-    yield b"data: [DONE]\n\n"
 
 
 def make_app(ingress: Ingress) -> FastAPI:

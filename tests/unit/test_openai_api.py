@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rayhet.serve import openai_api, parameters
+from rayhet.serve import openai_api, parameters, replies
 from rayhet.serve.openai_api import APIError, ChatMessage, ChatRequest, CompletionRequest, parse_request
 
 BASE = {
@@ -175,13 +175,13 @@ def test_logprobs_requests_and_bodies():
     assert e.value.param == "logprobs"
     lps = [TokenLogprob("He", [72, 101], -0.5, [TokenLogprob("He", [72, 101], -0.5), TokenLogprob("A", [65], -1.5)]),
            TokenLogprob("llo", [108, 108, 111], -0.25, [TokenLogprob("llo", [108, 108, 111], -0.25)])]
-    c = openai_api.logprobs_body("chat", lps)
+    c = replies.logprobs_body("chat", lps)
     assert c["content"][0] == {"token": "He", "logprob": -0.5, "bytes": [72, 101], "top_logprobs": [
         {"token": "He", "logprob": -0.5, "bytes": [72, 101]}, {"token": "A", "logprob": -1.5, "bytes": [65]}]}
-    t = openai_api.logprobs_body("completion", lps, offset=3)
+    t = replies.logprobs_body("completion", lps, offset=3)
     assert t == {"tokens": ["He", "llo"], "token_logprobs": [-0.5, -0.25], "text_offset": [3, 5],
                  "top_logprobs": [{"He": -0.5, "A": -1.5}, {"llo": -0.25}]}
-    assert openai_api.logprobs_body("chat", None) is None
+    assert replies.logprobs_body("chat", None) is None
 
 
 def test_tools_become_a_schema_the_output_is_held_to():

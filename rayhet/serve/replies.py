@@ -1,0 +1,111 @@
+"""OpenAI API replies: whole responses, stream chunks, usage and logprobs objects, in OpenAI's shapes (no Ray,
+no engine)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import AsyncIterator
+
+
+def new_id(kind: str) -> str:
+    return f"{'cmpl' if kind == 'completion' else 'chatcmpl'}-{uuid.uuid4().hex}"
+
+
+def usage_body(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def logprobs_body(kind: str, lps: list | None, offset: int = 0) -> dict | None:
+    """OpenAI's logprobs object for these tokens (TokenLogprob), or None when none were asked for. Chat:
+    `content`, one entry per token with its `top_logprobs`; completions: the legacy parallel lists, with
+    `text_offset` counted from `offset` (the characters of the choice's text before these tokens)."""
+    if lps is None:
+        return None
+    if kind == "completion":
+        offsets, at = [], offset
+        for lp in lps:
+            offsets.append(at)
+            at += len(lp.token)
+        return {"tokens": [lp.token for lp in lps], "token_logprobs": [lp.logprob for lp in lps],
+                "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in lps], "text_offset": offsets}
+    entry = lambda t: {"token": t.token, "logprob": t.logprob, "bytes": t.bytes}  # noqa: E731
+    return {"content": [{**entry(lp), "top_logprobs": [entry(t) for t in lp.top]} for lp in lps], "refusal": None}
+
+
+def choices_body(kind: str, rid: str, model: str, outs: list[tuple], usage: dict, tools: bool = False) -> dict:
+    """A whole (non-streamed) reply with one choice per (text, finish_reason[, logprobs object]), indexed in
+    order (n > 1)."""
+    created = int(time.time())
+    outs = [(o[0], o[1], o[2] if len(o) > 2 else None) for o in outs]
+    if kind == "completion":
+        choices = [{"index": i, "text": t, "logprobs": lp, "finish_reason": f} for i, (t, f, lp) in enumerate(outs)]
+        return {"id": rid, "object": "text_completion", "created": created, "model": model,
+                "choices": choices, "usage": usage}
+    choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": lp, "finish_reason": f}
+               for i, (t, f, lp) in enumerate(outs)]
+    if tools:  # the constrained output read back: a call, or an answer
+        from rayhet.serve.tools import read_reply
+
+        for c in choices:
+            content, calls = read_reply(c["message"]["content"])
+            c["message"]["content"] = content
+            if calls:
+                c["message"]["tool_calls"] = calls
+                c["finish_reason"] = "tool_calls" if c["finish_reason"] == "stop" else c["finish_reason"]
+    return {"id": rid, "object": "chat.completion", "created": created, "model": model,
+            "choices": choices, "usage": usage}
+
+
+def chunk_body(kind: str, rid: str, model: str, text: str | None, finish: str | None = None, first: bool = False,
+               include_usage: bool = False, usage: dict | None = None, index: int = 0,
+               logprobs: dict | None = None) -> dict:
+    """One stream chunk. As OpenAI (and vLLM): with `stream_options.include_usage` every chunk has a `usage`
+    field, null except on the last one, which has `choices: []` (`usage_chunk`); without it, none has one."""
+    created = int(time.time())
+    if kind == "completion":
+        choices = [{"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}]
+        body = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices}
+    else:
+        delta: dict = {}
+        if first:
+            delta["role"] = "assistant"
+        if text:
+            delta["content"] = text
+        choices = [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]
+        body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
+    if include_usage:
+        body["usage"] = usage
+    return body
+
+
+def usage_chunk(kind: str, rid: str, model: str, usage: dict) -> dict:
+    """The last chunk of a stream that asked for `stream_options.include_usage`: no choices, the whole usage."""
+    body = chunk_body(kind, rid, model, None, include_usage=True, usage=usage)
+    body["choices"] = []
+    return body
+
+
+def models_body(model_id: str, created: int) -> dict:
+    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "rayhet"}]}
+
+
+async def replay_as_stream(body: dict, include_usage: bool) -> AsyncIterator[bytes]:
+    """A whole chat reply as OpenAI's stream: per choice, one delta with its role and content or tool calls
+    (each call's arguments whole, with its index), then one with its finish reason; the usage chunk; [DONE]."""
+    base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"]}
+    extra = {"usage": None} if include_usage else {}
+    for c in body["choices"]:
+        m = c["message"]
+        delta = {"role": "assistant", "content": m.get("content")}
+        if m.get("tool_calls"):
+            delta["tool_calls"] = [{"index": k, **tc} for k, tc in enumerate(m["tool_calls"])]
+        for d, finish in ((delta, None), ({}, c["finish_reason"])):
+            chunk = {**base, "choices": [{"index": c["index"], "delta": d, "logprobs": None, "finish_reason": finish}],
+                     **extra}
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    if include_usage:
+        yield b"data: " + json.dumps({**base, "choices": [], "usage": body["usage"]}).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
