@@ -104,7 +104,8 @@ class PoolServer:
                     parts.append(d.text)
                     ids.extend(d.token_ids)
                     if d.logprobs is not None:
-                        lps = (lps or []) + d.logprobs
+                        lps = lps if lps is not None else []
+                        lps.extend(d.logprobs)
                     if d.finish_reason is not None:
                         finish, usage = d.finish_reason, d.usage
         except asyncio.CancelledError:
