@@ -34,12 +34,13 @@ class EngineOverloadedError(EngineError):
 
 @dataclass
 class TokenLogprob:
-    """A generated token's log-probability under the model (before temperature, penalties and constraints, as
-    vLLM reports by default), with the most likely tokens at that step in `top` (theirs empty)."""
+    """A token's log-probability under the model given the tokens before it (before temperature, penalties and
+    constraints, as vLLM reports by default), with the most likely tokens at that position in `top` (theirs
+    empty). The first token of a prompt has none: nothing comes before it (logprob None, top empty)."""
 
     token: str  # its text (a token that is part of a UTF-8 character shows replacement characters; see bytes)
     bytes: list[int]
-    logprob: float
+    logprob: float | None
     top: list["TokenLogprob"] = field(default_factory=list)
 
 
@@ -62,6 +63,8 @@ class SamplingParams:
     json_object: bool = False
     json_schema: dict | None = None
     logprobs: int | None = None  # None: none; k >= 0: each generated token's logprob and the k most likely
+    # the same for every prompt token (OpenAI's echo with logprobs: a prompt scored); None keeps its cost off
+    prompt_logprobs: int | None = None
     ignore_eos: bool = False  # keep generating past EOS: profiling needs exact output lengths
 
     def validate(self) -> "SamplingParams":
@@ -82,6 +85,11 @@ class SamplingParams:
                                           or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS):
             raise InvalidRequestError(f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], "
                                       f"got {self.logprobs!r}", "top_logprobs")
+        if self.prompt_logprobs is not None and (not isinstance(self.prompt_logprobs, int)
+                                                 or isinstance(self.prompt_logprobs, bool)
+                                                 or not 0 <= self.prompt_logprobs <= MAX_TOP_LOGPROBS):
+            raise InvalidRequestError(f"prompt_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], "
+                                      f"got {self.prompt_logprobs!r}", "logprobs")
         if self.json_schema is not None and not isinstance(self.json_schema, dict):
             raise InvalidRequestError("response_format.json_schema.schema must be a JSON object",
                                       "response_format.json_schema.schema")
@@ -159,6 +167,9 @@ class GenerationDelta:
     usage: Usage | None = None
     first_token_time: float | None = None  # time.monotonic() of the first output token; set once known
     logprobs: list[TokenLogprob] | None = None  # one per token id, when the request asked for them
+    # one per prompt token, the first with logprob None, when the request asked (sampling.prompt_logprobs): on
+    # the first delta only
+    prompt_logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass

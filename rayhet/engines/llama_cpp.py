@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rayhet.perf import attention_pairs, micro_batches, pass_features
@@ -86,6 +87,7 @@ class _Seq:
         self.last_token = -1  # sampled, not yet fed
         self.n_generated = 0
         self.text = StreamText(req.sampling.stop)
+        self.prompt_lps: list[TokenLogprob] = []  # prompt tokens 1.. scored so far (sampling.prompt_logprobs)
         self.sampler = None
         self.grammar: str | None = None  # GBNF for response_format, checked at submission
         self.first_token_time: float | None = None
@@ -116,6 +118,18 @@ def _send_all(seqs: list[_Seq], items: list) -> None:
 def _put_all(batch: list) -> None:
     for queue, item in batch:
         queue.put_nowait(item)
+
+
+def token_logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    """The log-softmax of one row of raw logits at `token`, and the k most likely tokens with theirs, most
+    likely first."""
+    m = float(logits.max())
+    lse = m + float(np.log(np.exp(logits - m).sum()))
+    if not k:
+        return float(logits[token]) - lse, []
+    best = np.argpartition(-logits, k - 1)[:k] if k < len(logits) else np.arange(len(logits))
+    return float(logits[token]) - lse, [(t, float(logits[t]) - lse) for t in sorted(best.tolist(),
+                                                                                  key=lambda t: -logits[t])]
 
 
 class LlamaCppEngine:
@@ -394,6 +408,7 @@ class LlamaCppEngine:
         # Slot order in the batch: with a KV stream per slot, llama.cpp splits a batch into passes of slots
         # whose ids rise by one in batch order (split_equal): unsorted, a full batch can take several passes.
         outputs: list[tuple[int, _Seq]] = []  # (batch index, sequence) whose logits are sampled
+        prompt_rows: list[tuple[int, _Seq, int]] = []  # (batch index, sequence, prompt position it scores)
         n = 0
         for slot in sorted(take):
             s = running[slot]
@@ -403,8 +418,14 @@ class LlamaCppEngine:
                 s.n_fed += 1
                 continue
             end = s.n_fed + take[slot]
+            # a prompt to score asks for every row's logits; the others only for the last row's (the row of
+            # position i predicts token i + 1), so a request that does not ask pays nothing for it
+            scored = s.req.sampling.prompt_logprobs is not None
             for i in range(s.n_fed, end):
-                n = self._put(b, n, s.prompt[i], i, s.slot, i == len(s.prompt) - 1)
+                last = i == len(s.prompt) - 1
+                n = self._put(b, n, s.prompt[i], i, s.slot, last or scored)
+                if scored and not last:
+                    prompt_rows.append((n - 1, s, i + 1))
             s.n_fed = end
             if s.n_fed == len(s.prompt):
                 outputs.append((n - 1, s))
@@ -414,12 +435,18 @@ class LlamaCppEngine:
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc} for a batch of {n} tokens")
         now = time.monotonic()
+        for idx, s, j in prompt_rows:
+            s.prompt_lps.append(self._logprob(idx, s.prompt[j], s.req.sampling.prompt_logprobs))
         deltas = []
         for idx, s in outputs:
+            sp = s.req.sampling
             token = self._held.llama_sampler_sample(s.sampler, self._ctx, idx)
-            lp = self._logprobs(idx, token, s.req.sampling.logprobs) if s.req.sampling.logprobs is not None else None
+            lp = [self._logprob(idx, token, sp.logprobs)] if sp.logprobs is not None else None
             deltas.append(self._next(s, token, now))
             deltas[-1].logprobs = lp
+            if sp.prompt_logprobs is not None and s.n_generated == 1:  # once, with the first token
+                deltas[-1].prompt_logprobs = [self._entry(s.prompt[0], None), *s.prompt_lps]
+                s.prompt_lps = []
             if s.done:  # free the slot before the last delta goes out: a client never sees it still held
                 self._release(s, running, free)
         with self._cv:
@@ -431,24 +458,18 @@ class LlamaCppEngine:
         passes = (0, 0) if self.settings.kv_unified else pass_features(micro_batches(sorted(take.items()), budget))
         return n - len(decoding), pairs, len(decoding), context, *passes
 
-    def _logprobs(self, idx: int, token: int, k: int) -> list[TokenLogprob]:
-        """The sampled token's logprob and the k most likely, from the raw logits of batch row `idx` (the step
-        thread, before the next decode overwrites them)."""
-        import numpy as np
-
+    def _logprob(self, idx: int, token: int, k: int) -> TokenLogprob:
+        """`token`'s logprob and the k most likely, from the raw logits of batch row `idx` (the step thread,
+        before the next decode overwrites them)."""
         logits = np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._ctx, idx), shape=(self.n_vocab,))
-        m = float(logits.max())
-        lse = m + float(np.log(np.exp(logits - m).sum()))
+        lp, top = token_logprobs(logits, token, k)
+        out = self._entry(token, lp)
+        out.top = [self._entry(t, v) for t, v in top]
+        return out
 
-        def entry(t: int) -> TokenLogprob:
-            raw = token_piece(self._held, self._vocab, int(t))
-            return TokenLogprob(raw.decode("utf-8", errors="replace"), list(raw), float(logits[t]) - lse)
-
-        out = entry(token)
-        if k:
-            best = np.argpartition(-logits, k - 1)[:k] if k < self.n_vocab else np.arange(self.n_vocab)
-            out.top = [entry(t) for t in sorted(best.tolist(), key=lambda t: -logits[t])]
-        return [out]
+    def _entry(self, token: int, logprob: float | None) -> TokenLogprob:
+        raw = token_piece(self._held, self._vocab, int(token))
+        return TokenLogprob(raw.decode("utf-8", errors="replace"), list(raw), logprob)
 
     @staticmethod
     def _put(b, n: int, token: int, pos: int, seq_id: int, logits: bool) -> int:

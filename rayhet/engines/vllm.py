@@ -108,6 +108,8 @@ def sampling_kwargs(s: SamplingParams) -> dict[str, Any]:
         kw["stop"] = list(s.stop)
     if s.logprobs is not None:
         kw["logprobs"] = s.logprobs
+    if s.prompt_logprobs is not None:
+        kw["prompt_logprobs"] = s.prompt_logprobs
     if s.json_schema is not None or s.json_object:  # made a vllm StructuredOutputsParams by the engine
         kw["structured_outputs"] = {"json": s.json_schema} if s.json_schema is not None else {"json_object": True}
     return kw
@@ -131,9 +133,12 @@ class DeltaBuilder:
     engine's process on this machine: the same clock).
     """
 
-    def __init__(self, prompt_tokens: int, clock: Callable[[], float] = time.monotonic, top_logprobs: int | None = None):
+    def __init__(self, prompt_tokens: int, clock: Callable[[], float] = time.monotonic, top_logprobs: int | None = None,
+                 prompt_top_logprobs: int | None = None, decode: Callable[[int], str] = lambda t: ""):
         self.prompt_tokens = prompt_tokens
         self.top_logprobs = top_logprobs  # as the request asked (None: no logprobs)
+        self.prompt_top_logprobs = prompt_top_logprobs  # the same for the prompt's tokens
+        self._decode = decode  # a token's text: vLLM gives none for the first prompt token (it has no logprob)
         self.completion_tokens = 0
         self.first_token_time: float | None = None
         self.finished = False
@@ -152,9 +157,11 @@ class DeltaBuilder:
             self.first_token_time = stamped if out.finished and stamped > 0 else self._clock()
         self.completion_tokens += len(ids)
         done = bool(out.finished)
-        if not ids and not text and not done:
+        prompt_lps = self._prompt_logprobs(out)
+        if not ids and not text and not done and prompt_lps is None:
             return None
-        delta = GenerationDelta(text=text, token_ids=ids, first_token_time=self.first_token_time)
+        delta = GenerationDelta(text=text, token_ids=ids, first_token_time=self.first_token_time,
+                                prompt_logprobs=prompt_lps)
         if self.top_logprobs is not None and comp is not None and comp.logprobs is not None:
             delta.logprobs = [_token_logprob(t, step, self.top_logprobs) for t, step in zip(ids, comp.logprobs)]
         if done:
@@ -162,6 +169,21 @@ class DeltaBuilder:
             delta.finish_reason = finish_reason_of(comp.finish_reason if comp is not None else None)
             delta.usage = Usage(self.prompt_tokens, self.completion_tokens)
         return delta
+
+    def _prompt_logprobs(self, out: Any) -> list[TokenLogprob] | None:
+        """vLLM's prompt logprobs (None for the first position, then {token id: Logprob} per prompt token) as
+        ours, when asked for; vLLM sends them once (on the first output of the request)."""
+        steps, ids = getattr(out, "prompt_logprobs", None), getattr(out, "prompt_token_ids", None)
+        if self.prompt_top_logprobs is None or not steps or not ids:
+            return None
+        k = self.prompt_top_logprobs
+        return [_token_logprob(t, step, k) if step is not None else _unscored(self._decode(t))
+                for t, step in zip(ids, steps)]
+
+
+def _unscored(text: str) -> TokenLogprob:
+    """A prompt's first token: nothing comes before it to score it by."""
+    return TokenLogprob(text, list(text.encode("utf-8")), None)
 
 
 def _token_logprob(token: int, step: dict, k: int) -> TokenLogprob:
@@ -370,7 +392,9 @@ class VllmEngine:
         # vLLM refuses a request id that is still running: a retried client id must not collide.
         rid = f"{request.request_id}-{next(self._ids)}"
         stream = self._llm.generate({"prompt_token_ids": ids}, params, rid)
-        build = DeltaBuilder(len(ids), top_logprobs=s.logprobs)
+        # the first prompt token is most often a BOS the tokenizer added, which the prompt's text does not hold
+        build = DeltaBuilder(len(ids), top_logprobs=s.logprobs, prompt_top_logprobs=s.prompt_logprobs,
+                             decode=lambda t: self._tok.decode([t], skip_special_tokens=True))
         self._inflight += 1
         self._stats.requests_total += 1
         self._stats.prompt_tokens_total += len(ids)

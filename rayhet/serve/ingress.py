@@ -40,9 +40,10 @@ from rayhet.serve.failures import Failure, classify
 from rayhet.serve.health import PoolWatcher, judge
 from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest, decode_body, parse_request
 from rayhet.serve.replies import (
+    ChoiceText,
+    Echo,
     choices_body,
     chunk_body,
-    logprobs_body,
     models_body,
     new_id,
     replay_as_stream,
@@ -202,11 +203,15 @@ class Ingress:
                 raise APIError(404, f"model {req.model!r} does not exist; this server serves {self.model_id!r}",
                                param="model", code="model_not_found")
             ids, max_tokens = await self._tokenize(kind, req)
+            echo = await self._echo(req, ids) if getattr(req, "echo", False) else None
+            if echo is not None and not echo.keep_output:
+                max_tokens = 1  # a prompt to score: one token generated (as vLLM does), left out of the reply
             sampling = SamplingParams(max_tokens=max_tokens, temperature=float(req.temperature),
                                       top_p=float(req.top_p), seed=req.seed, stop=req.stop_list(),
                                       presence_penalty=float(req.presence_penalty),
                                       frequency_penalty=float(req.frequency_penalty), ignore_eos=req.ignore_eos,
                                       logprobs=req.logprobs_k(),
+                                      prompt_logprobs=req.logprobs_k() if echo is not None else None,
                                       **(req.response_format.sampling() if getattr(req, "response_format", None)
                                          else {}),
                                       **({"json_schema": tool_schema(*req.tool_setup(), req.parallel_tool_calls)}
@@ -219,7 +224,7 @@ class Ingress:
                 raise APIError(400, f"n={req.n} is above this server's limit of {self.config.server.max_n} "
                                "(server.max_n)", param="n")
             if req.n > 1 or self._tools_on(req):
-                return await self._several(kind, req, ids, sampling, max_tokens, t0)
+                return await self._several(kind, req, ids, sampling, max_tokens, t0, echo)
             route = self.dispatch.route(len(ids), max_tokens)
             if not route.pools:
                 raise APIError(400, route.reason, param="max_tokens", code="context_length_exceeded")
@@ -227,7 +232,7 @@ class Ingress:
                                     arrival_time=t0)
             attempt = await self.sender.first_answer(route, gen, t0, stream=bool(req.stream))
             if not req.stream:
-                return self._completed(kind, [route], [attempt], max_tokens, t0)
+                return self._completed(kind, [route], [attempt], max_tokens, t0, echo=echo)
         except APIError as e:
             return _error(e)
         except InvalidRequestError as e:  # e.g. the chat template rejected the messages
@@ -238,11 +243,11 @@ class Ingress:
         rid = new_id(kind)
         include_usage = bool((req.stream_options or {}).get("include_usage"))
         continuous = include_usage and bool((req.stream_options or {}).get("continuous_usage_stats"))
-        return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage, continuous),
+        return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage, continuous, echo),
                                  media_type="text/event-stream", headers={POOL_HEADER: attempt.pool})
 
     async def _several(self, kind: str, req: Any, ids: list[int], sampling: SamplingParams, max_tokens: int,
-                       t0: float):
+                       t0: float, echo: Echo | None = None):
         """n > 1: n generations, each routed, admitted and spilled as a request of its own (each loads a
         pool as one request does), answered as one reply with choices 0..n-1; usage as OpenAI counts it
         (the prompt once, every choice's completion tokens). A given seed becomes seed + i for choice i, so
@@ -278,12 +283,13 @@ class Ingress:
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
             return StreamingResponse(self._sse_several(kind, new_id(kind), routes, attempts, max_tokens, t0,
-                                                       include_usage),
+                                                       include_usage, echo),
                                      media_type="text/event-stream",
                                      headers={POOL_HEADER: ",".join(a.pool for a in attempts)})
-        return self._completed(kind, routes, attempts, max_tokens, t0)
+        return self._completed(kind, routes, attempts, max_tokens, t0, echo=echo)
 
-    async def _sse_several(self, kind, rid, routes, attempts, max_tokens, t0, include_usage) -> AsyncIterator[bytes]:
+    async def _sse_several(self, kind, rid, routes, attempts, max_tokens, t0, include_usage,
+                           echo: Echo | None = None) -> AsyncIterator[bytes]:
         """The stream of n > 1 choices: each choice's deltas as they come, with its index (OpenAI interleaves
         them the same way); one usage chunk at the end. Kept apart from `_sse` so that n = 1 stays one loop."""
         queue: asyncio.Queue = asyncio.Queue()
@@ -300,7 +306,7 @@ class Ingress:
 
         pumps = [asyncio.ensure_future(pump(i, a)) for i, a in enumerate(attempts)]
         first = [True] * len(attempts)
-        offset = [0] * len(attempts)
+        texts = [ChoiceText(kind, echo) for _ in attempts]
         failed = None
         try:
             while not all(done) and failed is None:
@@ -314,11 +320,10 @@ class Ingress:
                 n_out[i] += len(d.token_ids)
                 if d.finish_reason is not None and d.usage:
                     n_out[i] = d.usage.completion_tokens
-                if d.text or first[i] or d.finish_reason is not None or d.logprobs:
-                    body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, first=first[i],
-                                      include_usage=include_usage, index=i,
-                                      logprobs=logprobs_body(kind, d.logprobs, offset[i]))
-                    offset[i] += sum(len(lp.token) for lp in d.logprobs or [])
+                piece = texts[i].piece(d)
+                if piece is not None:
+                    body = chunk_body(kind, rid, self.model_id, piece[0], d.finish_reason, first=first[i],
+                                      include_usage=include_usage, index=i, logprobs=piece[1])
                     yield b"data: " + json.dumps(body).encode() + b"\n\n"
                     first[i] = False
             if failed is not None:
@@ -329,7 +334,7 @@ class Ingress:
                                "internal_error").body()
                 yield b"data: " + json.dumps(err).encode() + b"\n\n"
             elif include_usage:
-                usage = usage_body(routes[0].input_tokens, sum(n_out))
+                usage = usage_body(routes[0].input_tokens, sum(t.completion_tokens(k) for t, k in zip(texts, n_out)))
                 yield b"data: " + json.dumps(usage_chunk(kind, rid, self.model_id, usage)).encode() + b"\n\n"
         finally:
             for p in pumps:
@@ -354,11 +359,7 @@ class Ingress:
 
     async def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
         if kind == "completion":
-            prompt = req.prompt
-            if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-                if len(prompt) != 1:
-                    raise APIError(400, "batched prompts are not supported: send one prompt per request", param="prompt")
-                prompt = prompt[0]
+            prompt = req.one_prompt()
             ids = list(prompt) if isinstance(prompt, list) else \
                 await self._off_loop(self.tokenizer.prompt_ids, prompt, len(prompt))
             max_tokens = req.max_tokens if req.max_tokens is not None else 16
@@ -377,24 +378,33 @@ class Ingress:
             raise APIError(400, "the prompt is empty", param="prompt")
         return ids, max_tokens
 
+    async def _echo(self, req: CompletionRequest, ids: list[int]) -> Echo:
+        """What echo puts before each choice: the prompt as sent, or the text of its token ids."""
+        prompt = req.one_prompt()
+        if not isinstance(prompt, str):
+            prompt = await self._off_loop(self.tokenizer.text_of, ids, 4 * len(ids))  # ~4 characters a token
+        return Echo(prompt, keep_output=req.max_tokens != 0)
+
     @staticmethod
     def _tools_on(req: Any) -> bool:
         return bool(getattr(req, "using_tools", lambda: False)())
 
     def _completed(self, kind: str, routes: list[Route], attempts: list[Attempt], max_tokens: int,
-                   t0: float, tools: bool = False) -> JSONResponse:
+                   t0: float, tools: bool = False, echo: Echo | None = None) -> JSONResponse:
         """The reply to a non-streamed request from its pools' whole completions, one choice each (n of them);
         usage as OpenAI counts it: the prompt once, every choice's completion tokens."""
         outs, n_out = [], 0
         for route, attempt in zip(routes, attempts):
+            text = ChoiceText(kind, echo)
             attempt.ticket.release()
             res = attempt.first
             k = res.usage.completion_tokens if res.usage else len(res.token_ids)
-            n_out += k
+            n_out += text.completion_tokens(k)
             # TTFT as the stream path sees it: the time here, less what the pool spent after its first token
             ttft = max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s))
             self._succeeded(attempt.pool, route, k, max_tokens, ttft, res.decode_s)
-            outs.append((res.text, res.finish_reason, logprobs_body(kind, res.logprobs)))
+            choice, lps = text.piece(res)  # (the first piece of a choice is never None)
+            outs.append((choice, res.finish_reason, lps))
         first = attempts[0].first
         u = usage_body(first.usage.prompt_tokens if first.usage else routes[0].input_tokens, n_out)
         return _json(200, choices_body(kind, new_id(kind), self.model_id, outs, u, tools=tools),
@@ -409,22 +419,22 @@ class Ingress:
         self.dispatch.succeeded(pool, route, n_out, max_tokens, ttft_s, decode_s)
 
     async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage,
-                   continuous: bool = False) -> AsyncIterator[bytes]:
-        n_out, first, ok, usage, offset = 0, True, False, None, 0
+                   continuous: bool = False, echo: Echo | None = None) -> AsyncIterator[bytes]:
+        n_out, first, ok, usage = 0, True, False, None
+        text = ChoiceText(kind, echo)
         try:
             async for d in self._deltas(attempt):
                 n_out += len(d.token_ids)
                 if d.finish_reason is not None:
                     u = d.usage
                     n_out = u.completion_tokens if u else n_out
-                    usage = usage_body(u.prompt_tokens if u else route.input_tokens, n_out)
-                if d.text or first or d.finish_reason is not None or d.logprobs:
+                    usage = usage_body(u.prompt_tokens if u else route.input_tokens, text.completion_tokens(n_out))
+                piece = text.piece(d)
+                if piece is not None:
                     # vLLM's continuous_usage_stats: every chunk's usage says how many tokens came so far
-                    running = usage_body(route.input_tokens, n_out) if continuous else None
-                    body = chunk_body(kind, rid, self.model_id, d.text, d.finish_reason, first=first,
-                                      include_usage=include_usage, usage=running,
-                                      logprobs=logprobs_body(kind, d.logprobs, offset))
-                    offset += sum(len(lp.token) for lp in d.logprobs or [])
+                    running = usage_body(route.input_tokens, text.completion_tokens(n_out)) if continuous else None
+                    body = chunk_body(kind, rid, self.model_id, piece[0], d.finish_reason, first=first,
+                                      include_usage=include_usage, usage=running, logprobs=piece[1])
                     yield b"data: " + json.dumps(body).encode() + b"\n\n"
                     first = False
             if usage is not None and include_usage:

@@ -81,14 +81,34 @@ class _Common(BaseModel):
 class CompletionRequest(_Common):
     endpoint: ClassVar[str] = "completions"
 
-    def logprobs_k(self) -> int | None:
-        return self.logprobs
     prompt: StrictStr | list[StrictInt] | list[StrictStr]
-    max_tokens: StrictInt | None = Field(16, ge=1)
-    echo: StrictBool = Field(False, description="Not supported (must be false: refuse_unsupported).")
+    max_tokens: StrictInt | None = Field(16, description="Tokens to generate, >= 1; 0 only with echo (the prompt "
+                                         "alone, scored with logprobs).")
+    echo: StrictBool = Field(False, description="Put the prompt before each choice's text (and, with logprobs, "
+                             "its tokens' logprobs before the generated ones).")
     logprobs: StrictInt | None = Field(None, ge=0, le=5, description="Return each token's logprob and the "
                                        "`logprobs` most likely tokens at each position (OpenAI's limit: 5).")
     suffix: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _nothing_to_generate_only_with_echo(self) -> "CompletionRequest":
+        least = 0 if self.echo else 1  # (in the words of pydantic's ge, which said it before echo was honoured)
+        if self.max_tokens is not None and self.max_tokens < least:
+            raise ValueError(f"max_tokens: Input should be greater than or equal to {least}"
+                             + ("" if self.echo else " (0 only with echo: true)"))
+        return self
+
+    def logprobs_k(self) -> int | None:
+        return self.logprobs
+
+    def one_prompt(self) -> str | list[int]:
+        """The prompt's text, or its token ids; a batch of one text is that text (400 for a larger batch)."""
+        prompt = self.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            if len(prompt) != 1:
+                raise APIError(400, "batched prompts are not supported: send one prompt per request", param="prompt")
+            return prompt[0]
+        return prompt
 
 
 class _Part(BaseModel):

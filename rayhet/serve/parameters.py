@@ -18,8 +18,8 @@ _BOTH = ("model", "stream", "stream_options", "temperature", "top_p", "seed", "s
 PARAMETERS: dict[str, dict[str, str]] = {
     "completions": {
         **{k: HONOURED for k in (*_BOTH, "prompt")}, "n": "honoured up to `server.max_n` (8); 400 above", "user": NO_EFFECT,
-        "logprobs": HONOURED,
-        **{k: REFUSED for k in ("best_of", "echo", "logit_bias", "suffix")},
+        "logprobs": HONOURED, "echo": HONOURED,
+        **{k: REFUSED for k in ("best_of", "logit_bias", "suffix")},
     },
     "chat.completions": {
         **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens", "response_format", "logprobs",
@@ -33,12 +33,12 @@ PARAMETERS: dict[str, dict[str, str]] = {
 }
 EXTENSIONS = {"ignore_eos"}  # rayhet's (and vLLM's) own: not OpenAI's, not logged as unknown
 NEUTRAL: dict[str, Any] = {  # the values of a refused parameter that ask for nothing (null is one for all)
-    "best_of": lambda v: v == 1, "echo": lambda v: v is False, "logit_bias": lambda v: v == {},
-"suffix": lambda v: v == "", "functions": lambda v: v == [],
+    "best_of": lambda v: v == 1, "logit_bias": lambda v: v == {}, "suffix": lambda v: v == "",
+    "functions": lambda v: v == [],
     "function_call": lambda v: v == "none", "modalities": lambda v: v == ["text"],
     "store": lambda v: v is False,
 }
-_NO_OPS = {"best_of": "1", "echo": "false", "logit_bias": "{}", "suffix": '""',
+_NO_OPS = {"best_of": "1", "logit_bias": "{}", "suffix": '""',
            "functions": "[]", "function_call": '"none"', "modalities": '["text"]',
            "store": "false"}
 _unknown_logged: set[str] = set()

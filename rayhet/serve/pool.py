@@ -47,6 +47,7 @@ class Completion:
     decode_s: float
     total_s: float
     logprobs: list | None = None  # TokenLogprob per token, when asked for
+    prompt_logprobs: list | None = None  # TokenLogprob per prompt token, when asked for (echo)
 
 
 def merge(deltas: list[GenerationDelta]) -> GenerationDelta:
@@ -56,9 +57,11 @@ def merge(deltas: list[GenerationDelta]) -> GenerationDelta:
     last = deltas[-1]
     first_time = next((d.first_token_time for d in deltas if d.first_token_time is not None), None)
     lps = [lp for d in deltas for lp in (d.logprobs or [])]
+    prompt_lps = [lp for d in deltas for lp in (d.prompt_logprobs or [])]
     return GenerationDelta(text="".join(d.text for d in deltas), token_ids=[t for d in deltas for t in d.token_ids],
                            finish_reason=last.finish_reason, usage=last.usage, first_token_time=first_time,
-                           logprobs=lps if any(d.logprobs is not None for d in deltas) else None)
+                           logprobs=lps if any(d.logprobs is not None for d in deltas) else None,
+                           prompt_logprobs=prompt_lps if any(d.prompt_logprobs is not None for d in deltas) else None)
 
 
 def resolve_model_path(settings: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +96,7 @@ class PoolServer:
         parts: list[str] = []
         ids: list[int] = []
         lps: list | None = None
+        prompt_lps: list | None = None
         finish, usage, t_first, t_last = None, None, None, t0
         try:
             # stream=False lets the engine skip intermediate outputs (vLLM: one final output)
@@ -106,6 +110,8 @@ class PoolServer:
                     if d.logprobs is not None:
                         lps = lps if lps is not None else []
                         lps.extend(d.logprobs)
+                    if d.prompt_logprobs is not None:
+                        prompt_lps = (prompt_lps or []) + d.prompt_logprobs  # (once: on the first delta)
                     if d.finish_reason is not None:
                         finish, usage = d.finish_reason, d.usage
         except asyncio.CancelledError:
@@ -122,7 +128,7 @@ class PoolServer:
         c["ok"] += 1
         t_first = t_last if t_first is None else t_first
         return Completion("".join(parts), ids, finish, usage, ttft_s=max(0.0, t_first - t0), decode_s=t_last - t_first,
-                          total_s=time.monotonic() - t0, logprobs=lps)
+                          total_s=time.monotonic() - t0, logprobs=lps, prompt_logprobs=prompt_lps)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Stream the engine's deltas (streaming handle call), coalesced: the engine runs ahead in a task while

@@ -1,12 +1,13 @@
-"""OpenAI API replies: whole responses, stream chunks, usage and logprobs objects, in OpenAI's shapes (no Ray,
-no engine)."""
+"""OpenAI API replies: whole responses, stream chunks, usage and logprobs objects, each choice's text with the
+prompt echoed before it, in OpenAI's shapes (no Ray, no engine)."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from typing import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
 
 
 def new_id(kind: str) -> str:
@@ -29,10 +30,71 @@ def logprobs_body(kind: str, lps: list | None, offset: int = 0) -> dict | None:
         for lp in lps:
             offsets.append(at)
             at += len(lp.token)
+        # a prompt's first token has no logprob: null, and null top_logprobs, as OpenAI writes it
         return {"tokens": [lp.token for lp in lps], "token_logprobs": [lp.logprob for lp in lps],
-                "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in lps], "text_offset": offsets}
+                "top_logprobs": [None if lp.logprob is None else _by_text(lp.top) for lp in lps],
+                "text_offset": offsets}
     entry = lambda t: {"token": t.token, "logprob": t.logprob, "bytes": t.bytes}  # noqa: E731
     return {"content": [{**entry(lp), "top_logprobs": [entry(t) for t in lp.top]} for lp in lps], "refusal": None}
+
+
+def _by_text(top: list) -> dict:
+    """Top tokens as the legacy {text: logprob}, most likely first. Of tokens with one text (pieces of UTF-8
+    characters all read "\ufffd") the most likely one's logprob stays: a dict comprehension kept the last."""
+    out: dict = {}
+    for t in top:
+        out.setdefault(t.token, t.logprob)
+    return out
+
+
+def joined_logprobs(first: dict | None, then: dict | None) -> dict | None:
+    """Two completions logprobs objects as one, `first`'s tokens before `then`'s (either may be None)."""
+    if first is None or then is None:
+        return then if first is None else first
+    return {k: first[k] + then[k] for k in first}
+
+
+@dataclass(frozen=True)
+class Echo:
+    """What a completions request with `echo: true` puts before each choice: the prompt's text (and, with
+    logprobs, its tokens' logprobs). `keep_output` False is `max_tokens: 0`, OpenAI's way to score a prompt:
+    the reply is the prompt alone, with no completion tokens."""
+
+    prompt: str
+    keep_output: bool = True
+
+
+class ChoiceText:
+    """One choice's text and logprobs object, piece by piece (a stream's deltas, or a whole completion as its
+    one piece): the echoed prompt before the first piece, and `text_offset` counted along the choice's text."""
+
+    def __init__(self, kind: str, echo: Echo | None = None):
+        self.kind, self.echo = kind, echo
+        self.offset = 0  # characters of the choice's text before the next piece's tokens
+        self.started = False
+
+    def piece(self, d: Any) -> tuple[str, dict | None] | None:
+        """(text, logprobs object) of a GenerationDelta or Completion, or None when it adds nothing to the choice
+        (never for the first: it opens the choice)."""
+        first, self.started = not self.started, True
+        text, lps = d.text, d.logprobs
+        if self.echo is not None and not self.echo.keep_output:
+            text, lps = "", (None if lps is None else [])
+        prompt, prompt_lps = "", None
+        if first and self.echo is not None:
+            prompt, prompt_lps = self.echo.prompt, logprobs_body(self.kind, d.prompt_logprobs, 0)
+            # the output's offsets count from the prompt's end even where its tokens' texts add up to another
+            # length (special tokens, as vLLM's tokenizer writes them)
+            self.offset = len(prompt)
+        body = logprobs_body(self.kind, lps, self.offset)
+        self.offset += sum(len(lp.token) for lp in lps or [])
+        if not (first or text or lps or d.finish_reason is not None):
+            return None
+        return prompt + text, joined_logprobs(prompt_lps, body)
+
+    def completion_tokens(self, generated: int) -> int:
+        """The completion tokens the reply reports: none when a prompt-only echo left the output out."""
+        return 0 if self.echo is not None and not self.echo.keep_output else generated
 
 
 def choices_body(kind: str, rid: str, model: str, outs: list[tuple], usage: dict, tools: bool = False) -> dict:

@@ -22,6 +22,10 @@ class PromptTokenizer(Protocol):
         """Token ids of a chat rendered with the model's template and the assistant's generation prompt."""
         ...
 
+    def text_of(self, ids: list[int]) -> str:
+        """The text of token ids (a token-id prompt echoed), special tokens such as BOS left out."""
+        ...
+
 
 class GGUFTokenizer:
     """A GGUF's vocabulary and chat template through llama.cpp (vocab_only: no weights loaded).
@@ -59,6 +63,11 @@ class GGUFTokenizer:
     def chat_ids(self, messages: list[dict]) -> list[int]:
         return self._tokenize(self._chat.render(messages), False)
 
+    def text_of(self, ids: list[int]) -> str:
+        from rayhet.engines.llama_cpp_calls import token_piece
+
+        return b"".join(token_piece(self._lc, self._vocab, t) for t in ids).decode("utf-8", errors="replace")
+
 
 class HFTokenizer:
     """A Hugging Face tokenizer (what vLLM uses) and its chat template."""
@@ -75,6 +84,9 @@ class HFTokenizer:
         text = self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self._tok(text, add_special_tokens=False).input_ids
 
+    def text_of(self, ids: list[int]) -> str:
+        return self._tok.decode(ids, skip_special_tokens=True)
+
 
 class ByteLevelTokenizer:
     """The FakeEngine's tokenizer (one token per UTF-8 byte): only for pools of the fake test engine."""
@@ -89,6 +101,9 @@ class ByteLevelTokenizer:
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
         return self._tok.encode(self._tok.render_chat(messages))
+
+    def text_of(self, ids: list[int]) -> str:
+        return bytes(t for t in ids if 0 <= t < 256).decode("utf-8", errors="replace")
 
 
 def load_tokenizer(config: RayhetConfig) -> PromptTokenizer:

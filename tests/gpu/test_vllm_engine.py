@@ -136,6 +136,27 @@ def test_structured_output_penalties_and_logprobs(loop, engine):
     assert len(lps) == 6 and all(len(lp.top) == 3 and lp.top[0].logprob == pytest.approx(lp.logprob) for lp in lps)
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_prompt_logprobs_score_the_prompt_as_decoding_scored_the_output(loop, engine, stream):
+    """Echo with logprobs on vLLM: prompt_logprobs come once, on the first delta, one per prompt token with the
+    first's logprob None; a greedy output fed back as a prompt is scored as decoding scored it."""
+    prompt_ids = engine.tokenize("the quick brown fox")
+    ds = loop.run_until_complete(_collect(engine, GenerationRequest(
+        f"gen{stream}", prompt_token_ids=prompt_ids, stream=stream,
+        sampling=SamplingParams(max_tokens=12, ignore_eos=True, temperature=0, logprobs=2))))
+    ids, decoded = [t for d in ds for t in d.token_ids], [lp for d in ds for lp in d.logprobs]
+    assert all(d.prompt_logprobs is None for d in ds)  # not asked
+    ds = loop.run_until_complete(_collect(engine, GenerationRequest(
+        f"fed{stream}", prompt_token_ids=prompt_ids + ids, stream=stream,
+        sampling=SamplingParams(max_tokens=2, ignore_eos=True, temperature=0, prompt_logprobs=2))))
+    scored = ds[0].prompt_logprobs
+    assert all(d.prompt_logprobs is None for d in ds[1:])
+    assert len(scored) == len(prompt_ids) + len(ids) and scored[0].logprob is None and scored[0].top == []
+    assert all(lp.logprob is not None and lp.logprob <= 0 and len(lp.top) == 2 for lp in scored[1:])
+    for s, d in zip(scored[len(prompt_ids):], decoded):  # bf16/fp16 kernels: batched prefill vs decode differ a little
+        assert s.token == d.token and s.logprob == pytest.approx(d.logprob, abs=0.05)
+
+
 def test_chat_and_token_prompts(loop, engine):
     text = engine.render_chat([{"role": "user", "content": "hi"}])
     assert text.startswith("<|begin_of_text|><|im_start|>user") and text.endswith("assistant\n")

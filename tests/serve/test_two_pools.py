@@ -105,8 +105,8 @@ def test_official_client_gets_400_naming_what_rayhet_does_not_do(client):
         assert e.value.status_code == 400 and e.value.body["param"] == param, e.value.body
         assert e.value.body["code"] == code
     with pytest.raises(openai.BadRequestError) as e:
-        client.completions.create(model="rayhet-tiny", prompt="hi", max_tokens=4, echo=True)
-    assert e.value.body["param"] == "echo"
+        client.completions.create(model="rayhet-tiny", prompt="hi", max_tokens=4, suffix="end")
+    assert e.value.body["param"] == "suffix"
     r = client.chat.completions.create(model="rayhet-tiny", messages=msgs, max_tokens=4, presence_penalty=1.0,
                                        frequency_penalty=0.5, user="u1", metadata={"k": "v"}, tools=[],
                                        response_format={"type": "text"})
@@ -163,6 +163,15 @@ def test_logprobs_with_the_official_client_streamed_and_not(client):
         assert lp.text_offset[0] == 0 and all(len(t) <= 2 for t in lp.top_logprobs)
     plain = client.completions.create(model="rayhet-tiny", prompt="Once upon", max_tokens=3)
     assert plain.choices[0].logprobs is None
+    # echo through Serve: the prompt and its scored tokens first, streamed (first chunk) and not
+    echoed = client.completions.create(model="rayhet-tiny", prompt="Once upon", max_tokens=3, logprobs=1, echo=True,
+                                       extra_body={"ignore_eos": True})
+    lp = echoed.choices[0].logprobs
+    assert echoed.choices[0].text.startswith("Once upon") and echoed.usage.completion_tokens == 3
+    assert lp.token_logprobs[0] is None and len(lp.tokens) == echoed.usage.prompt_tokens + 3
+    first = next(iter(client.completions.create(model="rayhet-tiny", prompt="Once upon", max_tokens=3, echo=True,
+                                                stream=True)))
+    assert first.choices[0].text.startswith("Once upon")
 
 
 @pytest.mark.parametrize("stream", [False, True])

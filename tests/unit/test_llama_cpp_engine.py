@@ -284,3 +284,47 @@ async def test_logprobs_are_the_models_and_greedy_takes_the_most_likely(engine):
     assert len(sampled) == 12 and all(lp.top == [] and lp.logprob <= 0 for lp in sampled)
     _, _, plain = await collect(engine, req("lp2", "the a of", max_tokens=3))
     assert all(d.logprobs is None for d in plain)
+
+
+async def test_prompt_logprobs_score_the_prompt_as_decoding_scored_the_output(engine_factory):
+    """Prompt logprobs (OpenAI's echo with logprobs): the output of a greedy run fed back as a prompt is scored
+    with the logprobs decoding gave each of its tokens, top ones included; the first prompt token has none.
+    With a prompt longer than n_batch, the rows of every prefill chunk count, and the scores stay the same."""
+    engine = await engine_factory()
+    prompt_ids = engine.tokenize("the a of")
+    _, ids, deltas = await collect(engine, req("g", "the a of", max_tokens=20, ignore_eos=True, logprobs=3))
+    decoded = [lp for d in deltas for lp in d.logprobs]
+    assert all(d.prompt_logprobs is None for d in deltas)  # not asked
+    for n_batch in (512, 8):  # one prefill step; several
+        eng = engine if n_batch == 512 else await engine_factory(n_batch=n_batch)
+        fed = GenerationRequest("p", prompt_token_ids=prompt_ids + ids, sampling=SamplingParams(
+            max_tokens=2, temperature=0.0, logprobs=1, prompt_logprobs=3))
+        _, _, out = await collect(eng, fed)
+        scored = out[0].prompt_logprobs
+        assert all(d.prompt_logprobs is None for d in out[1:])
+        assert len(scored) == len(prompt_ids) + len(ids)
+        assert scored[0].logprob is None and scored[0].top == []
+        assert scored[0].token == engine.detokenize(prompt_ids[:1])
+        assert all(lp.logprob is not None and lp.logprob <= 0 and len(lp.top) == 3 for lp in scored[1:])
+        assert [lp.token for lp in scored] == [engine.detokenize([t]) for t in prompt_ids + ids]
+        for s, d in zip(scored[len(prompt_ids):], decoded):
+            assert s.token == d.token and s.logprob == pytest.approx(d.logprob, abs=1e-3)
+            assert [t.token for t in s.top] == [t.token for t in d.top]
+            assert [t.logprob for t in s.top] == pytest.approx([t.logprob for t in d.top], abs=1e-3)
+    assert engine.stats().running == 0
+
+
+def test_token_logprobs_is_a_log_softmax_with_the_most_likely_first():
+    import math
+
+    import numpy as np
+
+    from rayhet.engines.llama_cpp import token_logprobs
+
+    logits = np.array([1.0, 3.0, 2.0, -1.0], dtype=np.float32)
+    lse = math.log(sum(math.exp(x) for x in logits))
+    lp, top = token_logprobs(logits, 2, 2)
+    assert lp == pytest.approx(2.0 - lse) and [t for t, _ in top] == [1, 2]
+    assert [v for _, v in top] == pytest.approx([3.0 - lse, 2.0 - lse])
+    assert token_logprobs(logits, 0, 0) == (pytest.approx(1.0 - lse), [])
+    assert [t for t, _ in token_logprobs(logits, 0, 9)[1]] == [1, 2, 0, 3]

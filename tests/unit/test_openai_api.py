@@ -70,6 +70,15 @@ def test_range_errors_keep_their_message():
     assert e.value.param == "max_tokens" and "greater than or equal to 1" in e.value.message
 
 
+def test_max_tokens_0_only_with_echo():
+    """OpenAI's prompt scoring: echo with max_tokens 0 answers the prompt alone; without echo 0 stays a 400."""
+    assert parse_request(CompletionRequest, {**BASE[CompletionRequest], "max_tokens": 0, "echo": True}).max_tokens == 0
+    for body in ({"max_tokens": 0, "echo": False}, {"max_tokens": -1, "echo": True}, {"max_tokens": -1}):
+        with pytest.raises(APIError) as e:
+            parse_request(CompletionRequest, {**BASE[CompletionRequest], **body})
+        assert e.value.status == 400 and e.value.param == "max_tokens", body
+
+
 # -- never silent (issue 17): every OpenAI parameter is honoured, has no effect on the output, or is refused ---
 @pytest.mark.parametrize("cls, key, value", [
     (ChatRequest, "logit_bias", {"50256": -100}),
@@ -79,7 +88,6 @@ def test_range_errors_keep_their_message():
     (ChatRequest, "modalities", ["text", "audio"]),
     (ChatRequest, "prediction", {"type": "content", "content": "x"}),
     (ChatRequest, "functions", [{"name": "f"}]),
-    (CompletionRequest, "echo", True),
     (CompletionRequest, "suffix", "end"),
     (CompletionRequest, "best_of", 3),
     (CompletionRequest, "logit_bias", {"1": 5}),
@@ -182,6 +190,12 @@ def test_logprobs_requests_and_bodies():
     assert t == {"tokens": ["He", "llo"], "token_logprobs": [-0.5, -0.25], "text_offset": [3, 5],
                  "top_logprobs": [{"He": -0.5, "A": -1.5}, {"llo": -0.25}]}
     assert replies.logprobs_body("chat", None) is None
+    # tokens of one text (pieces of UTF-8 characters) keep the most likely one's logprob; a prompt's first is null
+    same = TokenLogprob("\ufffd", [0xE2], -0.5, [TokenLogprob("\ufffd", [0xE2], -0.5),
+                                                 TokenLogprob("\ufffd", [0xE3], -2.0)])
+    first = TokenLogprob("", [], None)
+    t = replies.logprobs_body("completion", [first, same])
+    assert t["top_logprobs"] == [None, {"\ufffd": -0.5}] and t["token_logprobs"] == [None, -0.5]
 
 
 def test_tools_become_a_schema_the_output_is_held_to():
@@ -209,3 +223,167 @@ def test_tools_become_a_schema_the_output_is_held_to():
     assert tl.read_reply('{"response": "hi"}') == ("hi", None) and tl.read_reply('{"tool_ca') == ('{"tool_ca', None)
     history = ChatMessage.model_validate({"role": "assistant", "content": None, "tool_calls": [calls[0]]}).as_dict()
     assert json.loads(history["content"]) == {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}
+
+
+# -- echo through the official client, on the real ingress and a llama.cpp pool of the tiny model (no Ray) -----
+class _Call:
+    """What a DeploymentHandle call returns: awaitable (unary) or async-iterable (stream), cancellable."""
+
+    def __init__(self, x):
+        self._x = x
+
+    def __await__(self):
+        return self._x.__await__()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self._x.__anext__()
+
+    def cancel(self):
+        self._x.close() if hasattr(self._x, "close") else None
+
+
+class _Handle:
+    """TEST DOUBLE of a pool's DeploymentHandle, calling a real PoolServer in process."""
+
+    def __init__(self, server):
+        from types import SimpleNamespace
+
+        self.complete = SimpleNamespace(remote=lambda gen: _Call(server.complete(gen)))
+        self.generate = SimpleNamespace(remote=lambda gen: _Call(server.generate(gen)))
+
+    def options(self, **_):
+        return self
+
+
+@pytest.fixture
+async def echo_client(tiny_gguf):
+    import httpx
+    import openai
+
+    from rayhet.plan import Plan
+    from rayhet.serve.ingress import Ingress, make_app
+    from rayhet.serve.pool import PoolServer
+
+    server = PoolServer.__new__(PoolServer)
+    await server.__init__("a", "llama_cpp", {"model_path": str(tiny_gguf), "n_ctx": 256, "n_slots": 4, "n_threads": 1})
+    config = {"model": {"id": "m", "gguf": str(tiny_gguf)},
+              "pools": [{"name": "a", "engine": "llama_cpp", "price_per_hour": 1.0}]}
+    plan = Plan(replicas={"a": 1}, routing={(0, 0): {"a": 1.0}}, input_edges=[4096], output_edges=[4096],
+                cost_per_hour=1.0, rate=1.0).to_dict()
+    ingress = Ingress(config, plan, {"a": _Handle(server)}, [{"name": "a", "max_context": 256, "price_per_hour": 1.0,
+                                                              "slots": 4}])
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(ingress)), base_url="http://test", timeout=60)
+    try:
+        yield openai.AsyncOpenAI(base_url="http://test/v1", api_key="unused", max_retries=0, http_client=http), server
+    finally:
+        await http.aclose()
+        await server.engine.shutdown()
+
+
+def _check_echoed(lp, prompt: str, n_prompt: int, text: str):
+    """An echoed choice's logprobs: the prompt's tokens first (the first with null logprob and null top), each
+    later one finite with its top alternatives; text_offset runs along the choice's text."""
+    import math
+
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(isinstance(x, float) and math.isfinite(x) and x <= 0 for x in lp.token_logprobs[1:])
+    assert all(len(t) <= 2 and max(t.values()) >= x - 1e-6 for t, x in zip(lp.top_logprobs[1:], lp.token_logprobs[1:]))
+    assert "".join(lp.tokens[:n_prompt]) == prompt  # (the tiny model's byte-level BPE: pieces add up; BOS is "")
+    assert [text[o:o + len(t)] for t, o in zip(lp.tokens, lp.text_offset)] == lp.tokens
+
+
+async def test_echo_puts_the_prompt_before_the_text_and_its_scored_tokens_before_the_generated(echo_client):
+    client, server = echo_client
+    prompt = "the a of the"
+    n_prompt = server.engine.count_tokens(prompt)
+    plain = await client.completions.create(model="m", prompt=prompt, max_tokens=5, temperature=0, logprobs=2,
+                                            extra_body={"ignore_eos": True})
+    r = await client.completions.create(model="m", prompt=prompt, max_tokens=5, temperature=0, logprobs=2, echo=True,
+                                        extra_body={"ignore_eos": True})
+    c = r.choices[0]
+    assert c.text == prompt + plain.choices[0].text and c.finish_reason == "length"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (n_prompt, 5)  # usage as without echo
+    _check_echoed(c.logprobs, prompt, n_prompt, c.text)
+    assert len(c.logprobs.tokens) == n_prompt + 5
+    assert c.logprobs.tokens[n_prompt:] == plain.choices[0].logprobs.tokens
+    assert c.logprobs.token_logprobs[n_prompt:] == pytest.approx(plain.choices[0].logprobs.token_logprobs, abs=1e-3)
+    assert c.logprobs.text_offset[n_prompt] == len(prompt)
+    # without logprobs, the text alone; a token-id prompt echoes its text
+    r = await client.completions.create(model="m", prompt=prompt, max_tokens=3, echo=True)
+    assert r.choices[0].text.startswith(prompt) and r.choices[0].logprobs is None
+    ids = server.engine.tokenize(prompt)
+    r = await client.completions.create(model="m", prompt=ids, max_tokens=3, temperature=0, echo=True)
+    assert r.choices[0].text.startswith(prompt) and r.usage.prompt_tokens == len(ids)
+
+
+async def test_echo_with_max_tokens_0_is_the_prompt_scored(echo_client):
+    import openai
+
+    client, server = echo_client
+    prompt = "once upon a time"
+    n_prompt = server.engine.count_tokens(prompt)
+    r = await client.completions.create(model="m", prompt=prompt, max_tokens=0, echo=True, logprobs=1)
+    c = r.choices[0]
+    assert c.text == prompt and c.finish_reason == "length"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (n_prompt, 0)
+    assert len(c.logprobs.tokens) == n_prompt
+    _check_echoed(c.logprobs, prompt, n_prompt, c.text)
+    chunks = [ch async for ch in await client.completions.create(model="m", prompt=prompt, max_tokens=0, echo=True,
+                                                                 stream=True, stream_options={"include_usage": True})]
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == prompt
+    assert chunks[-1].usage.completion_tokens == 0
+    with pytest.raises(openai.BadRequestError) as e:  # without echo, 0 stays refused
+        await client.completions.create(model="m", prompt=prompt, max_tokens=0)
+    assert e.value.body["param"] == "max_tokens"
+
+
+async def test_echo_streamed_comes_first_and_matches_the_whole_reply(echo_client):
+    client, server = echo_client
+    prompt = "the a of the"
+    n_prompt = server.engine.count_tokens(prompt)
+    kw = dict(model="m", prompt=prompt, max_tokens=6, temperature=0, logprobs=2, echo=True,
+              extra_body={"ignore_eos": True})
+    whole = (await client.completions.create(**kw)).choices[0]
+    chunks = [ch async for ch in await client.completions.create(stream=True, **kw)]
+    assert chunks[0].choices[0].text.startswith(prompt)  # the echoed prompt in the first chunk
+    assert chunks[0].choices[0].logprobs.token_logprobs[0] is None
+    assert len(chunks[0].choices[0].logprobs.tokens) >= n_prompt
+    text = "".join(ch.choices[0].text for ch in chunks)
+    merged = {k: [x for ch in chunks for x in getattr(ch.choices[0].logprobs, k)]
+              for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+    assert text == whole.text
+    assert merged["tokens"] == whole.logprobs.tokens and merged["text_offset"] == whole.logprobs.text_offset
+    assert merged["token_logprobs"][1:] == pytest.approx(whole.logprobs.token_logprobs[1:], abs=1e-3)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_echo_with_n_2_echoes_in_each_choice(echo_client, stream):
+    client, server = echo_client
+    prompt = "the a of the"
+    n_prompt = server.engine.count_tokens(prompt)
+    kw = dict(model="m", prompt=prompt, max_tokens=4, logprobs=1, echo=True, n=2, seed=3,
+              extra_body={"ignore_eos": True})
+    if stream:
+        chunks = [ch async for ch in await client.completions.create(stream=True, **kw)]
+        texts = {i: "".join(ch.choices[0].text for ch in chunks if ch.choices[0].index == i) for i in (0, 1)}
+        lps = {i: [x for ch in chunks if ch.choices[0].index == i for x in ch.choices[0].logprobs.token_logprobs]
+               for i in (0, 1)}
+        firsts = {}
+        for ch in chunks:
+            firsts.setdefault(ch.choices[0].index, ch.choices[0].text)
+        assert all(t.startswith(prompt) for t in firsts.values())
+    else:
+        r = await client.completions.create(**kw)
+        assert [c.index for c in r.choices] == [0, 1] and r.usage.completion_tokens == 8
+        texts = {c.index: c.text for c in r.choices}
+        lps = {c.index: c.logprobs.token_logprobs for c in r.choices}
+        for c in r.choices:
+            _check_echoed(c.logprobs, prompt, n_prompt, c.text)
+    for i in (0, 1):
+        assert texts[i].startswith(prompt) and len(texts[i]) > len(prompt)
+        assert len(lps[i]) == n_prompt + 4 and lps[i][0] is None
+        assert lps[0][1:n_prompt] == pytest.approx(lps[1][1:n_prompt], abs=1e-6)  # the same prompt, scored alike

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rayhet.engines.base import EngineError, GenerationDelta, GenerationRequest, SamplingParams, Usage
+from rayhet.engines.base import EngineError, GenerationDelta, GenerationRequest, SamplingParams, TokenLogprob, Usage
 from rayhet.serve.pool import Completion, GenerationFailed, PoolServer, merge
 
 
@@ -126,3 +126,6 @@ def test_merge_keeps_order_and_the_last_finish():
     m = merge([a, b])
     assert (m.text, m.token_ids, m.finish_reason, m.usage, m.first_token_time) == ("xy", [1, 2], "stop", Usage(1, 2), 5.0)
     assert merge([a]) is a
+    lp = TokenLogprob("x", [120], -0.5)
+    first = GenerationDelta("x", [1], prompt_logprobs=[TokenLogprob("", [], None), lp])
+    assert merge([first, b]).prompt_logprobs == first.prompt_logprobs and m.prompt_logprobs is None

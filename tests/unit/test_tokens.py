@@ -12,6 +12,9 @@ async def test_gguf_tokenizer_matches_the_engine(tiny_gguf, engine):
         assert tok.prompt_ids(text) == engine.tokenize(text), text
     assert tok.chat_ids(CHAT) == engine.tokenize(engine.render_chat(CHAT), add_bos=False)
     assert len(tok.chat_ids(CHAT)) > len(tok.prompt_ids("Hi there ünïcode"))  # the template adds its tokens
+    for text in PROMPTS:  # a token-id prompt echoed: its text as the engine reads it back, BOS left out
+        assert tok.text_of(tok.prompt_ids(text)) == engine.detokenize(tok.prompt_ids(text))
+    assert tok.text_of(tok.prompt_ids(PROMPTS[1])) == PROMPTS[1].replace("<|im_start|>", "")
 
 
 MORE_TOKENS_THAN_BYTES = "hello world " * 10  # with byte fallback each space is '\u2581': 3 byte tokens

@@ -425,3 +425,29 @@ def test_vllm_logprobs_become_ours():
     assert d.logprobs[0].bytes == [97]
     assert ve.DeltaBuilder(prompt_tokens=2).feed(NS(outputs=[comp], prompt_token_ids=[1, 2], finished=False,
                                                     metrics=None)).logprobs is None
+
+
+def test_vllm_prompt_logprobs_become_ours_once():
+    """prompt_logprobs (echo with logprobs): vLLM's list, None for the first prompt token and then {token id:
+    Logprob} per position, becomes ours on the delta of the output that carries it, the first entry's logprob
+    None with its text from the tokenizer; a later output without them adds none, and unasked they are dropped."""
+    from types import SimpleNamespace as NS
+
+    assert ve.sampling_kwargs(SamplingParams(prompt_logprobs=2))["prompt_logprobs"] == 2
+    assert "prompt_logprobs" not in ve.sampling_kwargs(SamplingParams(logprobs=2))
+    lp = lambda v, tok: NS(logprob=v, rank=1, decoded_token=tok)  # noqa: E731
+    steps = [None, {11: lp(-1.5, "x"), 3: lp(-0.2, "y"), 4: lp(-3.0, "z")}, {12: lp(-0.7, "w"), 3: lp(-2.5, "y")}]
+    first = NS(outputs=[NS(token_ids=[7], text="a", finish_reason=None, logprobs=None)], prompt_token_ids=[1, 11, 12],
+               prompt_logprobs=steps, finished=False, metrics=None)
+    b = ve.DeltaBuilder(prompt_tokens=3, clock=lambda: 1.0, prompt_top_logprobs=1, decode=lambda t: {1: ""}[t])
+    d = b.feed(first)
+    assert [(x.token, x.logprob) for x in d.prompt_logprobs] == [("", None), ("x", -1.5), ("w", -0.7)]
+    assert [[(t.token, t.logprob) for t in x.top] for x in d.prompt_logprobs] == [[], [("y", -0.2)], [("w", -0.7)]]
+    later = NS(outputs=[NS(token_ids=[8], text="b", finish_reason="length", logprobs=None)],
+               prompt_token_ids=[1, 11, 12], prompt_logprobs=None, finished=True, metrics=None)
+    assert b.feed(later).prompt_logprobs is None
+    assert ve.DeltaBuilder(prompt_tokens=3).feed(first).prompt_logprobs is None
+    # an output with the prompt scored and no token yet still makes a delta: they are not lost
+    bare = NS(outputs=[NS(token_ids=[], text="", finish_reason=None, logprobs=None)], prompt_token_ids=[1, 11, 12],
+              prompt_logprobs=steps, finished=False, metrics=None)
+    assert len(ve.DeltaBuilder(prompt_tokens=3, prompt_top_logprobs=0).feed(bare).prompt_logprobs) == 3
