@@ -37,6 +37,7 @@ def main(path: str) -> int:
         print(f"{w * window:.0f}s | {len(ps)} | {np.percentile([r['ttft_s'] for r, _ in ps], 90):.2f} / "
               f"{np.percentile([s['ttft_s'] for _, s in ps], 90):.2f} | "
               f"{1000 * np.median([per_tok(r) for r, _ in ps]):.0f} / {1000 * np.median([per_tok(s) for _, s in ps]):.0f} ms")
+    alone_vs_busy(pairs)
     cmd = d["command"].split()
     if "--config" in cmd:
         from rayhet.config import load_config
@@ -57,6 +58,31 @@ def main(path: str) -> int:
                   f"TTFT {r['ttft_s']:.2f} / {s['ttft_s']:.2f} s, end {r['end_s'] - r['arrival_s']:.1f} / "
                   f"{s['end_s'] - s['arrival_s']:.1f} s")
     return 0
+
+
+def alone_vs_busy(pairs) -> None:
+    """Requests that had their pool to themselves in the real run against those that shared it: a gap that is
+    there alone too is a fixed cost of the serving stack, one that grows with the batch is per token."""
+    real = [r for r, _ in pairs]
+
+    def concurrent(i: int) -> int:  # other requests in flight on the same pool at some point of this one's life
+        r = real[i]
+        return sum(1 for j, o in enumerate(real) if j != i and o["pool"] == r["pool"]
+                   and o["arrival_s"] < r["end_s"] and o["end_s"] > r["arrival_s"])
+
+    def per_tok(x) -> float:
+        return (x["end_s"] - x["arrival_s"] - x["ttft_s"]) / max(x["output_tokens"] - 1, 1)
+
+    print("real run's concurrency | n | TTFT real - sim, median ms | decode real / sim, median")
+    groups = {"alone": [], "1-3 others": [], "4+ others": []}
+    for i, (r, s) in enumerate(pairs):
+        if r["output_tokens"] > 5:
+            k = concurrent(i)
+            groups["alone" if k == 0 else "1-3 others" if k <= 3 else "4+ others"].append((r, s))
+    for name, ps in groups.items():
+        if ps:
+            print(f"{name} | {len(ps)} | {1000 * np.median([r['ttft_s'] - s['ttft_s'] for r, s in ps]):.0f} | "
+                  f"{np.median([per_tok(r) / per_tok(s) for r, s in ps]):.2f}")
 
 
 if __name__ == "__main__":
