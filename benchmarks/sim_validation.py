@@ -142,6 +142,42 @@ def _row(r) -> list:
             None if r.end is None else round(r.end, 3), r.outcome]
 
 
+def compare(real_sum, sim_sum, pools) -> list[tuple]:
+    """(metric, real, simulated, error, within the issue's target) for the validation's table."""
+    rows = []
+
+    def p90(s, key):
+        v = s["total"][key]
+        return None if v is None else v["p90"]
+
+    def row(what, r, s, tol=None, kind="rel"):
+        if r is None or s is None:
+            rows.append((what, r, s, None, None))
+            return
+        err = (s - r) / r if kind == "rel" and r else (s - r)
+        ok = None if tol is None else abs(err) <= tol
+        rows.append((what, r, s, err, ok))
+
+    rt, st = real_sum["total"], sim_sum["total"]
+    row("SLO attainment (points)", 100 * rt["slo_attainment"], 100 * st["slo_attainment"], 3.0, "abs")
+    row("p90 TTFT (s)", p90(real_sum, "ttft_s"), p90(sim_sum, "ttft_s"), 0.25)
+    row("p90 TPOT (s)", p90(real_sum, "tpot_s"), p90(sim_sum, "tpot_s"), 0.25)
+    for p in pools:
+        row(f"requests on {p}", rt["requests_per_pool"].get(p, 0), st["requests_per_pool"].get(p, 0), 0.10)
+    row("refused + failed", rt["refused"] + rt["failed"], st["refused"] + st["failed"])
+    row("cost ($)", rt["cost_usd"], st["cost_usd"])
+    return rows
+
+
+def table(rows) -> list[str]:
+    md = ["| metric | real | simulated | error | target met |", "|---|---|---|---|---|"]
+    for w, r, s, e, ok in rows:
+        fmt = lambda x: "-" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))  # noqa: E731
+        err = "-" if e is None else (f"{e:+.1f}" if "points" in w else f"{100 * e:+.0f}%")
+        md.append(f"| {w} | {fmt(r)} | {fmt(s)} | {err} | {'-' if ok is None else 'yes' if ok else 'NO'} |")
+    return md
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
@@ -156,6 +192,10 @@ def main(argv=None) -> int:
                                    "run's, SLO attainment over time, latency CDFs (rayhet.sim.report.plot)")
     ap.add_argument("--speedup", type=float, default=1.0,
                     help="compress the trace's time (rates x this; reshape): a shorter run of the same ramp")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="N",
+                    help="before the trace, send N requests one at a time (sizes from the trace) and fit each pool's "
+                         "serving overhead from them (rayhet calibrate); the simulation is then run with it as well, "
+                         "and compared with the real run beside the one without")
     ap.add_argument("--rate-scale", type=float, default=1.0,
                     help="scale the trace's rate on its timeline (rayhet.sim.trace.reshape): the same ramp for a host "
                          "whose pools are this much faster (give the config a start-up rate to match)")
@@ -165,7 +205,7 @@ def main(argv=None) -> int:
     from ray import serve
 
     from rayhet.app import build
-    from rayhet.config import load_config
+    from rayhet.config import ServingOverhead, load_config
     from rayhet.sim.build import fleet_for
     from rayhet.sim.fleet import FleetResult
     from rayhet.sim.report import summarize
@@ -207,6 +247,15 @@ def main(argv=None) -> int:
         time.sleep(1)
     up_s = time.monotonic() - t_up
     port = 8000
+    calibration = None
+    if args.calibrate:
+        from rayhet.sim.calibrate import draw_sizes, fit_pools, lone_requests
+
+        sizes = draw_sizes(trace, args.calibrate, lambda a, b: True, seed=1)
+        lone = asyncio.run(lone_requests(f"http://127.0.0.1:{port}", config.model.id, sizes, seed=1))
+        fitted = fit_pools(config, lone, "benchmarks/sim_validation.py --calibrate")
+        calibration = {"fitted": fitted, "requests": [vars(x) for x in lone]}
+        print(f"calibrated on {len(lone)} lone requests: {fitted}")
     timeline: list = []
     stop = threading.Event()
     t0 = time.monotonic() + 2.0
@@ -222,29 +271,17 @@ def main(argv=None) -> int:
     prices = {p: sim.prices[p] for p in pools}
     real_res = FleetResult(real, replica_spans(timeline, pools, end), prices, end, [], [], [])
     real_sum = summarize(real_res, config.slo, window_s=args.window, name="real")
+    uncalibrated = None
+    if calibration and calibration["fitted"]:
+        # the simulation again, each pool with the overhead measured before the trace; it becomes the one compared
+        cal = config.model_copy(update={"pools": [
+            p.model_copy(update={"serving_overhead": ServingOverhead(**calibration["fitted"][p.name])})
+            if p.name in calibration["fitted"] else p for p in config.pools]})
+        uncalibrated = sim_sum
+        sim = fleet_for(cal).run(trace)
+        sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated (calibrated)")
 
-    def p90(s, key):
-        v = s["total"][key]
-        return None if v is None else v["p90"]
-
-    rows = []
-
-    def row(what, r, s, tol=None, kind="rel"):
-        if r is None or s is None:
-            rows.append((what, r, s, None, None))
-            return
-        err = (s - r) / r if kind == "rel" and r else (s - r)
-        ok = None if tol is None else abs(err) <= tol
-        rows.append((what, r, s, err, ok))
-
-    rt, st = real_sum["total"], sim_sum["total"]
-    row("SLO attainment (points)", 100 * rt["slo_attainment"], 100 * st["slo_attainment"], 3.0, "abs")
-    row("p90 TTFT (s)", p90(real_sum, "ttft_s"), p90(sim_sum, "ttft_s"), 0.25)
-    row("p90 TPOT (s)", p90(real_sum, "tpot_s"), p90(sim_sum, "tpot_s"), 0.25)
-    for p in pools:
-        row(f"requests on {p}", rt["requests_per_pool"].get(p, 0), st["requests_per_pool"].get(p, 0), 0.10)
-    row("refused + failed", rt["refused"] + rt["failed"], st["refused"] + st["failed"])
-    row("cost ($)", rt["cost_usd"], st["cost_usd"])
+    rows = compare(real_sum, sim_sum, pools)
     ups = {p: (scale_ups(timeline, p), [ready for _, q, _, ready in sim.scale_ups if q == p]) for p in pools}
     period = config.controller.period_s
     result = {
@@ -258,6 +295,7 @@ def main(argv=None) -> int:
         "scale_ups": {p: {"real_serving_at_s": a, "simulated_serving_at_s": b} for p, (a, b) in ups.items()},
         "control_period_s": period,
         "real": real_sum, "simulated": sim_sum, "other_policies_simulated": others, "offline_bound": bound,
+        "calibration": calibration, "simulated_uncalibrated": uncalibrated,
         # request by request, both runs on the trace's order: where the two disagree, not only how much
         "requests": {"columns": ["arrival_s", "input_tokens", "output_tokens", "pool", "ttft_s", "end_s", "outcome"],
                      "real": [_row(r) for r in sorted(real, key=lambda r: r.idx)],
@@ -268,12 +306,15 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(str(out) + ".json").write_text(json.dumps(result, indent=1, default=float))
     md = [f"# Simulator validation: {args.trace} on {args.config}", "",
-          f"Machine: {result['machine']}. Date: {result['date']}.", "", f"Command: `{result['command']}`", "",
-          "| metric | real | simulated | error | target met |", "|---|---|---|---|---|"]
-    for w, r, s, e, ok in rows:
-        fmt = lambda x: "-" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))  # noqa: E731
-        err = "-" if e is None else (f"{e:+.1f}" if "points" in w else f"{100 * e:+.0f}%")
-        md.append(f"| {w} | {fmt(r)} | {fmt(s)} | {err} | {'-' if ok is None else 'yes' if ok else 'NO'} |")
+          f"Machine: {result['machine']}. Date: {result['date']}.", "", f"Command: `{result['command']}`", ""]
+    if calibration:
+        md += ["Serving overhead fitted before the trace, per pool (`rayhet calibrate`'s arithmetic, "
+               f"{len(calibration['requests'])} lone requests): {calibration['fitted']}; the simulation below uses it.",
+               ""]
+    md += table(rows)
+    if uncalibrated is not None:
+        md += ["", "The same simulation without the calibration (the pools' engine models alone):", ""]
+        md += table(compare(real_sum, uncalibrated, pools))
     md += ["", f"Replay client lateness (sent - due, s): {result['client_lateness_s']}"]
     md += ["", "Scale-ups (seconds from the start of the trace when a new replica was serving):", ""]
     for p, (a, b) in ups.items():

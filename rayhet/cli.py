@@ -1,4 +1,4 @@
-"""CLI: `rayhet plan | profile | status | simulate | trace`; each subcommand lives in a module with add_arguments/run.
+"""CLI: `rayhet plan | profile | status | simulate | calibrate | trace`; each subcommand lives in a module with add_arguments/run.
 
 Only the chosen subcommand's module is imported, so `rayhet plan` never loads Ray or an engine. A module
 that is not installed yet gives a clear message instead of an ImportError.
@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("rayhet.profiler", "measure a pool's max rate per bucket under an SLO and write a profile"),
     "status": ("rayhet.serve.status", "show the running app's plan, replicas and traffic"),
     "simulate": ("rayhet.sim.command", "replay a trace through the real router, controller and planner: $ and SLO"),
+    "calibrate": ("rayhet.sim.calibrate", "measure what a live app's serving stack adds to its pools' engine models"),
     "trace": ("rayhet.sim.trace_command", "write a reproducible trace (a diurnal day) in Azure format"),
 }
 

@@ -74,6 +74,21 @@ def _serve_queue_limit(v: int) -> int:
 QueueLimit = Annotated[int, Field(ge=-1), AfterValidator(_serve_queue_limit)]
 
 
+class ServingOverhead(_Strict):
+    """What the deployed serving stack adds to a pool's in-process engine model (`rayhet simulate` only).
+
+    An engine model is measured in process; behind Serve's proxy, the ingress and a streaming handle call,
+    each request arrives later and each streamed token costs the replica a little more. Measured on a live
+    app by `rayhet calibrate` (requests sent one at a time, compared with the engine model's times for them).
+    """
+
+    request_s: float = Field(0.0, ge=0, description="Seconds each request spends in the stack before the engine "
+                             "sees it (HTTP, ingress, routing, the handle call): added to its arrival at the replica.")
+    per_token_s: float = Field(0.0, ge=0, description="Seconds each decoding sequence adds to an engine step beyond "
+                               "the engine model (streaming its token through Serve): added to the model's c_decode.")
+    source: str | None = Field(None, description="How it was measured (command, date, requests).")
+
+
 class PoolConfig(_Strict):
     """One pool: a set of identical replicas on one hardware type, each running one engine."""
 
@@ -124,6 +139,9 @@ class PoolConfig(_Strict):
         None, ge=0,
         description="Seconds from Serve starting a replica to it serving (node provisioning included, if your "
         "cluster adds nodes). Used by `rayhet simulate`; default by engine: vllm 90, llama_cpp 10, fake 1.")
+    serving_overhead: ServingOverhead | None = Field(
+        None, description="What the serving stack adds to this pool's engine model in `rayhet simulate` (measure "
+        "it with `rayhet calibrate`; default: nothing). The planner's capacities are the profile's, unchanged.")
     max_queued_requests: QueueLimit = Field(
         8,
         description="Requests waiting at the ingress for this pool before Serve pushes back and the ingress spills "

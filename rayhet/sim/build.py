@@ -10,9 +10,10 @@ def pool_models(config, plan, *, pools=None):
     """A PoolModel per pool (or per name in `pools`), from its profile's engine model and the Serve options
     the builder would give its deployment."""
     from rayhet.capacity import service_profile
-    from rayhet.config import engine_settings_dict
+    from rayhet.config import ServingOverhead, engine_settings_dict
     from rayhet.serve.builder import initial_replicas, pool_deployment_options
     from rayhet.sim.fleet import PoolModel
+    from rayhet.sim.overhead import with_overhead
 
     out = []
     for pool in config.pools:
@@ -31,13 +32,14 @@ def pool_models(config, plan, *, pools=None):
         price = pool.price_per_hour if pool.price_per_hour is not None else prof.price_per_hour
         limits = em.engine_limits()
         hi = pool.max_replicas if pool.max_replicas is not None else 64
+        over = pool.serving_overhead or ServingOverhead()
         out.append(PoolModel(
-            name=pool.name, price_per_hour=price, step=em.step_model(), limits=limits,
+            name=pool.name, price_per_hour=price, step=with_overhead(em.step_model(), over.per_token_s), limits=limits,
             max_ongoing=int(opts["max_ongoing_requests"]),
             max_queued=-1 if opts["max_queued_requests"] < 0 else opts["max_queued_requests"] * config.server.ingress_replicas,
             startup_s=pool.startup_seconds,
             min_replicas=pool.min_replicas, max_replicas=hi, initial_replicas=initial_replicas(pool, plan),
-            graceful_shutdown_s=float(opts.get("graceful_shutdown_timeout_s", 10.0)),
+            graceful_shutdown_s=float(opts.get("graceful_shutdown_timeout_s", 10.0)), request_s=over.request_s,
         ))
     return out
 

@@ -56,6 +56,7 @@ class PoolModel:
     max_replicas: int
     initial_replicas: int
     graceful_shutdown_s: float = 10.0
+    request_s: float = 0.0  # the serving stack's delay before the engine sees a request (ServingOverhead)
 
     @property
     def max_context(self) -> int:
@@ -93,11 +94,13 @@ class SimReplica:
         self.ended_at: float | None = None
         limits = pool.limits.model_copy(update={"max_waiting": None})  # Serve's max_ongoing bounds it
         self.engine = Replica(pool.step, limits, start=t)
+        self.request_s = pool.request_s
         self.ongoing: dict[int, Request] = {}
         self._seen = 0  # engine.finished consumed so far
 
     def take(self, req: Request, t: float) -> None:
-        sim = SimRequest(t, req.input_tokens, req.output_tokens, rid=req.idx)
+        # the stack's delay is the same for every request of a pool, so arrivals stay in order
+        sim = SimRequest(t + self.request_s, req.input_tokens, req.output_tokens, rid=req.idx)
         self.engine.submit(sim)
         self.ongoing[req.idx] = req
 

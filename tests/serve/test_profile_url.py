@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 
 import pytest
 
@@ -37,6 +40,7 @@ def test_rayhet_profile_over_url_fits_a_model_of_the_served_pool_and_checks_it(s
     serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
     try:
         assert run(p.parse_args(argv)) == 0
+        calibrated = _calibrate(f"{serve_url}{PREFIX}", out, tmp_path)
     finally:
         serve.delete(APP)
     said = capsys.readouterr()
@@ -55,3 +59,29 @@ def test_rayhet_profile_over_url_fits_a_model_of_the_served_pool_and_checks_it(s
     # the speed probe ran around the held-out bucket over HTTP too
     assert "speed probe" in said.err and set(held.speed_drift) == {"prefill", "decode"}
     assert f"over HTTP at {serve_url}{PREFIX}" in out.read_text()
+    # `rayhet calibrate` on the same live app, with the profile just made: lone requests timed against its model
+    fitted, said_cal = calibrated
+    assert set(fitted["fitted"]) == {"cpu"}, said_cal
+    over = fitted["fitted"]["cpu"]
+    assert over["request_s"] >= 0 and over["per_token_s"] >= 0 and "6 lone requests" in over["source"]
+    assert len(fitted["requests"]) == 6 and {r["pool"] for r in fitted["requests"]} == {"cpu"}
+    assert "serving_overhead: {request_s:" in said_cal
+
+
+def _calibrate(url: str, profile, tmp_path):
+    """Run `rayhet calibrate` (6 requests) against the app at `url` with CONFIG and `profile`."""
+    import numpy as np
+
+    from rayhet.cli import main
+    from rayhet.sim.trace import Trace, write_azure
+
+    cfg = tmp_path / "fleet.json"
+    cfg.write_text(json.dumps({**CONFIG, "pools": [{**CONFIG["pools"][0], "profile": str(profile)}]}))
+    trace = write_azure(Trace(np.arange(20.0), np.full(20, 40), np.full(20, 12)), tmp_path / "sizes.csv")
+    res = tmp_path / "calibration.json"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["calibrate", "--config", str(cfg), "--trace", str(trace), "--url", url, "--requests", "6",
+                   "--out", str(res)])
+    assert rc == 0, buf.getvalue()
+    return json.loads(res.read_text()), buf.getvalue()

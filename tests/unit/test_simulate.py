@@ -112,6 +112,46 @@ def test_one_static_replica_costs_exactly_its_time(tmp_path):
     assert len(s["windows"]) == 10 and s["windows"][0]["replicas"] == {"cpu": pytest.approx(1.0)}
 
 
+def test_serving_overhead_delays_each_request_and_slows_each_decoded_token(tmp_path):
+    """A pool's serving_overhead: each request reaches the engine request_s later, and each decode step costs
+    per_token_s more per sequence. Alone on the replica, TTFT and TPOT move by exactly those."""
+    from rayhet.sim.build import fleet_for
+
+    step = StepModel(c_step=0.01, c_prefill=0.001, c_decode=0.002, c_kv_read=0, c_attn=0)
+    prof = _profile(tmp_path / "p.json", step=step, slots=4)
+    pool = {"name": "cpu", "profile": prof, "min_replicas": 1, "max_replicas": 1,
+            "engine_settings": {"n_slots": 4, "n_ctx": 4096}}
+    plain = fleet_for(_config([pool])).run(_constant(5, 10.0, n_in=100, n_out=20))
+    over = fleet_for(_config([{**pool, "serving_overhead": {"request_s": 0.05, "per_token_s": 0.003}}])) \
+        .run(_constant(5, 10.0, n_in=100, n_out=20))
+    for a, b in zip(plain.requests, over.requests):
+        assert b.first_token - b.arrival == pytest.approx(a.first_token - a.arrival + 0.05)
+        assert (b.end - b.first_token) / 19 == pytest.approx((a.end - a.first_token) / 19 + 0.003)
+
+
+def test_fit_overhead_recovers_what_the_stack_added():
+    """Lone requests timed as the model says plus a known overhead (and one outlier): the fit gives the overhead
+    back; a host faster than the model gives 0, never a negative overhead."""
+    from rayhet.sim.overhead import LoneRequest, fit_overhead, model_times
+
+    step = StepModel(c_step=0.008, c_prefill=0.0004, c_decode=0.001, c_kv_read=1e-6, c_attn=0.0001)
+    limits = EngineLimits(batch_slots=4, step_tokens=512, kv_tokens=8192, max_context=2048)
+    sizes = [(30, 20), (200, 50), (700, 100), (1500, 40), (64, 8)]
+    lone = []
+    for i, (n_in, n_out) in enumerate(sizes):
+        ttft, tpot = model_times(step, limits, n_in, n_out)
+        assert ttft > 0 and tpot > 0
+        lone.append(LoneRequest("cpu", n_in, n_out, ttft + 0.057 + (2.0 if i == 0 else 0.0), tpot + 0.0025))
+    request_s, per_token_s = fit_overhead(lone, step, limits)
+    assert request_s == pytest.approx(0.057) and per_token_s == pytest.approx(0.0025)
+    faster = [LoneRequest(s.pool, s.input_tokens, s.output_tokens, s.ttft_s * 0.5, s.tpot_s * 0.5) for s in lone]
+    assert fit_overhead([LoneRequest("cpu", 64, 8, *[0.5 * x for x in model_times(step, limits, 64, 8)])],
+                        step, limits) == (0.0, 0.0)
+    assert fit_overhead(faster, step, limits)[1] >= 0.0
+    with pytest.raises(ValueError, match="no lone requests"):
+        fit_overhead([], step, limits)
+
+
 @pytest.mark.parametrize("queue_at", ["engine", "caller"])
 def test_one_slot_fleet_is_md1(tmp_path, queue_at):
     """One replica, one slot, a fixed 50 ms per request, Poisson arrivals at rho = 0.5: the mean wait is M/D/1's

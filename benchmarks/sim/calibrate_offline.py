@@ -1,0 +1,68 @@
+"""The serving overhead fitted on a past validation run (its lone requests before `--horizon` s), then the
+validation's simulation again with it, compared with one or more real runs (benchmarks/sim_validation.py's JSON).
+What `sim_validation.py --calibrate N` does live, on requests sent before the trace; this reuses a run's own.
+
+    python benchmarks/sim/calibrate_offline.py benchmarks/results/sim-validation-16c-full1.json --horizon 120 \\
+        --config benchmarks/sim/validation-16c.yaml --against benchmarks/results/sim-validation-16c-full2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def lone_requests(rows, horizon: float):
+    """The real run's requests that had their pool to themselves, arriving before `horizon`."""
+    from rayhet.sim.overhead import LoneRequest
+
+    out = []
+    for i, r in enumerate(rows):
+        if r["arrival_s"] > horizon or r["output_tokens"] < 2 or r["ttft_s"] is None:
+            continue
+        if any(j != i and o["pool"] == r["pool"] and o["arrival_s"] < r["end_s"] and o["end_s"] > r["arrival_s"]
+               for j, o in enumerate(rows)):
+            continue
+        out.append(LoneRequest(r["pool"], r["input_tokens"], r["output_tokens"], r["ttft_s"],
+                               (r["end_s"] - r["arrival_s"] - r["ttft_s"]) / (r["output_tokens"] - 1)))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="the validation JSON whose lone requests are fitted")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--trace", default="benchmarks/sim/ramp-10min.csv")
+    ap.add_argument("--horizon", type=float, default=120.0)
+    ap.add_argument("--against", nargs="*", default=[], help="other real runs to compare with (the run itself too)")
+    args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sim_validation import compare, table
+
+    from rayhet.config import ServingOverhead, load_config
+    from rayhet.sim.build import fleet_for
+    from rayhet.sim.calibrate import fit_pools
+    from rayhet.sim.report import summarize
+    from rayhet.sim.trace import load_trace, reshape
+
+    cfg = load_config(args.config)
+    d = json.load(open(args.run))
+    cols = d["requests"]["columns"]
+    lone = lone_requests([dict(zip(cols, r)) for r in d["requests"]["real"]], args.horizon)
+    fitted = fit_pools(cfg, lone, f"lone requests of {args.run} before {args.horizon:.0f} s")
+    print(f"{len(lone)} lone requests; fitted: {fitted}")
+    cal = cfg.model_copy(update={"pools": [
+        p.model_copy(update={"serving_overhead": ServingOverhead(**fitted[p.name])}) if p.name in fitted else p
+        for p in cfg.pools]})
+    trace = reshape(load_trace(args.trace), speedup=d["speedup"], rate_scale=d["rate_scale"])
+    sim = summarize(fleet_for(cal).run(trace), cfg.slo, window_s=60, name="simulated (calibrated)")
+    for path in [args.run, *args.against]:
+        print(f"\nagainst the real run of {path}:")
+        print("\n".join(table(compare(json.load(open(path))["real"], sim, [p.name for p in cfg.pools]))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
