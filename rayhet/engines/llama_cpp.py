@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import threading
 import time
@@ -29,10 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rayhet.perf import attention_pairs, micro_batches, pass_features
 from rayhet.engines.base import (
-    EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest, InvalidRequestError,
+    EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
     SamplingParams, TokenLogprob, Usage, check_fits, check_one_prompt, check_token_ids,
 )
 from rayhet.engines.llama_cpp_calls import GilHeld, load_chat_template, token_piece, tokenize_text
+from rayhet.engines.llama_cpp_sampling import response_grammar, sampler_chain, token_logprobs
 from rayhet.engines.text import StreamText
 
 
@@ -118,18 +118,6 @@ def _send_all(seqs: list[_Seq], items: list) -> None:
 def _put_all(batch: list) -> None:
     for queue, item in batch:
         queue.put_nowait(item)
-
-
-def token_logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
-    """The log-softmax of one row of raw logits at `token`, and the k most likely tokens with theirs, most
-    likely first."""
-    m = float(logits.max())
-    lse = m + float(np.log(np.exp(logits - m).sum()))
-    if not k:
-        return float(logits[token]) - lse, []
-    best = np.argpartition(-logits, k - 1)[:k] if k < len(logits) else np.arange(len(logits))
-    return float(logits[token]) - lse, [(t, float(logits[t]) - lse) for t in sorted(best.tolist(),
-                                                                                  key=lambda t: -logits[t])]
 
 
 class LlamaCppEngine:
@@ -334,44 +322,11 @@ class LlamaCppEngine:
                 self._free_sampler(seq)
 
     def _grammar(self, sp: SamplingParams) -> str | None:
-        """The GBNF that response_format asks for, parsed once by llama.cpp here so that a schema it cannot
-        take is a 400 naming response_format, not a failed step."""
-        if sp.json_schema is None and not sp.json_object:
-            return None
-        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-        try:
-            gbnf = json_schema_to_gbnf(json.dumps(sp.json_schema)) if sp.json_schema is not None else JSON_GBNF
-        except Exception as e:  # noqa: BLE001 - the converter raises what it likes on schemas it cannot take
-            raise InvalidRequestError(f"response_format: this JSON schema cannot be turned into a grammar "
-                                      f"({type(e).__name__}: {e})", "response_format") from None
-        probe = self._lc.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
-        if not probe:
-            raise InvalidRequestError("response_format: llama.cpp could not parse the grammar of this JSON schema",
-                                      "response_format")
-        self._lc.llama_sampler_free(probe)
-        return gbnf
+        return response_grammar(self._lc, self._vocab, sp)
 
     def _make_sampler(self, seq: _Seq):
-        lc, sp = self._lc, seq.req.sampling
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        if seq.grammar is not None:  # first: every later sampler sees only the tokens the grammar allows
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_grammar(self._vocab, seq.grammar.encode(), b"root"))
-        if sp.presence_penalty or sp.frequency_penalty:
-            # first, on the raw logits (vLLM's order); over the tokens this sequence generated: the chain sees
-            # only the tokens it sampled, never the prompt. A window of the whole context: OpenAI's has no limit.
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(
-                self.n_vocab, self.max_context, 1.0, float(sp.frequency_penalty), float(sp.presence_penalty)))
-        if sp.temperature == 0:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
-        else:  # OpenAI/vLLM order: temperature, then top_p over the tempered distribution
-            seed = sp.seed if sp.seed is not None else self.settings.seed
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(sp.temperature))
-            if sp.top_p < 1:
-                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(sp.top_p, 1))
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(
-                lc.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF))
-        return chain
+        return sampler_chain(self._lc, self._vocab, seq.req.sampling, seq.grammar, n_vocab=self.n_vocab,
+                             window=self.max_context, default_seed=self.settings.seed)
 
     def _free_sampler(self, seq: _Seq) -> None:
         if seq.sampler is not None:
