@@ -125,8 +125,8 @@ def check_token_ids(ids: list, vocab_size: int) -> list[int]:
     ids = list(ids)
     bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab_size]
     if bad:
-        raise InvalidRequestError(f"prompt_token_ids holds ids outside [0, {vocab_size}): {bad[:5]}",
-                                  "prompt_token_ids")
+        raise InvalidRequestError(f"the prompt holds token ids outside [0, {vocab_size}) (the model's vocabulary): "
+                                  f"{bad[:5]}", "prompt_token_ids")
     return ids
 
 

@@ -65,8 +65,14 @@ def safe_message(e: BaseException) -> str:
     return text.strip().splitlines()[0][:500] if text.strip() else "the request is invalid"
 
 
+# an engine names the fields of its GenerationRequest; the client sent the request's own
+_REQUEST_FIELDS = {"prompt_token_ids": "prompt"}
+
+
 def param_of(e: BaseException) -> str | None:
-    return getattr(cause(e), "param", None)
+    """The request field an INVALID failure names, in the client's words (`prompt`, not `prompt_token_ids`)."""
+    param = getattr(cause(e), "param", None)
+    return _REQUEST_FIELDS.get(param, param)
 
 
 def describe(pool: str, failure: Failure) -> str:

@@ -241,8 +241,7 @@ class Ingress:
             log.exception("rayhet ingress: unexpected error")
             return _error(APIError(500, f"internal error: {type(e).__name__}", "internal_error"))
         rid = new_id(kind)
-        include_usage = bool((req.stream_options or {}).get("include_usage"))
-        continuous = include_usage and bool((req.stream_options or {}).get("continuous_usage_stats"))
+        include_usage, continuous = req.stream_usage()
         return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage, continuous, echo),
                                  media_type="text/event-stream", headers={POOL_HEADER: attempt.pool})
 
@@ -277,11 +276,11 @@ class Ingress:
             reply = self._completed(kind, routes, attempts, max_tokens, t0, tools=True)
             if not req.stream:
                 return reply
-            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            include_usage = req.stream_usage()[0]
             return StreamingResponse(replay_as_stream(json.loads(reply.body), include_usage),
                                      media_type="text/event-stream", headers={POOL_HEADER: reply.headers[POOL_HEADER]})
         if req.stream:
-            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            include_usage = req.stream_usage()[0]
             return StreamingResponse(self._sse_several(kind, new_id(kind), routes, attempts, max_tokens, t0,
                                                        include_usage, echo),
                                      media_type="text/event-stream",

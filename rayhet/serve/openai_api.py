@@ -46,6 +46,21 @@ def _accepts_null(annotation: Any) -> bool:
     return annotation is None or type(None) in typing.get_args(annotation)
 
 
+class StreamOptions(BaseModel):
+    """`stream_options`: what a stream reports besides its text (other keys, such as OpenAI's
+    include_obfuscation, change nothing here and are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: StrictBool | None = Field(None, description="A last chunk with the whole request's usage.")
+    continuous_usage_stats: StrictBool | None = Field(
+        None, description="vLLM's extension: with include_usage, every chunk carries the usage so far.")
+
+    def usage(self) -> tuple[bool, bool]:
+        """(include_usage, continuous)."""
+        return bool(self.include_usage), bool(self.include_usage and self.continuous_usage_stats)
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -65,7 +80,7 @@ class _Common(BaseModel):
     temperature: Number = 1.0
     top_p: Number = 1.0
     stream: StrictBool = False
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None  # typed: `"include_usage": "no"` is a 400, not a truthy string
     stop: StrictStr | list[StrictStr] | None = None
     seed: StrictInt | None = None
     n: StrictInt = Field(1, ge=1, description="Choices to generate (up to the server's server.max_n).")
@@ -73,6 +88,10 @@ class _Common(BaseModel):
     frequency_penalty: Number = Field(0.0, description="-2..2: lowers a token's logit by how often it appeared in the output.")
     user: StrictStr | None = None
     ignore_eos: StrictBool = Field(False, description="rayhet/vLLM extension: generate max_tokens tokens exactly.")
+
+    def stream_usage(self) -> tuple[bool, bool]:
+        """(include_usage, continuous_usage_stats) of `stream_options`."""
+        return self.stream_options.usage() if self.stream_options else (False, False)
 
     def stop_list(self) -> list[str]:
         return [] if self.stop is None else ([self.stop] if isinstance(self.stop, str) else list(self.stop))
@@ -119,16 +138,18 @@ class _Part(BaseModel):
 
 
 class _CalledFunction(BaseModel):
+    """A function an earlier assistant turn called: both fields required, as by OpenAI."""
+
     model_config = ConfigDict(extra="ignore")
 
     name: StrictStr
-    arguments: StrictStr = "{}"
+    arguments: StrictStr  # JSON text as the model wrote it (history_text carries text that is not JSON as it is)
 
 
 class _ToolCall(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    id: StrictStr | None = None
+    id: StrictStr
     type: Literal["function"] = "function"
     function: _CalledFunction
 
@@ -168,11 +189,17 @@ class Tool(BaseModel):
     function: _Function
 
 
+class _ChosenFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr
+
+
 class _NamedChoice(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["function"]
-    function: _CalledFunction
+    function: _ChosenFunction
 
 
 class _JsonSchema(BaseModel):
@@ -219,6 +246,11 @@ class ChatRequest(_Common):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | _NamedChoice | None = None
     parallel_tool_calls: StrictBool = True
+    # identifiers and hints with no effect on the output (parameters.NO_EFFECT), typed so a wrong one is a 400
+    metadata: dict[str, StrictStr] | None = None
+    prompt_cache_key: StrictStr | None = None
+    safety_identifier: StrictStr | None = None
+    service_tier: StrictStr | None = None
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> "ChatRequest":
@@ -397,14 +429,29 @@ def _field_path(cls: type[BaseModel], loc: tuple) -> list:
     """The error's location without pydantic's union-member tags ('str', 'list[int]', ...)."""
     path: list = []
     model: Any = cls
+    values: Any = None  # inside a dict field (metadata): the annotation of its values
     for part in loc:
         if isinstance(part, int):
             path.append(part)
+        elif values is not None:  # a key of the dict ('metadata.team')
+            path.append(part)
+            model, values = _model_in(values), _dict_values(values)
         elif isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
             path.append(part)
-            model = _model_in(model.model_fields[part].annotation)
+            annotation = model.model_fields[part].annotation
+            model, values = _model_in(annotation), _dict_values(annotation)
         # else: a union-member tag such as 'list[_Part]': not part of the request's own path
     return path
+
+
+def _dict_values(annotation: Any) -> Any:
+    """The annotation of the values of a `dict[str, X]` field (optional or not), else None."""
+    import typing
+
+    for a in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(a) is dict and len(typing.get_args(a)) == 2:
+            return typing.get_args(a)[1]
+    return None
 
 
 def _model_in(annotation: Any) -> Any:
@@ -434,7 +481,10 @@ def _annotation_at(cls: type[BaseModel], path: list) -> Any:
             annotation = args[0] if len(args) == 1 else Union[tuple(args)]
         else:
             model = _model_in(annotation)
-            if model is None or part not in model.model_fields:
+            if model is not None and part in model.model_fields:
+                annotation = model.model_fields[part].annotation
+            elif _dict_values(annotation) is not None:
+                annotation = _dict_values(annotation)
+            else:
                 return None
-            annotation = model.model_fields[part].annotation
     return annotation

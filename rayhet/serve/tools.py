@@ -68,7 +68,16 @@ def read_reply(text: str) -> tuple[str | None, list[dict] | None]:
 def history_text(message: dict) -> str:
     """An assistant turn's earlier tool calls, or a tool's result, as text the chat template can carry."""
     if message.get("tool_calls"):
-        return json.dumps({"tool_calls": [{"name": c["function"]["name"],
-                                           "arguments": json.loads(c["function"].get("arguments") or "{}")}
+        return json.dumps({"tool_calls": [{"name": c["function"]["name"], "arguments": _arguments(c["function"])}
                                           for c in message["tool_calls"]]})
     return message.get("content") or ""
+
+
+def _arguments(function: dict) -> object:
+    """A history call's arguments as JSON, or as the text itself where it is not JSON: a model's own call can
+    be malformed, and OpenAI takes it back in the history as it was (a 500 here until the fuzzing found it)."""
+    text = function.get("arguments") or "{}"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

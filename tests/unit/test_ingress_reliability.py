@@ -186,6 +186,37 @@ async def test_an_engine_error_from_a_replica_reaches_the_client_without_its_tra
     assert "Traceback" not in r.text and "pid" not in r.text and "10.0.0.1" not in r.text
 
 
+async def test_an_engine_refusal_names_the_request_field_the_client_sent():
+    """The engine checks token ids against its vocabulary and names its own field, prompt_token_ids; the client
+    sent `prompt` (found by the conformance fuzzing: the 400 named a field the request did not have)."""
+    from rayhet.engines.base import InvalidRequestError, check_token_ids
+
+    ingress, handles = await make_ingress()
+
+    async def check():
+        check_token_ids([-3, 7], 512)
+
+    handles["a"].complete = SimpleNamespace(remote=lambda gen: _Call(check(), False))
+    async with client(ingress) as c:
+        r = await c.post("/v1/completions", json=body(prompt=[-3, 7]))
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "prompt", err
+    assert "prompt_token_ids" not in err["message"] and "[0, 512)" in err["message"], err
+    with pytest.raises(InvalidRequestError):
+        await check()
+
+
+async def test_a_malformed_call_in_the_history_is_served():
+    """An assistant turn whose call's arguments are not JSON was a 500 (history_text's json.loads)."""
+    ingress, _ = await make_ingress()
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{oops"}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "12"}]
+    async with client(ingress) as c:
+        r = await c.post("/v1/chat/completions", json={"model": "m", "messages": messages, "max_tokens": 2})
+    assert r.status_code == 200, r.text
+
+
 # -- lost replicas: safe retries, spill from a pool without replicas ---------------------------------
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_request_whose_replica_died_before_answering_is_sent_again(stream):

@@ -111,8 +111,9 @@ async def test_bad_sampling_values_rejected(engine, bad, param):
 
 
 async def test_bad_prompts_rejected(engine):
-    with pytest.raises(InvalidRequestError, match="prompt_token_ids"):
+    with pytest.raises(InvalidRequestError, match="token ids outside") as e:
         await collect(engine, GenerationRequest("x", prompt_token_ids=[1, 10**6]))
+    assert e.value.param == "prompt_token_ids"  # the engine's field; the ingress tells the client `prompt`
     with pytest.raises(InvalidRequestError, match="exactly one"):
         await collect(engine, GenerationRequest("x", prompt="a", prompt_token_ids=[1]))
     with pytest.raises(InvalidRequestError, match="empty"):

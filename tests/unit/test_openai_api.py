@@ -387,3 +387,54 @@ async def test_echo_with_n_2_echoes_in_each_choice(echo_client, stream):
         assert texts[i].startswith(prompt) and len(texts[i]) > len(prompt)
         assert len(lps[i]) == n_prompt + 4 and lps[i][0] is None
         assert lps[0][1:n_prompt] == pytest.approx(lps[1][1:n_prompt], abs=1e-6)  # the same prompt, scored alike
+
+
+# -- found by the conformance fuzzing (tests/serve/test_conformance.py), or reading the code behind what it found --
+def _assistant_call(**function) -> dict:
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", **function}}]}
+
+
+def test_a_history_call_whose_arguments_are_not_json_is_carried_as_text():
+    """A model's own call can be malformed; it came back in the history as a 500 (json.loads in history_text)."""
+    history = ChatMessage.model_validate(_assistant_call(arguments="{not json")).as_dict()
+    assert json.loads(history["content"]) == {"tool_calls": [{"name": "f", "arguments": "{not json"}]}
+
+
+@pytest.mark.parametrize("message, param", [
+    (_assistant_call(), "messages.0.tool_calls.0.function.arguments"),  # served with "{}" before
+    ({**_assistant_call(), "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+     "messages.0.tool_calls.0.id"),
+])
+def test_a_history_call_needs_its_id_and_arguments_as_at_openai(message, param):
+    with pytest.raises(APIError) as e:
+        parse_request(ChatRequest, {**BASE[ChatRequest], "messages": [message, {"role": "user", "content": "hi"}]})
+    assert e.value.status == 400 and e.value.param == param, e.value.message
+    # a named tool_choice still gives the name alone
+    named = {"type": "function", "function": {"name": "f"}}
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    req = parse_request(ChatRequest, {**BASE[ChatRequest], "tools": tools, "tool_choice": named})
+    assert req.tool_setup()[1] == "f"
+
+
+@pytest.mark.parametrize("cls", [CompletionRequest, ChatRequest], ids=lambda c: c.__name__)
+def test_stream_options_are_typed(cls):
+    """`"include_usage": "no"` was truthy (usage sent); now a 400 naming it. Keys rayhet does not use are ignored."""
+    with pytest.raises(APIError) as e:
+        parse_request(cls, {**BASE[cls], "stream_options": {"include_usage": "no"}})
+    assert e.value.param == "stream_options.include_usage" and "expected a boolean" in e.value.message
+    req = parse_request(cls, {**BASE[cls], "stream_options": {"include_usage": True, "include_obfuscation": [1]}})
+    assert req.stream_usage() == (True, False)
+    assert parse_request(cls, {**BASE[cls], "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+                         ).stream_usage() == (True, True)
+    assert parse_request(cls, BASE[cls]).stream_usage() == (False, False)
+
+
+def test_identifiers_with_no_effect_are_still_typed():
+    """metadata {"team": 5} was served (rayhet did not read it); OpenAI refuses it, naming the field."""
+    for key, value, param in (("metadata", {"team": 5}, "metadata.team"), ("metadata", 5, "metadata"),
+                              ("prompt_cache_key", 3, "prompt_cache_key"), ("service_tier", 1, "service_tier"),
+                              ("safety_identifier", ["u"], "safety_identifier")):
+        with pytest.raises(APIError) as e:
+            parse_request(ChatRequest, {**BASE[ChatRequest], key: value})
+        assert e.value.status == 400 and e.value.param == param, e.value.message
