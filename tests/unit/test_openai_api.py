@@ -226,38 +226,6 @@ def test_tools_become_a_schema_the_output_is_held_to():
 
 
 # -- echo through the official client, on the real ingress and a llama.cpp pool of the tiny model (no Ray) -----
-class _Call:
-    """What a DeploymentHandle call returns: awaitable (unary) or async-iterable (stream), cancellable."""
-
-    def __init__(self, x):
-        self._x = x
-
-    def __await__(self):
-        return self._x.__await__()
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        return await self._x.__anext__()
-
-    def cancel(self):
-        self._x.close() if hasattr(self._x, "close") else None
-
-
-class _Handle:
-    """TEST DOUBLE of a pool's DeploymentHandle, calling a real PoolServer in process."""
-
-    def __init__(self, server):
-        from types import SimpleNamespace
-
-        self.complete = SimpleNamespace(remote=lambda gen: _Call(server.complete(gen)))
-        self.generate = SimpleNamespace(remote=lambda gen: _Call(server.generate(gen)))
-
-    def options(self, **_):
-        return self
-
-
 @pytest.fixture
 async def echo_client(tiny_gguf):
     import httpx
@@ -266,6 +234,7 @@ async def echo_client(tiny_gguf):
     from rayhet.plan import Plan
     from rayhet.serve.ingress import Ingress, make_app
     from rayhet.serve.pool import PoolServer
+    from rayhet.testing.handles import FakeHandle
 
     server = PoolServer.__new__(PoolServer)
     await server.__init__("a", "llama_cpp", {"model_path": str(tiny_gguf), "n_ctx": 256, "n_slots": 4, "n_threads": 1})
@@ -273,7 +242,7 @@ async def echo_client(tiny_gguf):
               "pools": [{"name": "a", "engine": "llama_cpp", "price_per_hour": 1.0}]}
     plan = Plan(replicas={"a": 1}, routing={(0, 0): {"a": 1.0}}, input_edges=[4096], output_edges=[4096],
                 cost_per_hour=1.0, rate=1.0).to_dict()
-    ingress = Ingress(config, plan, {"a": _Handle(server)}, [{"name": "a", "max_context": 256, "price_per_hour": 1.0,
+    ingress = Ingress(config, plan, {"a": FakeHandle(server)}, [{"name": "a", "max_context": 256, "price_per_hour": 1.0,
                                                               "slots": 4}])
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(ingress)), base_url="http://test", timeout=60)
     try:
