@@ -162,6 +162,13 @@ class ChatMessage(BaseModel):
     tool_calls: list[_ToolCall] | None = None  # an assistant turn that called tools
     tool_call_id: StrictStr | None = None  # a tool's result: which call it answers
 
+    @model_validator(mode="after")
+    def _content_required(self) -> "ChatMessage":
+        # OpenAI's rule: only an assistant turn may leave content out (it may hold tool calls instead)
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"content: a {self.role} message needs content (a string or a list of text parts)")
+        return self
+
     def as_dict(self) -> dict:
         from rayhet.serve.tools import history_text
 
@@ -353,8 +360,9 @@ def parse_request(cls: type[BaseModel], body: object) -> Any:
             msg = f"Invalid type for '{loc}': expected {accepted(annotation)}, but got {got} instead."
             raise APIError(400, msg, param=loc) from None
         msg = err["msg"].removeprefix("Value error, ")
-        if not loc and ":" in msg and msg.split(":", 1)[0] in cls.model_fields:  # a check across fields names its own
-            loc, msg = msg.split(":", 1)[0], msg.split(":", 1)[1].strip()
+        head, _, rest = msg.partition(":")
+        if rest and (head in cls.model_fields if not loc else head.isidentifier()):  # a check across fields names its own
+            loc, msg = f"{loc}.{head}" if loc else head, rest.strip()
         raise APIError(400, f"{loc or 'body'}: {msg}", param=loc or None) from None
 
 

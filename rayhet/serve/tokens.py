@@ -66,7 +66,11 @@ class GGUFTokenizer:
     def text_of(self, ids: list[int]) -> str:
         from rayhet.engines.llama_cpp_calls import token_piece
 
-        return b"".join(token_piece(self._lc, self._vocab, t) for t in ids).decode("utf-8", errors="replace")
+        # ids outside the vocabulary are left out: the engine refuses them with a 400 naming the prompt, and
+        # llama.cpp must never be asked for their pieces (it reads past its table)
+        n = self._lc.llama_vocab_n_tokens(self._vocab)
+        return b"".join(token_piece(self._lc, self._vocab, t) for t in ids
+                        if isinstance(t, int) and 0 <= t < n).decode("utf-8", errors="replace")
 
 
 class HFTokenizer:
@@ -85,7 +89,8 @@ class HFTokenizer:
         return self._tok(text, add_special_tokens=False).input_ids
 
     def text_of(self, ids: list[int]) -> str:
-        return self._tok.decode(ids, skip_special_tokens=True)
+        n = len(self._tok)  # out-of-vocabulary ids left out, as for GGUF: the engine refuses them
+        return self._tok.decode([t for t in ids if 0 <= t < n], skip_special_tokens=True)
 
 
 class ByteLevelTokenizer:

@@ -407,3 +407,15 @@ def test_identifiers_with_no_effect_are_still_typed():
         with pytest.raises(APIError) as e:
             parse_request(ChatRequest, {**BASE[ChatRequest], key: value})
         assert e.value.status == 400 and e.value.param == param, e.value.message
+
+
+@pytest.mark.parametrize("role", ["system", "developer", "user", "tool"])
+def test_only_an_assistant_message_may_leave_content_out(role):
+    """Found by the conformance fuzzing: a developer message with null content was served. OpenAI requires content
+    on every turn but the assistant's; the 400 names the message's content."""
+    with pytest.raises(APIError) as e:
+        parse_request(ChatRequest, {**BASE[ChatRequest], "messages": [{"role": role, "content": None}]})
+    assert e.value.status == 400 and e.value.param == "messages.0.content", e.value.message
+    ok = parse_request(ChatRequest, {**BASE[ChatRequest], "messages": [_assistant_call(arguments="{}"),
+                                                                        {"role": "user", "content": "hi"}]})
+    assert ok.messages[0].content is None

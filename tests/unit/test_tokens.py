@@ -15,6 +15,10 @@ async def test_gguf_tokenizer_matches_the_engine(tiny_gguf, engine):
     for text in PROMPTS:  # a token-id prompt echoed: its text as the engine reads it back, BOS left out
         assert tok.text_of(tok.prompt_ids(text)) == engine.detokenize(tok.prompt_ids(text))
     assert tok.text_of(tok.prompt_ids(PROMPTS[1])) == PROMPTS[1].replace("<|im_start|>", "")
+    # echo of a token-id prompt with ids outside the vocabulary (found by the conformance fuzzing: a 500): they
+    # are left out of the text, and the engine refuses the request with a 400 naming the prompt
+    ids = tok.prompt_ids("hello")
+    assert tok.text_of([-1, *ids, 10**6]) == tok.text_of(ids)
 
 
 MORE_TOKENS_THAN_BYTES = "hello world " * 10  # with byte fallback each space is '\u2581': 3 byte tokens
