@@ -75,7 +75,10 @@ class PoolWatcher:
         self.app, self.deployments, self.refresh_s = app, deployments, refresh_s  # deployments: pool -> name
         self.on_update = on_update  # called with the new states after every successful read
         self.states: dict[str, PoolState] | None = None
+        # when the read behind `states` began (not ended: serve.status() can take seconds on a busy host, and a
+        # replica that started meanwhile is not in it)
         self.checked_at: float | None = None
+        self._read_started = 0.0
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rayhet-health")
         self._reading: asyncio.Future | None = None  # a read in progress, shared by whoever waits for one
 
@@ -90,23 +93,28 @@ class PoolWatcher:
     async def _read_once(self) -> None:
         loop = asyncio.get_running_loop()
         if self._reading is None or self._reading.done():
+            self._read_started = time.time()
             self._reading = asyncio.ensure_future(
                 asyncio.wait_for(loop.run_in_executor(self._pool, self.read), TIMEOUT_S))
+        started = self._read_started
         self.states = await asyncio.shield(self._reading)
-        self.checked_at = time.time()
+        self.checked_at = started
         if self.on_update is not None:
             self.on_update(self.states)
 
     async def fresh(self, max_age_s: float = 0.25) -> dict[str, PoolState] | None:
         """The states, read again now unless the last read is younger than `max_age_s` (before refusing a
         request because no pool seems to have a replica: the cache may predate a replica that just started)."""
-        if self.checked_at is None or time.time() - self.checked_at > max_age_s:
+        wanted = time.time() - max_age_s
+        for _ in range(2):  # a read already under way may have begun too early: join it, then read once more
+            if self.checked_at is not None and self.checked_at >= wanted:
+                break
             try:
                 await self._read_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep the last answer
-                pass
+                break
         return self.states
 
     async def run(self) -> None:
