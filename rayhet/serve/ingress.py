@@ -38,7 +38,8 @@ from rayhet.plan import Plan
 from rayhet.routing import PoolLimit, Route, Router
 from rayhet.serve.failures import Failure, classify
 from rayhet.serve.health import PoolWatcher, judge
-from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest, decode_body, parse_request
+from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest
+from rayhet.serve.parsing import decode_body, parse_request
 from rayhet.serve.replies import (
     ChoiceText,
     Echo,

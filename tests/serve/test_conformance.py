@@ -82,7 +82,7 @@ def _as_read(value: object, annotation: object) -> object:
     """`value` with only the keys rayhet's request models read (recursively). rayhet validates what it reads and
     ignores fields it does not know (a newer client's, e.g. `prompt_cache_breakpoint`), so a body is owed a
     4xx only when it is invalid in what rayhet reads."""
-    from rayhet.serve.openai_api import _model_in
+    from rayhet.serve.parsing import _model_in
 
     model = _model_in(annotation)
     if isinstance(value, dict) and model is not None:

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from rayhet.serve import openai_api, parameters, replies
-from rayhet.serve.openai_api import APIError, ChatMessage, ChatRequest, CompletionRequest, parse_request
+from rayhet.serve import parameters, parsing, replies
+from rayhet.serve.openai_api import APIError, ChatMessage, ChatRequest, CompletionRequest
+from rayhet.serve.parsing import parse_request
 
 BASE = {
     CompletionRequest: {"model": "m", "prompt": "hi"},
@@ -37,7 +38,7 @@ def test_every_field_names_its_accepted_type(cls):
                 if "Invalid type" not in e.message:
                     continue  # a range or value error (e.g. n=7): not what this test is about
                 assert e.status == 400 and e.param == name, (name, value, e.message)
-                assert f"expected {openai_api.accepted(field.annotation)}" in e.message, (name, e.message)
+                assert f"expected {parsing.accepted(field.annotation)}" in e.message, (name, e.message)
                 assert "Input should be" not in e.message
                 checked.append(name)
                 break
