@@ -289,7 +289,8 @@ def main(argv=None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/sim_validation.py " + " ".join(sys.argv[1:]),
         "client_lateness_s": _lateness(real),
-        "rate_scale": args.rate_scale, "speedup": args.speedup, "requests": len(trace),
+        # how many; "requests" below holds them one by one (the two once shared a key, and the count was lost)
+        "rate_scale": args.rate_scale, "speedup": args.speedup, "trace_requests": len(trace),
         "app_up_s": round(up_s, 1), "simulation_s": round(sim_s, 2),
         "rows": [{"metric": w, "real": r, "simulated": s, "error": e, "within_target": ok} for w, r, s, e, ok in rows],
         "scale_ups": {p: {"real_serving_at_s": a, "simulated_serving_at_s": b} for p, (a, b) in ups.items()},

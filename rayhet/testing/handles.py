@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rayhet.serve.pool import PoolServer
 
 
 class HandleCall:
