@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     if args.calibrate:
         from rayhet.sim.calibrate import draw_sizes, fit_pools, lone_requests
 
-        sizes = draw_sizes(trace, args.calibrate, lambda a, b: True, seed=1)
+        sizes = draw_sizes(trace, args.calibrate, seed=1)
         lone = asyncio.run(lone_requests(f"http://127.0.0.1:{port}", config.model.id, sizes, seed=1))
         fitted = fit_pools(config, lone, "benchmarks/sim_validation.py --calibrate")
         calibration = {"fitted": fitted, "requests": [vars(x) for x in lone]}

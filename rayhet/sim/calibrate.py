@@ -54,25 +54,29 @@ async def lone_requests(url: str, model: str, sizes: list[tuple[int, int]], *, a
                     "ignore_eos": True, "stream": True}
             t0 = time.monotonic()
             first = None
-            async with client.stream("POST", url.rstrip("/") + "/v1/completions", json=body) as resp:
-                if resp.status_code != 200:
-                    await resp.aread()
-                    continue
-                pool = resp.headers.get(POOL_HEADER)
-                async for line in resp.aiter_lines():
-                    if first is None and line.startswith("data:") and '"text"' in line:
-                        first = time.monotonic()
+            try:
+                async with client.stream("POST", url.rstrip("/") + "/v1/completions", json=body) as resp:
+                    if resp.status_code != 200:
+                        await resp.aread()
+                        continue
+                    pool = resp.headers.get(POOL_HEADER)
+                    async for line in resp.aiter_lines():
+                        if first is None and line.startswith("data:") and '"text"' in line:
+                            first = time.monotonic()
+            except httpx.HTTPError:  # not up, or the connection dropped: this one is left out
+                continue
             end = time.monotonic()
             if first is not None and pool:
                 out.append(LoneRequest(pool, n_in, n_out, first - t0, (end - first) / max(n_out - 1, 1)))
     return out
 
 
-def draw_sizes(trace, n: int, fits, seed: int = 0) -> list[tuple[int, int]]:
-    """`n` (input, output) pairs of the trace that `fits` accepts, drawn without replacement where it can."""
-    ok = [(int(a), int(b)) for a, b in zip(trace.input_tokens, trace.output_tokens) if fits(int(a), int(b))]
+def draw_sizes(trace, n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """`n` (input, output) pairs of the trace, drawn without replacement where it can. A size no pool takes
+    gets a 400 and is left out; the router decides the rest, as it will in the simulation."""
+    ok = [(int(a), int(b)) for a, b in zip(trace.input_tokens, trace.output_tokens) if a >= 1 and b >= 1]
     if not ok:
-        raise RayhetError("no request of the trace fits any pool")
+        raise RayhetError("the trace has no request with at least one input and one output token")
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(ok), size=n, replace=n > len(ok))
     return [ok[i] for i in idx]
@@ -105,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
         raise RayhetError("--requests must be >= 1")
     config = load_config(args.config)
     trace = load_trace(args.trace)
-    # a size no pool takes gets a 400 and is left out; the router decides the rest, as it will in the simulation
-    sizes = draw_sizes(trace, args.requests, lambda a, b: a >= 1 and b >= 1, seed=args.seed)
+    sizes = draw_sizes(trace, args.requests, seed=args.seed)
     samples = asyncio.run(lone_requests(args.url, config.model.id, sizes, api_key=args.api_key, seed=args.seed))
     if not samples:
         raise RayhetError(f"{args.url}: no request succeeded (is the app up, and the key right?)")
