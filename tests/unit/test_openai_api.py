@@ -122,7 +122,7 @@ def test_penalties_are_honoured_and_range_checked():
     with pytest.raises(InvalidRequestError) as e:
         SamplingParams(frequency_penalty=2.5).validate()
     assert e.value.param == "frequency_penalty"
-    from rayhet.engines.vllm import sampling_kwargs
+    from rayhet.engines.vllm_convert import sampling_kwargs
 
     kw = sampling_kwargs(SamplingParams(presence_penalty=0.5, frequency_penalty=1.0))
     assert (kw["presence_penalty"], kw["frequency_penalty"]) == (0.5, 1.0)

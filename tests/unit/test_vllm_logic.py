@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from rayhet.engines import vllm as ve
+from rayhet.engines import vllm_convert as vc
 from rayhet.engines.base import (
     EngineError,
     EngineOverloadedError,
@@ -59,16 +60,16 @@ def test_gpus_per_replica_counts_pipeline_stages():
 
 # -- request translation -------------------------------------------------------------------------
 def test_sampling_kwargs_translate_every_field():
-    kw = ve.sampling_kwargs(SamplingParams(max_tokens=7, temperature=0, top_p=0.5, seed=3, stop=["\n"],
+    kw = vc.sampling_kwargs(SamplingParams(max_tokens=7, temperature=0, top_p=0.5, seed=3, stop=["\n"],
                                            ignore_eos=True, presence_penalty=0.5, frequency_penalty=-1))
     assert kw == {"n": 1, "max_tokens": 7, "temperature": 0.0, "top_p": 0.5, "ignore_eos": True,
                   "skip_special_tokens": True, "seed": 3, "stop": ["\n"], "presence_penalty": 0.5,
                   "frequency_penalty": -1.0}
-    kw = ve.sampling_kwargs(SamplingParams())
+    kw = vc.sampling_kwargs(SamplingParams())
     assert "seed" not in kw and "stop" not in kw and kw["ignore_eos"] is False and "structured_outputs" not in kw
     schema = {"type": "object"}
-    assert ve.sampling_kwargs(SamplingParams(json_schema=schema))["structured_outputs"] == {"json": schema}
-    assert ve.sampling_kwargs(SamplingParams(json_object=True))["structured_outputs"] == {"json_object": True}
+    assert vc.sampling_kwargs(SamplingParams(json_schema=schema))["structured_outputs"] == {"json": schema}
+    assert vc.sampling_kwargs(SamplingParams(json_object=True))["structured_outputs"] == {"json_object": True}
 
 
 def test_check_fits():
@@ -87,7 +88,7 @@ def _out(ids, text="", finished=False, reason=None, prompt=None):
 
 def test_delta_builder_counts_tokens_and_stamps_first_token():
     t = iter([5.0, 6.0, 7.0])
-    b = ve.DeltaBuilder(prompt_tokens=3, clock=lambda: next(t))
+    b = vc.DeltaBuilder(prompt_tokens=3, clock=lambda: next(t))
     assert b.feed(_out([], prompt=[1, 2, 3, 4])) is None  # nothing yet: nothing to send
     d1 = b.feed(_out([10, 11], "ab"))
     assert d1.text == "ab" and d1.token_ids == [10, 11] and d1.first_token_time == 5.0 and d1.finish_reason is None
@@ -97,20 +98,20 @@ def test_delta_builder_counts_tokens_and_stamps_first_token():
 
 
 def test_delta_builder_final_only_output_takes_the_engines_first_token_stamp():
-    b = ve.DeltaBuilder(prompt_tokens=2, clock=lambda: 99.0)
+    b = vc.DeltaBuilder(prompt_tokens=2, clock=lambda: 99.0)
     out = _out([10, 11, 12], "abc", finished=True, reason="length", prompt=[1, 2])
     out.metrics = types.SimpleNamespace(first_token_ts=41.5)  # vLLM's RequestStateStats (log_stats on)
     d = b.feed(out)
     assert (d.token_ids, d.text, d.first_token_time, d.usage.completion_tokens) == ([10, 11, 12], "abc", 41.5, 3)
     # without metrics (log stats off) the arrival time is all there is
-    b = ve.DeltaBuilder(prompt_tokens=2, clock=lambda: 99.0)
+    b = vc.DeltaBuilder(prompt_tokens=2, clock=lambda: 99.0)
     assert b.feed(_out([10], "a", finished=True, reason="length")).first_token_time == 99.0
 
 
 @pytest.mark.parametrize("reason,ours", [("stop", "stop"), ("length", "length"), ("abort", "abort"),
                                          ("error", "error"), (None, "stop"), ("something-new", "stop")])
 def test_finish_reasons(reason, ours):
-    assert ve.finish_reason_of(reason) == ours
+    assert vc.finish_reason_of(reason) == ours
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -130,18 +131,18 @@ class EngineGenerateError(Exception):
 
 
 def test_error_mapping():
-    e = ve.map_vllm_error(VLLMValidationError("too long", parameter="max_tokens"))
+    e = vc.map_vllm_error(VLLMValidationError("too long", parameter="max_tokens"))
     assert isinstance(e, InvalidRequestError) and e.param == "max_tokens"
-    e = ve.map_vllm_error(EngineDeadError("boom"))
+    e = vc.map_vllm_error(EngineDeadError("boom"))
     assert type(e) is EngineError and "restart" in str(e)
     wrapped = EngineGenerateError()
     wrapped.__cause__ = ValueError("bad logprobs")
-    assert isinstance(ve.map_vllm_error(wrapped), InvalidRequestError)
+    assert isinstance(vc.map_vllm_error(wrapped), InvalidRequestError)
     opaque = EngineGenerateError()
-    assert type(ve.map_vllm_error(opaque)) is EngineError
-    assert type(ve.map_vllm_error(RuntimeError("cuda"))) is EngineError
+    assert type(vc.map_vllm_error(opaque)) is EngineError
+    assert type(vc.map_vllm_error(RuntimeError("cuda"))) is EngineError
     ours = EngineOverloadedError("full")
-    assert ve.map_vllm_error(ours) is ours
+    assert vc.map_vllm_error(ours) is ours
 
 
 # -- stats ---------------------------------------------------------------------------------------
@@ -414,16 +415,16 @@ def test_vllm_logprobs_become_ours():
     """vLLM's per-position {token id: Logprob} (the sampled token and the k most likely) as TokenLogprob."""
     from types import SimpleNamespace as NS
 
-    assert ve.sampling_kwargs(SamplingParams(logprobs=3))["logprobs"] == 3
+    assert vc.sampling_kwargs(SamplingParams(logprobs=3))["logprobs"] == 3
     lp = lambda v, tok: NS(logprob=v, rank=1, decoded_token=tok)  # noqa: E731
     comp = NS(token_ids=[7, 9], text="ab", finish_reason=None,
               logprobs=[{7: lp(-0.1, "a"), 8: lp(-2.0, "c"), 5: lp(-3.0, "d")}, {9: lp(-4.0, "b"), 8: lp(-0.5, "c")}])
-    b = ve.DeltaBuilder(prompt_tokens=2, clock=lambda: 1.0, top_logprobs=2)
+    b = vc.DeltaBuilder(prompt_tokens=2, clock=lambda: 1.0, top_logprobs=2)
     d = b.feed(NS(outputs=[comp], prompt_token_ids=[1, 2], finished=False, metrics=None))
     assert [(x.token, x.logprob) for x in d.logprobs] == [("a", -0.1), ("b", -4.0)]
     assert [(x.token, x.logprob) for x in d.logprobs[1].top] == [("c", -0.5), ("b", -4.0)]
     assert d.logprobs[0].bytes == [97]
-    assert ve.DeltaBuilder(prompt_tokens=2).feed(NS(outputs=[comp], prompt_token_ids=[1, 2], finished=False,
+    assert vc.DeltaBuilder(prompt_tokens=2).feed(NS(outputs=[comp], prompt_token_ids=[1, 2], finished=False,
                                                     metrics=None)).logprobs is None
 
 
@@ -433,21 +434,21 @@ def test_vllm_prompt_logprobs_become_ours_once():
     None with its text from the tokenizer; a later output without them adds none, and unasked they are dropped."""
     from types import SimpleNamespace as NS
 
-    assert ve.sampling_kwargs(SamplingParams(prompt_logprobs=2))["prompt_logprobs"] == 2
-    assert "prompt_logprobs" not in ve.sampling_kwargs(SamplingParams(logprobs=2))
+    assert vc.sampling_kwargs(SamplingParams(prompt_logprobs=2))["prompt_logprobs"] == 2
+    assert "prompt_logprobs" not in vc.sampling_kwargs(SamplingParams(logprobs=2))
     lp = lambda v, tok: NS(logprob=v, rank=1, decoded_token=tok)  # noqa: E731
     steps = [None, {11: lp(-1.5, "x"), 3: lp(-0.2, "y"), 4: lp(-3.0, "z")}, {12: lp(-0.7, "w"), 3: lp(-2.5, "y")}]
     first = NS(outputs=[NS(token_ids=[7], text="a", finish_reason=None, logprobs=None)], prompt_token_ids=[1, 11, 12],
                prompt_logprobs=steps, finished=False, metrics=None)
-    b = ve.DeltaBuilder(prompt_tokens=3, clock=lambda: 1.0, prompt_top_logprobs=1, decode=lambda t: {1: ""}[t])
+    b = vc.DeltaBuilder(prompt_tokens=3, clock=lambda: 1.0, prompt_top_logprobs=1, decode=lambda t: {1: ""}[t])
     d = b.feed(first)
     assert [(x.token, x.logprob) for x in d.prompt_logprobs] == [("", None), ("x", -1.5), ("w", -0.7)]
     assert [[(t.token, t.logprob) for t in x.top] for x in d.prompt_logprobs] == [[], [("y", -0.2)], [("w", -0.7)]]
     later = NS(outputs=[NS(token_ids=[8], text="b", finish_reason="length", logprobs=None)],
                prompt_token_ids=[1, 11, 12], prompt_logprobs=None, finished=True, metrics=None)
     assert b.feed(later).prompt_logprobs is None
-    assert ve.DeltaBuilder(prompt_tokens=3).feed(first).prompt_logprobs is None
+    assert vc.DeltaBuilder(prompt_tokens=3).feed(first).prompt_logprobs is None
     # an output with the prompt scored and no token yet still makes a delta: they are not lost
     bare = NS(outputs=[NS(token_ids=[], text="", finish_reason=None, logprobs=None)], prompt_token_ids=[1, 11, 12],
               prompt_logprobs=steps, finished=False, metrics=None)
-    assert len(ve.DeltaBuilder(prompt_tokens=3, prompt_top_logprobs=0).feed(bare).prompt_logprobs) == 3
+    assert len(vc.DeltaBuilder(prompt_tokens=3, prompt_top_logprobs=0).feed(bare).prompt_logprobs) == 3
