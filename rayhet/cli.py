@@ -237,7 +237,7 @@ def _table(results, pools, workload, dist, args) -> str:
         + (f", {100 * dist.clipped:.2g}% above the grid (counted in its last bucket)" if dist.clipped else ""),
         f"grid      {len(dist.input_edges)} input x {len(dist.output_edges)} output buckets; K={args.slices} slices; "
         f"headroom {100 * args.headroom:g}%",
-        "pools     " + ", ".join(f"{p.name} ${p.price:g}/h" for p in pools),
+        "pools     " + ", ".join(f"{p.name} ${p.price:g}/h{_kind(p.profile)}" for p in pools),
         "",
     ]
     head = ["req/s", "mix $/h", "mix replicas (" + "/".join(names) + ")"] + [f"{n}-only $/h" for n in names] + ["saving vs best single"]
@@ -264,6 +264,16 @@ def _table(results, pools, workload, dist, args) -> str:
     if notes:
         lines += [""] + [f"note: {m}" for m in sorted(notes)]
     return "\n".join(lines)
+
+
+def _kind(profile) -> str:
+    """A hybrid pool says so, with its split: where the planner picks one is then plain in the table."""
+    split = profile.hardware.gpu_split
+    if split is None:
+        return ""
+    layers = "all layers + head" if split.n_gpu_layers > split.n_layers else f"{split.n_gpu_layers}/{split.n_layers} layers"
+    return (f" (hybrid: {layers} on {split.gpu_share:g} of a {profile.hardware.accelerator}, "
+            f"{profile.hardware.vcpus} vCPUs)")
 
 
 def _plot(results, pools, path: Path) -> None:

@@ -162,7 +162,17 @@ class PoolConfig(_Strict):
                 self.max_replicas is not None and self.initial_replicas > self.max_replicas
             ):
                 raise ValueError(f"initial_replicas ({self.initial_replicas}) outside [min_replicas, max_replicas]")
+        if self.engine == "llama_cpp" and self.engine_settings.get("n_gpu_layers", 0) not in (0, None) \
+                and not self.num_gpus:
+            # a hybrid pool: without its GPU share Ray would place it on any node, and on a GPU another uses
+            raise ValueError("num_gpus: a llama_cpp pool with n_gpu_layers needs its share of a GPU (e.g. 0.1 for "
+                             "a 14 GB budget on a 141 GB H200: rayhet.hybrid.gpu_share)")
         return self
+
+    @property
+    def hybrid(self) -> bool:
+        """A llama.cpp pool with layers on a GPU (a CPU-GPU hybrid pool)."""
+        return self.engine == "llama_cpp" and self.engine_settings.get("n_gpu_layers", 0) not in (0, None)
 
 
 class RoutingConfig(_Strict):

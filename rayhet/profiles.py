@@ -16,7 +16,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from rayhet.errors import ProfileError
 
@@ -70,6 +70,17 @@ class SLO(_Strict):
         return out
 
 
+class GpuSplit(_Strict):
+    """A hybrid pool's split of the model between a GPU memory budget and the host (rayhet.hybrid)."""
+
+    gpu_memory_gb: float = Field(..., gt=0, description="The replica's GPU memory budget.")
+    gpu_share: float = Field(..., gt=0, le=1, description="The fraction of one GPU the replica asks Ray for.")
+    n_gpu_layers: int = Field(..., ge=0, description="Layers in GPU memory (llama.cpp n_gpu_layers).")
+    n_layers: int = Field(..., ge=1, description="The model's transformer blocks (n_layers + 1 on the GPU: the "
+                          "output head too).")
+    gpu_bytes_estimated: int = Field(..., ge=0, description="What rayhet.hybrid.gpu_bytes expects that split to take.")
+
+
 class Hardware(_Strict):
     """What one replica of the pool runs on."""
 
@@ -80,14 +91,26 @@ class Hardware(_Strict):
     vcpus: int | None = Field(None, ge=1, description="vCPUs per replica (required for CPU pools).")
     memory_gb: float | None = Field(None, gt=0, description="Accelerator (or host, for CPU) memory in GB.")
     description: str = Field("", description="Free text: CPU model, instance type, driver, ...")
+    gpu_split: GpuSplit | None = Field(None, description="A hybrid pool (llama.cpp with layers on a GPU share): "
+                                       "its split; accelerator names the GPU and vcpus the host side.")
 
     @model_validator(mode="after")
     def _cpu_or_accel(self) -> "Hardware":
+        if self.gpu_split is not None and (self.accelerator is None or self.vcpus is None):
+            raise ValueError("gpu_split: a hybrid pool gives both its GPU (accelerator) and its vcpus")
         if self.accelerator is None and self.vcpus is None:
             raise ValueError("a CPU pool (accelerator: null) must give vcpus")
         if self.accelerator is not None and self.accelerator_count == 0:
             self.accelerator_count = 1
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_split(self, handler):
+        # a pool that is not hybrid writes no gpu_split: files made before it existed stay byte for byte the same
+        data = handler(self)
+        if data.get("gpu_split") is None:
+            data.pop("gpu_split", None)
+        return data
 
     @property
     def is_cpu(self) -> bool:

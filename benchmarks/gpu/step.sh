@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU step per call (GPU machine, after setup.sh, same warm machine); everything lands in $OUT.
 #   test        the GPU tests (tests/gpu: VllmEngine on a real GPU)
+#   hybrid-test the hybrid pool's tests on the CUDA build of llama.cpp (after HYBRID=1 setup.sh)
 #   bench       VllmEngine vs vLLM's LLM.generate, same 1000 LMSYS-sized requests (bench_engine.py)
 #   llama       llama.cpp smoke test and single-stream speed on the cores (the cpu pool's engine)
 #   profile-h100 / profile-cpu   `rayhet profile` of the two pool types -> profiles/rayhet-1b/{h100,cpu16}.json
@@ -17,6 +18,8 @@ source benchmarks/gpu/env.sh
 step="$1"; shift
 case "$step" in
   test)  python3 -m pytest -q -m gpu tests/gpu -rs -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu-tests.log" ;;
+  hybrid-test) PYTHONPATH=/tmp/site-llama-cuda:$PYTHONPATH python3 -m pytest -q tests/gpu/test_llama_cpp_hybrid.py \
+           tests/unit/test_hybrid.py -rs -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu-hybrid-tests.log" ;;
   bench) python3 benchmarks/gpu/bench_engine.py --mode both --out "$OUT/gpu-engine-vs-llm.json" "$@" 2>&1 \
            | grep -v -E "^\(EngineCore|it/s\]$" | tail -60 ;;
   throughput) mkdir -p /tmp/rayhet-results

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import os
 import threading
 import time
@@ -45,7 +46,7 @@ def default_threads() -> int:
 
 
 class LlamaCppSettings(BaseModel):
-    """Settings of a llama.cpp CPU replica."""
+    """Settings of a llama.cpp replica: on the CPU, or split between a GPU and the CPU (n_gpu_layers)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,11 +63,21 @@ class LlamaCppSettings(BaseModel):
                              "running slots with gaps between their ids decode in several passes.")
     flash_attn: bool = Field(False, description="Flash attention (off by default, as in llama-cpp-python: "
                              "on these CPUs it was no faster).")
+    n_gpu_layers: int = Field(0, ge=-1, description="Transformer blocks kept in GPU memory (the last ones; one more "
+                              "than the model has: the output head too; -1: all). 0: a CPU replica. Needs "
+                              "llama-cpp-python built with CUDA and the pool's num_gpus (a hybrid pool: rayhet.hybrid).")
+    main_gpu: int = Field(0, ge=0, description="The GPU (index among those Ray gives the replica) that holds the "
+                          "offloaded layers.")
+    tensor_split: list[float] | None = Field(None, description="With several GPUs: the share of the offloaded "
+                                             "layers on each (llama.cpp's tensor_split); null: all on main_gpu.")
     seed: int | None = Field(None, description="Default sampling seed for requests without one (None: random).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
     @model_validator(mode="after")
     def _check(self) -> "LlamaCppSettings":
+        if self.tensor_split is not None and (not self.tensor_split or any(x < 0 for x in self.tensor_split)
+                                              or sum(self.tensor_split) <= 0 or len(self.tensor_split) > 16):
+            raise ValueError("tensor_split: one share >= 0 per GPU (at most 16), not all 0")
         if self.n_batch < self.n_slots:
             raise ValueError(f"n_batch ({self.n_batch}) must be >= n_slots ({self.n_slots}): every running "
                              "sequence feeds one token per step")
@@ -167,6 +178,7 @@ class LlamaCppEngine:
         self._lc = lc
         self._held = GilHeld(lc)
         mp = lc.llama_model_default_params()
+        self._place_layers(lc, mp)
         self._model = lc.llama_model_load_from_file(self.settings.model_path.encode(), mp)
         if not self._model:
             raise EngineError(f"llama.cpp could not load the model {self.settings.model_path!r}")
@@ -188,6 +200,21 @@ class LlamaCppEngine:
         self._batch = lc.llama_batch_init(s.n_batch, 0, 1)
         self._add_bos = lc.llama_vocab_get_add_bos(self._vocab)
         self._chat = load_chat_template(lc, self._model, self._vocab)
+
+    def _place_layers(self, lc, mp) -> None:
+        """Where the layers go. llama.cpp's default offloads every layer when it was built with a GPU backend,
+        so a CPU replica says 0; asking a CPU-only build for GPU layers is an error, not a silent CPU run."""
+        s = self.settings
+        if s.n_gpu_layers != 0 and not lc.llama_supports_gpu_offload():
+            raise EngineError(f"n_gpu_layers={s.n_gpu_layers}, but this llama-cpp-python has no GPU backend: "
+                              "build it with CUDA (CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install llama-cpp-python "
+                              "--no-binary llama-cpp-python), or set n_gpu_layers: 0")
+        mp.n_gpu_layers = s.n_gpu_layers if s.n_gpu_layers >= 0 else 2**31 - 1
+        mp.main_gpu = s.main_gpu
+        if s.tensor_split:
+            n = max(lc.llama_max_devices(), len(s.tensor_split))
+            self._split = (ctypes.c_float * n)(*s.tensor_split)  # llama.cpp keeps the pointer: held by the engine
+            mp.tensor_split = self._split
 
     async def shutdown(self) -> None:
         with self._cv:

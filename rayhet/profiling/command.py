@@ -53,6 +53,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slot-passes", action="store_true",
                    help="with --url and --method model: the served engine splits a step into passes over runs of "
                    "consecutive slots (rayhet's llama.cpp pools do): fit the pass terms too (rayhet.perf.micro_batches)")
+    g = p.add_argument_group("hybrid pool (llama_cpp with layers on a GPU share; rayhet.hybrid)")
+    g.add_argument("--gpu-memory-gb", type=float,
+                   help="the replica's GPU memory budget: the most layers whose weights and KV cache fit in it go "
+                   "to the GPU (n_gpu_layers), the rest run on the CPU threads; needs a CUDA build of llama.cpp")
+    g.add_argument("--gpu-total-gb", type=float,
+                   help="the GPU's memory (default: nvidia-smi's): the replica asks Ray for budget/total of a GPU")
+    g.add_argument("--gpu-price-per-hour", type=float,
+                   help="with --vcpu-price-per-hour and no --price-per-hour: the replica's price is its GPU share "
+                   "of this plus its vCPUs")
+    g.add_argument("--vcpu-price-per-hour", type=float, help="USD per vCPU-hour (see --gpu-price-per-hour)")
     g = p.add_argument_group("SLO")
     g.add_argument("--slo-tpot-ms", type=float, help="mean time per output token (ms) a point must stay under")
     g.add_argument("--slo-ttft-ms", type=float, help="time to first token (ms) at --ttft-quantile a point must stay under")
@@ -130,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
+    if args.gpu_memory_gb is not None:
+        _split_for_budget(args)
     missing = [f for f, v in [("--model", args.model), ("--out", args.out), ("--price-per-hour", args.price_per_hour)] if v is None]
     if missing:
         raise ProfilingError(f"missing {', '.join(missing)} (or give --from PROFILE --plot F.png to only plot)")
@@ -299,6 +311,56 @@ def sweep_settings(args: argparse.Namespace) -> SweepSettings:
     )
 
 
+def _split_for_budget(args: argparse.Namespace) -> None:
+    """--gpu-memory-gb: the layer split that fits (into the engine's settings), the GPU share, the price."""
+    from rayhet.hybrid import GIB, gpu_bytes, gpu_share, hybrid_price, layers_that_fit, read_layers
+
+    if args.engine != "llama_cpp" or args.url:
+        raise ProfilingError("--gpu-memory-gb splits a llama_cpp model in process (not with --url or vllm)")
+    if not args.model:
+        raise ProfilingError("--gpu-memory-gb needs --model (the GGUF file whose layers are split)")
+    total = args.gpu_total_gb or _gpu_memory_gb()
+    if total is None:
+        raise ProfilingError("--gpu-memory-gb: give --gpu-total-gb (nvidia-smi is not there to tell)")
+    kw = engine_kwargs(args)
+    try:
+        layers = read_layers(args.model)
+    except (OSError, ValueError) as e:
+        raise ProfilingError(f"--model {args.model}: {e}") from None
+    kv_tokens = kw.get("n_ctx", 2048) * kw.get("n_slots", 8)  # the engine's KV: a full context per slot
+    budget = int(args.gpu_memory_gb * GIB)
+    k = layers_that_fit(layers, budget, kv_tokens)
+    if k == 0:
+        raise ProfilingError(f"--gpu-memory-gb {args.gpu_memory_gb}: not even one layer of {args.model} and its KV "
+                             f"cache ({kv_tokens} tokens) fits; profile it as a CPU pool")
+    args.engine_arg = [*args.engine_arg, f"n_gpu_layers={k}"]
+    share = gpu_share(budget, int(total * GIB))
+    args.gpu_split = {"gpu_memory_gb": args.gpu_memory_gb, "gpu_share": share, "n_gpu_layers": k,
+                      "n_layers": layers.n_layers, "gpu_bytes_estimated": gpu_bytes(layers, k, kv_tokens)}
+    if args.price_per_hour is None and args.gpu_price_per_hour is not None and args.vcpu_price_per_hour is not None:
+        vcpus = args.vcpus or args.n_threads or _engine_threads(args) or 1
+        args.price_per_hour = round(hybrid_price(args.gpu_price_per_hour, share, args.vcpu_price_per_hour, vcpus), 4)
+        args.price_source = args.price_source or (f"{share} x ${args.gpu_price_per_hour}/h of the GPU + {vcpus} "
+                                                  f"vCPUs x ${args.vcpu_price_per_hour}/h")
+    n = layers.n_layers
+    where = f"all {n} layers and the output head" if k > n else f"{k} of {n} layers"
+    print(f"hybrid split: {where} "
+          f"on the GPU (~{gpu_bytes(layers, k, kv_tokens) / GIB:.2f} of {args.gpu_memory_gb} GB), share {share} of "
+          f"a {total:.0f} GB GPU", file=sys.stderr)
+
+
+def _gpu_memory_gb() -> float | None:
+    """The first GPU's memory as nvidia-smi reports it (GiB), or None without one."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30).stdout.split()
+        return float(out[0]) / 1024 if out else None  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
 def engine_kwargs(args: argparse.Namespace) -> dict:
     kw = {k: v for k, v in [("n_ctx", args.n_ctx), ("n_slots", args.n_slots), ("n_threads", args.n_threads)] if v is not None}
     for item in args.engine_arg:
@@ -348,6 +410,11 @@ def hardware(args: argparse.Namespace) -> Hardware:
     else:
         kw = engine_kwargs(args)
         where = f"{cpu_model()}; {args.engine} {', '.join(f'{k}={v}' for k, v in kw.items())}{extra}"
+    split = getattr(args, "gpu_split", None)
+    if split is not None:  # a hybrid pool: its GPU and its host side
+        vcpus = args.vcpus or args.n_threads or _engine_threads(args) or os.cpu_count() or 1
+        return Hardware(accelerator=args.accelerator or "GPU", vcpus=vcpus, memory_gb=split["gpu_memory_gb"],
+                        description=where, gpu_split=split)
     if args.accelerator:
         return Hardware(accelerator=args.accelerator, accelerator_count=args.accelerator_count, description=where)
     vcpus = args.vcpus or args.n_threads or _engine_threads(args) or os.cpu_count() or 1
