@@ -12,14 +12,18 @@ replica's CPU threads. So what fits in a GPU memory budget follows from the GGUF
 
 and `layers_that_fit` is the largest k with gpu_bytes(k) <= budget. More layers on the GPU is faster (each
 one moved takes its weights' memory traffic off the host), so the largest split that fits is the one served.
-A replica is priced as its share of the GPU plus its vCPUs (`hybrid_price`).
+A replica is priced as its share of the GPU plus its vCPUs (`hybrid_price`); `place_layers` applies a pool's
+split to llama.cpp's model parameters.
 """
 
 from __future__ import annotations
 
+import ctypes
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from rayhet.engines.base import EngineError
 
 GIB = 1024**3
 # a CUDA context and llama.cpp's compute buffers: measured on the lent H200 (see the README's hybrid section);
@@ -117,3 +121,21 @@ def hybrid_price(gpu_price_per_hour: float, share: float, vcpu_price_per_hour: f
     if min(gpu_price_per_hour, share, vcpu_price_per_hour, vcpus) < 0:
         raise ValueError("prices, share and vCPUs must be >= 0")
     return gpu_price_per_hour * share + vcpu_price_per_hour * vcpus
+
+
+def place_layers(lc, mp, settings):
+    """Put a llama.cpp engine's layers where its settings say (model params `mp`; `lc` the bindings); returns the
+    tensor-split array, which llama.cpp reads through a pointer and the caller keeps alive. llama.cpp's default
+    offloads every layer when it was built with a GPU backend, so a CPU replica says 0; asking a CPU-only build
+    for GPU layers is an error, not a silent CPU run."""
+    if settings.n_gpu_layers != 0 and not lc.llama_supports_gpu_offload():
+        raise EngineError(f"n_gpu_layers={settings.n_gpu_layers}, but this llama-cpp-python has no GPU backend: build "
+                          "it with CUDA (CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install llama-cpp-python --no-binary "
+                          "llama-cpp-python), or set n_gpu_layers: 0")
+    mp.n_gpu_layers = settings.n_gpu_layers if settings.n_gpu_layers >= 0 else 2**31 - 1
+    mp.main_gpu = settings.main_gpu
+    if not settings.tensor_split:
+        return None
+    split = (ctypes.c_float * max(lc.llama_max_devices(), len(settings.tensor_split)))(*settings.tensor_split)
+    mp.tensor_split = split
+    return split

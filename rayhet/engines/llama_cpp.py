@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
 import os
 import threading
 import time
@@ -35,6 +34,7 @@ from rayhet.engines.base import (
 from rayhet.engines.llama_cpp_calls import GilHeld, load_chat_template, token_piece, tokenize_text
 from rayhet.engines.llama_cpp_sampling import response_grammar, sampler_chain, token_logprobs
 from rayhet.engines.text import StreamText
+from rayhet.hybrid import place_layers
 
 
 def default_threads() -> int:
@@ -178,7 +178,7 @@ class LlamaCppEngine:
         self._lc = lc
         self._held = GilHeld(lc)
         mp = lc.llama_model_default_params()
-        self._place_layers(lc, mp)
+        self._split = place_layers(lc, mp, self.settings)  # (the split array must outlive the model's load)
         self._model = lc.llama_model_load_from_file(self.settings.model_path.encode(), mp)
         if not self._model:
             raise EngineError(f"llama.cpp could not load the model {self.settings.model_path!r}")
@@ -200,21 +200,6 @@ class LlamaCppEngine:
         self._batch = lc.llama_batch_init(s.n_batch, 0, 1)
         self._add_bos = lc.llama_vocab_get_add_bos(self._vocab)
         self._chat = load_chat_template(lc, self._model, self._vocab)
-
-    def _place_layers(self, lc, mp) -> None:
-        """Where the layers go. llama.cpp's default offloads every layer when it was built with a GPU backend,
-        so a CPU replica says 0; asking a CPU-only build for GPU layers is an error, not a silent CPU run."""
-        s = self.settings
-        if s.n_gpu_layers != 0 and not lc.llama_supports_gpu_offload():
-            raise EngineError(f"n_gpu_layers={s.n_gpu_layers}, but this llama-cpp-python has no GPU backend: "
-                              "build it with CUDA (CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install llama-cpp-python "
-                              "--no-binary llama-cpp-python), or set n_gpu_layers: 0")
-        mp.n_gpu_layers = s.n_gpu_layers if s.n_gpu_layers >= 0 else 2**31 - 1
-        mp.main_gpu = s.main_gpu
-        if s.tensor_split:
-            n = max(lc.llama_max_devices(), len(s.tensor_split))
-            self._split = (ctypes.c_float * n)(*s.tensor_split)  # llama.cpp keeps the pointer: held by the engine
-            mp.tensor_split = self._split
 
     async def shutdown(self) -> None:
         with self._cv:
