@@ -184,7 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trace", required=True)
     ap.add_argument("--out", required=True, help="path prefix: writes PREFIX.json and PREFIX.md")
     ap.add_argument("--window", type=float, default=60.0)
-    ap.add_argument("--gguf", help="model file for the config's llama.cpp pools (default: the 120M benchmark model)")
+    ap.add_argument("--gguf", help="model file for the config's llama.cpp pools (default: the config's model.gguf "
+                                   "when that file exists, else the 120M benchmark model)")
     ap.add_argument("--compare", action="store_true",
                     help="also simulate every `rayhet simulate --compare` policy on the trace (the always-on "
                          "single pool among them) and put their $ and SLO attainment beside the real run")
@@ -214,7 +215,10 @@ def main(argv=None) -> int:
     from rayhet.models import cached_gguf
 
     config = load_config(args.config)
-    gguf = args.gguf or str(cached_gguf("120m", dtype="f16"))
+    # the validation configs name a placeholder (rayhet-120m.gguf) that this fills in; a config naming a model
+    # file that exists (the day's 1B model) keeps it
+    have = config.model.gguf and Path(config.model.gguf).is_file()
+    gguf = args.gguf or (config.model.gguf if have else str(cached_gguf("120m", dtype="f16")))
     config = config.model_copy(update={"model": config.model.model_copy(update={"gguf": gguf})})
     trace = load_trace(args.trace)
     if args.rate_scale != 1.0 or args.speedup != 1.0:
