@@ -115,6 +115,17 @@ class ControlState:
         return cls(**d)
 
 
+def adopt_startup_plan(state: ControlState, plan: dict, now: float) -> ControlState:
+    """The state once the app builder's start-up plan is taken: the plan, and its replicas (what Serve was asked
+    to start) as the published targets. Without them, the first period compares a wanted count against the
+    replicas *running*, and a replica still starting counts 0: an app deployed before any traffic had its only
+    replica stopped at its first idle period, skipping the scale-down delay (GPU day run, 2026-11-30)."""
+    new = replace(state, plan=plan, plan_at=now)
+    if not state.targets:
+        new.targets = {str(p): int(n) for p, n in plan.get("replicas", {}).items()}
+    return new
+
+
 # -- decisions ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ReplanDecision:

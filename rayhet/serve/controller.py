@@ -22,7 +22,9 @@ from rayhet.control import (
     ControlSettings,
     ControlState,
     PoolBounds,
+    SolveOutcome,
     TickReport,
+    adopt_startup_plan,
     attainment,
     observe,
     solve_mix,
@@ -292,7 +294,7 @@ class PlanController:
     def _adopt_offered(self, now: float) -> None:
         """With no plan yet, take an ingress's start-up plan (solved by the app builder). Under self._lock."""
         if self.state.plan is None and self._offered is not None:
-            self.state.plan, self.state.plan_at = self._offered, now
+            self.state = adopt_startup_plan(self.state, self._offered, now)
             self.state.last_solve = {"at": now, "status": self.state.plan.get("status"),
                                      "reason": "start-up plan (solved by the app builder)",
                                      "seconds": self.state.plan.get("solve_time_s", 0.0), "message": ""}

@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 
-from rayhet.control import ControlState, PoolBounds, observe, policy_target, solve_mix, tick
+from rayhet.control import ControlState, PoolBounds, adopt_startup_plan, observe, policy_target, solve_mix, tick
 from rayhet.dispatch import Dispatcher
 from rayhet.perf import EngineLimits, StepModel
 from rayhet.plan import Plan
@@ -167,7 +167,7 @@ class Fleet:
         self.now = 0.0
         self.dispatch = Dispatcher(config, startup, [PoolLimit(p.name, p.max_context, p.price_per_hour) for p in pools],
                                    list(self.pools), clock=lambda: self.now, wall_clock=lambda: self.now)
-        self.state = ControlState(plan=startup.to_dict(), plan_at=0.0)
+        self.state = adopt_startup_plan(ControlState(), startup.to_dict(), 0.0)
         self.bounds = {p.name: PoolBounds(p.min_replicas, p.max_replicas, p.max_ongoing, p.startup_s) for p in pools}
         self.solver = solver or (lambda grid, rates, total: solve_mix(
             self.options, grid, rates, total, slices=config.planner.slices, time_limit_s=self.settings.solve_time_limit_s))

@@ -40,6 +40,8 @@ class FakeEngineSettings(BaseModel):
     natural_output_tokens: int | None = Field(
         None, ge=1, description="Stop ('stop') after this many tokens unless max_tokens is lower or ignore_eos."
     )
+    start_s: float = Field(0.0, ge=0, description="Seconds start() takes: a replica that is still starting for a "
+                           "while, as vLLM's 60-90 s.")
     fail: bool = Field(False, description="Every generation raises EngineError (to test spill-over).")
     unhealthy: bool = Field(False, description="check_health raises.")
     model_path: str | None = Field(None, description="Ignored (accepted so configs can share settings).")
@@ -58,6 +60,7 @@ class FakeEngine:
         self.started = False
 
     async def start(self) -> None:
+        await asyncio.sleep(self.settings.start_s)
         self.started = True
 
     def render_chat(self, messages: list[dict]) -> str:

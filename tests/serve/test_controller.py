@@ -283,3 +283,39 @@ def test_controller_stops_itself_once_its_app_is_gone(ctl_app):
     print(f"\ncontroller gone {time.monotonic() - t0:.1f}s after serve delete")
     assert internal_kv._internal_kv_get(_kv_key(APP), namespace=KV_NAMESPACE) is None
     assert ray.is_initialized()
+
+
+def test_replicas_still_starting_at_deploy_survive_the_first_periods_without_traffic(serve_url):
+    # Found on the GPU machine (2026-11-30): the controller's first period came before any traffic, saw the
+    # start-up plan's replica not yet running, and stopped it at once; the app came up RUNNING with no replica
+    # and refused the first two minutes of the day. Here each replica takes 4 s to start (vLLM: 60-90 s) and
+    # the controller looks every second: what the start-up plan asked for must be running once the app is.
+    import copy
+
+    from ray import serve
+
+    from rayhet.app import startup_plan
+    from rayhet.config import RayhetConfig
+    from rayhet.serve.builder import build_app
+    from rayhet.serve.controller import stop_controller
+
+    app = "ctl-start"
+    cfg = copy.deepcopy(CONFIG)
+    for p in cfg["pools"]:
+        p["min_replicas"] = 0
+        p["engine_settings"]["start_s"] = 4.0
+    cfg["server"]["ingress_replicas"] = 1
+    cfg["controller"]["scale_down_delay_s"] = 60
+    config = RayhetConfig.model_validate(cfg)
+    plan = startup_plan(config)
+    wanted = {p: plan.replicas.get(p, 0) for p in ("small", "big")}
+    assert sum(wanted.values()) >= 1
+    serve.run(build_app(config, plan), name=app, route_prefix="/ctl-start")  # returns once the app is RUNNING
+    try:
+        for _ in range(3):  # and stays so for a few more periods without traffic
+            deps = serve.status().applications[app].deployments
+            assert {p: deps[f"pool-{p}"].replica_states.get("RUNNING", 0) for p in wanted} == wanted
+            time.sleep(1.0)
+    finally:
+        serve.delete(app)
+        stop_controller(app)

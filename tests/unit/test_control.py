@@ -10,6 +10,7 @@ from rayhet.control import (
     Observation,
     PoolBounds,
     SolveOutcome,
+    adopt_startup_plan,
     decide_targets,
     mix_distance,
     queue_floor,
@@ -117,6 +118,21 @@ def test_no_traffic_sends_pools_to_their_minimum_and_wakes_with_a_solve():
     assert st.targets == {"slow": 1, "fast": 0}  # slow's minimum is 1
     st, rep = tick(st, obs(short=3.0), BOUNDS, ok_solver(calls), now=130.0, s=S)
     assert rep.replan.reason == "wake" and st.targets["slow"] == 4 and not st.idle
+
+
+def test_a_replica_still_starting_at_deploy_is_not_stopped_by_the_first_idle_period():
+    # the app builder's plan starts one 'fast' replica; the first period comes before any traffic, while that
+    # replica is still starting (Serve reports 0 running): it must wait out the scale-down delay like any other
+    startup = plan_for({LONG: 1.0}, 1.0).to_dict()
+    st = adopt_startup_plan(ControlState(), startup, now=0.0)
+    assert st.targets == {"slow": 1, "fast": 1} and st.plan == startup
+    st, rep = tick(st, obs(running={"fast": 0, "slow": 0}), BOUNDS, ok_solver([]), now=10.0, s=S)
+    assert rep.replan.reason == "idle"
+    assert st.targets["fast"] == 1 and "fast" in rep.targets.held
+    st, _ = tick(st, obs(running={"fast": 1, "slow": 1}), BOUNDS, ok_solver([]), now=10.0 + S.scale_down_delay_s, s=S)
+    assert st.targets["fast"] == 0  # idle for the whole delay: down to the minimum
+    # targets already published (a resumed controller) are not overwritten by a start-up plan
+    assert adopt_startup_plan(ControlState(targets={"fast": 3}), startup, now=0.0).targets == {"fast": 3}
 
 
 def test_growing_queue_raises_the_target_without_waiting():
