@@ -66,7 +66,9 @@ async def replay(url: str, model: str, trace, t0: float) -> list[Real]:
                     r.pool = resp.headers.get("x-rayhet-pool")
                     if resp.status_code != 200:
                         await resp.aread()
-                        r.outcome = "refused" if resp.status_code == 503 else "failed"
+                        # the simulator's words: refused = pushed back (429 full, 503 none running), rejected =
+                        # no pool can take it (400: too long for every context)
+                        r.outcome = {429: "refused", 503: "refused", 400: "rejected"}.get(resp.status_code, "failed")
                         r.end = time.monotonic() - t0
                         return
                     async for line in resp.aiter_lines():
@@ -99,6 +101,57 @@ def watch(stop: threading.Event, t0: float, out: list) -> None:
         except Exception:  # noqa: BLE001
             pass
         stop.wait(0.5)
+
+
+def sample(stop: threading.Event, t0: float, pools: list[str], timeline: list, out: list, every_s: float) -> None:
+    """Every `every_s`: each serving pool's engine as it reports itself (running and waiting sequences, KV use,
+    tokens/s; one replica) and the cores each process used since the last look (benchmarks/procstat.py): in a
+    run that falls behind, whether the engine is full or the stack around it is busy."""
+    from procstat import cpu_share, cpu_times
+
+    from rayhet.testing.driver import call_deployment
+
+    before, t_prev = cpu_times(), time.monotonic()
+    while not stop.wait(every_s):
+        now, look = time.monotonic(), cpu_times()
+        serving = timeline[-1][1] if timeline else {}
+        engines = {}
+        for p in pools:
+            if not serving.get(f"pool-{p}"):  # a call to a pool with no replica would wait for one
+                continue
+            try:
+                e = call_deployment("default", f"pool-{p}", "stats", timeout_s=2.0)["engine"]
+                engines[p] = {k: e.get(k) for k in ("running", "waiting", "kv_usage", "tokens_per_s")}
+            except Exception:  # noqa: BLE001 - a replica busy or stopping: no sample this time
+                pass
+        out.append({"t": round(now - t0, 1), "engines": engines, "cores": cpu_share(before, look, now - t_prev)})
+        before, t_prev = look, now
+
+
+def load_table(samples: list, window_s: float) -> list[str]:
+    """Per window: each pool engine's mean running / waiting sequences and tokens/s, and the busiest processes."""
+    if not samples:
+        return []
+    rows, by = [], {}
+    for s in samples:
+        by.setdefault(int(s["t"] // window_s), []).append(s)
+    md = ["", f"Where the time went (sampled every few seconds; engine figures as each pool reports them, cores "
+              f"busy per process from /proc), per {window_s:g} s:", "",
+          "| from (s) | engine: running / waiting, tokens/s | busiest processes (cores) |", "|---|---|---|"]
+    for k in sorted(by):
+        ss = by[k]
+        eng = []
+        for p in sorted({p for s in ss for p in s["engines"]}):
+            e = [s["engines"][p] for s in ss if p in s["engines"]]
+            mean = lambda key: sum((x.get(key) or 0) for x in e) / len(e)  # noqa: E731
+            eng.append(f"{p}: {mean('running'):.0f} / {mean('waiting'):.0f}, {mean('tokens_per_s'):,.0f}")
+        cores: dict[str, float] = {}
+        for s in ss:
+            for name, c in s["cores"].items():
+                cores[name] = cores.get(name, 0.0) + c / len(ss)
+        top = sorted(cores.items(), key=lambda kv: -kv[1])[:4]
+        rows.append(f"| {k * window_s:g} | {'; '.join(eng) or '-'} | {', '.join(f'{n} {c:.2f}' for n, c in top)} |")
+    return md + rows
 
 
 def replica_spans(timeline, pools, end):
@@ -139,7 +192,7 @@ def _lateness(real) -> dict | None:
 def _row(r) -> list:
     ttft = None if r.first_token is None else round(r.first_token - r.arrival, 4)
     return [round(r.arrival, 3), r.input_tokens, r.output_tokens, r.pool, ttft,
-            None if r.end is None else round(r.end, 3), r.outcome]
+            None if r.end is None else round(r.end, 3), r.outcome, getattr(r, "status", None)]
 
 
 def compare(real_sum, sim_sum, pools) -> list[tuple]:
@@ -197,6 +250,9 @@ def main(argv=None) -> int:
                     help="before the trace, send N requests one at a time (sizes from the trace) and fit each pool's "
                          "serving overhead from them (rayhet calibrate); the simulation is then run with it as well, "
                          "and compared with the real run beside the one without")
+    ap.add_argument("--sample-s", type=float, default=5.0,
+                    help="every this many seconds, record each pool engine's own load and the cores each process "
+                         "uses (0: off)")
     ap.add_argument("--rate-scale", type=float, default=1.0,
                     help="scale the trace's rate on its timeline (rayhet.sim.trace.reshape): the same ramp for a host "
                          "whose pools are this much faster (give the config a start-up rate to match)")
@@ -265,11 +321,17 @@ def main(argv=None) -> int:
     t0 = time.monotonic() + 2.0
     watcher = threading.Thread(target=watch, args=(stop, t0, timeline), daemon=True)
     watcher.start()
+    samples: list = []
+    sampler = threading.Thread(target=sample, args=(stop, t0, pools, timeline, samples, args.sample_s), daemon=True)
+    if args.sample_s > 0:
+        sampler.start()
     real = asyncio.run(replay(f"http://127.0.0.1:{port}", config.model.id, trace, t0))
     end = max([r.end for r in real if r.end is not None] + [trace.duration_s])
     time.sleep(1.0)
     stop.set()
     watcher.join()
+    if sampler.is_alive():
+        sampler.join()
     serve.shutdown()
     ray.shutdown()
     prices = {p: sim.prices[p] for p in pools}
@@ -302,10 +364,12 @@ def main(argv=None) -> int:
         "real": real_sum, "simulated": sim_sum, "other_policies_simulated": others, "offline_bound": bound,
         "calibration": calibration, "simulated_uncalibrated": uncalibrated,
         # request by request, both runs on the trace's order: where the two disagree, not only how much
-        "requests": {"columns": ["arrival_s", "input_tokens", "output_tokens", "pool", "ttft_s", "end_s", "outcome"],
+        "requests": {"columns": ["arrival_s", "input_tokens", "output_tokens", "pool", "ttft_s", "end_s", "outcome",
+                                 "http_status"],
                      "real": [_row(r) for r in sorted(real, key=lambda r: r.idx)],
                      "simulated": [_row(r) for r in sorted(sim.requests, key=lambda r: r.idx)]},
         "timeline": timeline,
+        "samples": samples,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +384,13 @@ def main(argv=None) -> int:
     if uncalibrated is not None:
         md += ["", "The same simulation without the calibration (the pools' engine models alone):", ""]
         md += table(compare(real_sum, uncalibrated, pools))
-    md += ["", f"Replay client lateness (sent - due, s): {result['client_lateness_s']}"]
+    codes: dict = {}
+    for r in real:
+        if r.outcome != "ok":
+            codes[f"{r.outcome} {r.status}"] = codes.get(f"{r.outcome} {r.status}", 0) + 1
+    md += ["", f"Replay client lateness (sent - due, s): {result['client_lateness_s']}",
+           "", f"Requests not served, by outcome and HTTP status (None: no response): {codes or 'none'}"]
+    md += load_table(samples, args.window)
     md += ["", "Scale-ups (seconds from the start of the trace when a new replica was serving):", ""]
     for p, (a, b) in ups.items():
         md.append(f"- {p}: real {[round(x, 1) for x in a]}, simulated {[round(x, 1) for x in b]}")
