@@ -96,7 +96,7 @@ def startup_plan(config: RayhetConfig) -> Plan:
 
     pc = config.planner
     # each profile's capacity under the service's SLO: re-derived from its engine model where it differs
-    options = [PoolOption(p.name, service_profile(p.profile, config.slo), p.price_per_hour, p.min_replicas,
+    options = [PoolOption(p.name, service_profile(p.profile, config.slo, pc.held_out), p.price_per_hour, p.min_replicas,
                           p.max_replicas)
                for p in config.pools]
     grid = common_grid([o.profile for o in options])

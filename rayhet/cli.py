@@ -111,6 +111,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-replicas", action="append", metavar="POOL=N", help="upper bound on a pool's replicas (repeatable)")
     p.add_argument("--price", action="append", metavar="POOL=USD", help="override a pool's $/replica-hour (repeatable)")
     p.add_argument("--vcpu-price", type=float, metavar="USD", help="price CPU pools at vCPUs x USD per vCPU-hour")
+    p.add_argument("--held-out", default="scale", choices=["scale", "ignore"],
+                   help="a profile whose own held-out check shows its engine model over-predicting: scale its "
+                        "capacity down by the worst measured/predicted (default, with a warning), or ignore it")
     p.add_argument("--form", default="aggregated", choices=["aggregated", "binary"], help="MILP form (binary: the paper's, slower)")
     g = p.add_argument_group("the service's SLO (re-derives each profile's capacity from its engine model; "
                              "a profile without one must have been measured under the same SLO)")
@@ -144,13 +147,13 @@ def _pool_options(args: argparse.Namespace):
     from rayhet.planner import PoolOption
     from rayhet.profiles import load_profiles
 
-    profiles = [p for path in args.profiles for p in load_profiles(path)]
-    slo = _service_slo(args)
-    if slo is not None:
-        from rayhet.capacity import service_profile
+    from rayhet.capacity import service_profile
 
-        files = [f for path in args.profiles for f in (sorted(Path(path).glob("*.json")) if Path(path).is_dir() else [Path(path)])]
-        profiles = [service_profile(f, slo) for f in files]
+    for path in args.profiles:  # a directory's pool names must be unique (ProfileError naming both files)
+        load_profiles(path)
+    slo = _service_slo(args)
+    files = [f for path in args.profiles for f in (sorted(Path(path).glob("*.json")) if Path(path).is_dir() else [Path(path)])]
+    profiles = [service_profile(f, slo, getattr(args, "held_out", "scale")) for f in files]
     names = [p.pool for p in profiles]
     if len(set(names)) != len(names):
         raise RayhetError(f"--profiles: pool names repeat across paths: {names}")

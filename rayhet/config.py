@@ -212,6 +212,10 @@ class PlannerConfig(_Strict):
     headroom: float = Field(0.2, ge=0, description="Plan for expected_rate * (1 + headroom).")
     slices: int = Field(8, ge=1, description="Slices per bucket in the MILP (Mélange's slice factor).")
     time_limit_s: float = Field(10.0, gt=0, description="Solver time limit.")
+    held_out: Literal["scale", "ignore"] = Field(
+        "scale", description="A profile whose own held-out check shows its engine model over-predicting capacity: "
+        "'scale' every capacity in it down by the worst measured/predicted (a warning names the file and bucket); "
+        "'ignore': plan with the model as it is.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "PlannerConfig":

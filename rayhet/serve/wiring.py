@@ -51,7 +51,7 @@ class Wiring:
         }
         self.bounds[pool.name] = PoolBounds(pool.min_replicas, hi, int(opts.get("max_ongoing_requests", 1)),
                                             pool.startup_seconds)
-        self.profiles[pool.name] = service_profile(pool.profile, self.config.slo)
+        self.profiles[pool.name] = service_profile(pool.profile, self.config.slo, self.config.planner.held_out)
         return opts
 
     def ingress_kwargs(self, ingress: str) -> dict:

@@ -49,7 +49,7 @@ def planner_options(config, *, pools=None):
     from rayhet.capacity import service_profile
     from rayhet.planner import PoolOption
 
-    return [PoolOption(p.name, service_profile(p.profile, config.slo), p.price_per_hour, p.min_replicas,
+    return [PoolOption(p.name, service_profile(p.profile, config.slo, config.planner.held_out), p.price_per_hour, p.min_replicas,
                        p.max_replicas)
             for p in config.pools if pools is None or p.name in pools]
 
