@@ -89,6 +89,18 @@ class ServingOverhead(_Strict):
     source: str | None = Field(None, description="How it was measured (command, date, requests).")
 
 
+class HostContention(_Strict):
+    """Replicas that share a host slow each other (`rayhet simulate` only).
+
+    An engine model is measured with the host to itself; CPU pools placed on one node share its memory
+    bandwidth and caches, and a llama.cpp step takes longer while the replica beside it is busy (1.10-1.23x in
+    the simulator's validation on the GPU machine's cores: README "Simulating a day")."""
+
+    host: str = Field(..., min_length=1, description="Pools naming the same host contend with each other.")
+    slowdown: float = Field(..., ge=0, description="While any other replica on the host holds a request, this "
+                            "pool's engine steps take (1 + slowdown) times as long.")
+
+
 class PoolConfig(_Strict):
     """One pool: a set of identical replicas on one hardware type, each running one engine."""
 
@@ -142,6 +154,9 @@ class PoolConfig(_Strict):
     serving_overhead: ServingOverhead | None = Field(
         None, description="What the serving stack adds to this pool's engine model in `rayhet simulate` (measure "
         "it with `rayhet calibrate`; default: nothing). The planner's capacities are the profile's, unchanged.")
+    host_contention: HostContention | None = Field(
+        None, description="`rayhet simulate` only: the host this pool's replicas share with other pools' and how "
+        "much a busy neighbour slows their steps (default: none).")
     max_queued_requests: QueueLimit = Field(
         8,
         description="Requests waiting at the ingress for this pool before Serve pushes back and the ingress spills "

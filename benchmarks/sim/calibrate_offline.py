@@ -37,11 +37,15 @@ def main() -> int:
     ap.add_argument("--trace", default="benchmarks/sim/ramp-10min.csv")
     ap.add_argument("--horizon", type=float, default=120.0)
     ap.add_argument("--against", nargs="*", default=[], help="other real runs to compare with (the run itself too)")
+    ap.add_argument("--host-slowdown", action="append", default=[], metavar="POOL=S",
+                    help="put POOL on one shared host with this slowdown while a neighbour is busy (repeatable; "
+                         "benchmarks/sim/contention_fit.py measures it)")
+    ap.add_argument("--no-overhead", action="store_true", help="leave the serving overhead out (contention alone)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sim_validation import compare, table
 
-    from rayhet.config import ServingOverhead, load_config
+    from rayhet.config import HostContention, ServingOverhead, load_config
     from rayhet.sim.build import fleet_for
     from rayhet.sim.calibrate import fit_pools
     from rayhet.sim.report import summarize
@@ -53,8 +57,16 @@ def main() -> int:
     lone = lone_requests([dict(zip(cols, r)) for r in d["requests"]["real"]], args.horizon)
     fitted = fit_pools(cfg, lone, f"lone requests of {args.run} before {args.horizon:.0f} s")
     print(f"{len(lone)} lone requests; fitted: {fitted}")
+    if args.no_overhead:
+        fitted = {}
+    slow = {k: float(v) for k, v in (x.split("=", 1) for x in args.host_slowdown)}
+    if slow:
+        print(f"host contention: {slow}")
     cal = cfg.model_copy(update={"pools": [
-        p.model_copy(update={"serving_overhead": ServingOverhead(**fitted[p.name])}) if p.name in fitted else p
+        p.model_copy(update={
+            "serving_overhead": ServingOverhead(**fitted[p.name]) if p.name in fitted else p.serving_overhead,
+            "host_contention": HostContention(host="validation-host", slowdown=slow[p.name]) if p.name in slow
+            else p.host_contention})
         for p in cfg.pools]})
     trace = reshape(load_trace(args.trace), speedup=d["speedup"], rate_scale=d["rate_scale"])
     sim = summarize(fleet_for(cal).run(trace), cfg.slo, window_s=60, name="simulated (calibrated)")

@@ -40,6 +40,8 @@ def pool_models(config, plan, *, pools=None):
             startup_s=pool.startup_seconds,
             min_replicas=pool.min_replicas, max_replicas=hi, initial_replicas=initial_replicas(pool, plan),
             graceful_shutdown_s=float(opts.get("graceful_shutdown_timeout_s", 10.0)), request_s=over.request_s,
+            host=pool.host_contention.host if pool.host_contention else None,
+            slowdown=pool.host_contention.slowdown if pool.host_contention else 0.0,
         ))
     return out
 

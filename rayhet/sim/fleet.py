@@ -57,10 +57,15 @@ class PoolModel:
     initial_replicas: int
     graceful_shutdown_s: float = 10.0
     request_s: float = 0.0  # the serving stack's delay before the engine sees a request (ServingOverhead)
+    host: str | None = None  # pools naming one host slow each other (HostContention)
+    slowdown: float = 0.0  # steps take (1 + this) times as long while another replica on the host is busy
 
     @property
     def max_context(self) -> int:
         return self.limits.max_context
+
+
+HOST_TICK_S = 0.1  # how soon a replica on a shared host sees its neighbour fall idle (HostContention)
 
 
 @dataclass
@@ -180,6 +185,12 @@ class Fleet:
         self.target_log: list[tuple[float, str, int]] = []
         self.scale_ups: list[tuple[float, str, int, float]] = []
         self._rid = 0
+        # host -> its pools, where a busy neighbour slows a replica's steps (HostContention)
+        self._hosts: dict[str, list[str]] = {}
+        self._host_tick = False
+        for p in pools:
+            if p.host is not None:
+                self._hosts.setdefault(p.host, []).append(p.name)
         self._last = 0.0  # the last arrival, completion or kill: the run ends there
         self._events: list = []
         self._seq = 0
@@ -208,11 +219,15 @@ class Fleet:
                 break
             if k < n and t_next_arrival <= t_next_event:
                 self.now = float(t_next_arrival)
+                if self._hosts:
+                    self._run_hosts()
                 out = int(n_out[k])
                 mt = out if self.max_tokens == "exact" else max(out, int(self.max_tokens))
                 req = Request(k, self.now, int(n_in[k]), out, mt)
                 reqs.append(req)
                 self._arrive(req)
+                if self._hosts:
+                    self._set_slowdowns()
                 k += 1
                 if progress is not None and k % 2000 == 0:
                     progress(k)
@@ -225,9 +240,13 @@ class Fleet:
                 continue
             t, _, kind, data = heapq.heappop(self._events)
             self.now = t
+            if self._hosts:
+                self._run_hosts()
             if kind in ("control", "poll") and k >= n and not self._busy():
                 continue  # the trace is over and everything finished: stop the periodic events
             getattr(self, "_on_" + kind)(data)
+            if self._hosts:
+                self._set_slowdowns()
         end = max(self._last, end_of_arrivals)
         for pool, reps in self.replicas.items():
             for r in reps:
@@ -238,6 +257,31 @@ class Fleet:
             progress(n)
         return FleetResult(reqs, self.spans, {p: m.price_per_hour for p, m in self.pools.items()}, end,
                            self.plans, self.target_log, self.scale_ups)
+
+    def _run_hosts(self) -> None:
+        """Replicas on a shared host run to now at the slowdowns set after the last moment (arrivals and events:
+        a neighbour falling idle between two is seen at the next, within a policy poll when controlled)."""
+        for pools in self._hosts.values():
+            for p in pools:
+                self._collect(p)
+        self._set_slowdowns()
+
+    def _set_slowdowns(self) -> None:
+        """Each replica on a shared host: slowed while another replica there holds a request. While any does, a
+        host tick every HOST_TICK_S makes a moment, so that a neighbour falling idle is seen that soon."""
+        any_busy = False
+        for pools in self._hosts.values():
+            reps = [(p, r) for p in pools for r in self.replicas[p] if r.state != "stopped"]
+            for p, r in reps:
+                busy = any(o is not r and o.ongoing for _, o in reps)
+                r.engine.slowdown = 1.0 + self.pools[p].slowdown if busy else 1.0
+                any_busy = any_busy or bool(r.ongoing)
+        if any_busy and not self._host_tick:
+            self._host_tick = True
+            self._at(self.now + HOST_TICK_S, "host_tick")
+
+    def _on_host_tick(self, _) -> None:
+        self._host_tick = False  # the moment itself did the work (_run_hosts, _set_slowdowns)
 
     def _busy(self) -> bool:
         return any(self.queue[p] for p in self.queue) or any(r.ongoing for reps in self.replicas.values() for r in reps)

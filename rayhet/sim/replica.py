@@ -70,6 +70,7 @@ class Replica:
         self._prefilling = 0  # running requests whose prompt is not all in the KV cache yet
         self._free = list(range(limits.batch_slots))  # slot ids, lowest taken first (as the llama.cpp engine)
         self._pending: deque[SimRequest] = deque()  # submitted, arrival still in the future
+        self.slowdown = 1.0  # step-time multiplier (a busy neighbour on the host: rayhet.sim.fleet sets it)
 
     # -- driving ------------------------------------------------------------------------------
     def submit(self, req: SimRequest) -> None:
@@ -172,7 +173,7 @@ class Replica:
         if self.limits.passes_per_slot_run:
             fed = [(r.slot, 1) for r in self.running if r.fed >= r.input_tokens] + [(r.slot, t) for r, t in chunks]
             passes, multi = pass_features(micro_batches(sorted(fed), self.limits.step_tokens))  # fed in slot order
-        self.now += self.model.step_time(prefill, pairs, n_dec, context, passes, multi)
+        self.now += self.slowdown * self.model.step_time(prefill, pairs, n_dec, context, passes, multi)
         self.steps += 1
         done = []
         for r in self.running:
@@ -198,8 +199,8 @@ class Replica:
         C0 = sum(r.input_tokens + r.generated for r in self.running)
         passes, multi = pass_features(slot_runs([r.slot for r in self.running])) if self.limits.passes_per_slot_run \
             else (0, 0)
-        a = m.c_step + m.c_decode * B + m.c_kv_read * C0 + m.c_pass * passes + m.c_multi * multi
-        b = m.c_kv_read * B
+        a = self.slowdown * (m.c_step + m.c_decode * B + m.c_kv_read * C0 + m.c_pass * passes + m.c_multi * multi)
+        b = self.slowdown * m.c_kv_read * B
         k = min(r.output_tokens - r.generated for r in self.running)  # steps to the next completion
         full = B >= self.limits.batch_slots
         horizon = until

@@ -173,6 +173,42 @@ def test_one_slot_fleet_is_md1(tmp_path, queue_at):
     assert wait == pytest.approx(rho * d / (2 * (1 - rho)), rel=0.08 if queue_at == "engine" else 0.12)
 
 
+def test_a_busy_neighbour_on_the_host_slows_a_replica_only_while_it_is_busy(tmp_path):
+    """host_contention: two one-slot pools on one host, slowdown 0.5; `a` serves short outputs and `b` long ones
+    (their contexts), one request each at once. Each step takes 1.5x while both hold a request, 1x after the
+    neighbour is done; a request alone, or pools without host_contention, run at the model's speed."""
+    from rayhet.errors import ConfigError
+    from rayhet.sim.build import fleet_for
+    from rayhet.sim.fleet import HOST_TICK_S
+
+    step = StepModel(c_step=0.1, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    # a's context holds the short bucket only (128 + 64 tokens), b's the long one too (128 + 4000)
+    pools = [{"name": n, "engine": "llama_cpp", "min_replicas": 1, "max_replicas": 1,
+              "profile": _profile(tmp_path / f"{n}.json", step=step, slots=1, ctx=ctx, name=n, price=price),
+              "engine_settings": {"n_slots": 1, "n_ctx": ctx}}
+             for n, ctx, price in (("a", 256, 0.1), ("b", 8192, 0.2))]
+    shared = [{**p, "host_contention": {"host": "node-1", "slowdown": 0.5}} for p in pools]
+
+    def run(ps, trace):
+        cfg = parse_config({"model": {"id": "m", "gguf": "/nonexistent.gguf"}, "pools": ps,
+                            "slo": {"ttft_ms": 1000, "ttft_quantile": 0.9},  # the profiles' own: their grids as they are
+                            "routing": {"predictor": "max_tokens"},
+                            "planner": {"expected_rate": 0.0001, "distribution": [[0.5, 0.5], [0, 0]]},
+                            "controller": {"enabled": False}})
+        return fleet_for(cfg).run(trace).requests
+
+    pair = Trace(np.zeros(2), np.ones(2), np.array([100, 6]))  # output buckets: (64, 4000] -> b, <= 64 -> a
+    long_, short = run(shared, pair)
+    assert (long_.pool, short.pool) == ("b", "a")
+    assert short.end == pytest.approx(6 * 0.15)  # slowed throughout: b is busy all along
+    # slowed while a is busy, then at the model's speed, seen within a host tick (and the step then under way)
+    assert 6 * 0.15 + 94 * 0.1 <= long_.end <= 6 * 0.15 + 94 * 0.1 + HOST_TICK_S + 0.05
+    assert [r.end for r in run(pools, pair)] == pytest.approx([10.0, 0.6])
+    assert [r.end for r in run(shared, Trace(np.zeros(1), np.ones(1), np.full(1, 100)))] == pytest.approx([10.0])
+    with pytest.raises(ConfigError, match="host_contention"):
+        _config([{**pools[0], "host_contention": {"host": "node-1", "slowdown": -1}}])
+
+
 def test_backpressure_spills_then_refuses(tmp_path):
     """A one-slot pool with a caller queue of 2: a burst of 10 fills slot + queue, the rest spill to the second
     pool (its own slot + queue), and what neither takes is refused."""
