@@ -108,9 +108,15 @@ def observed_plan(limits: EngineLimits) -> list[tuple[str, tuple]]:
     plan: list[tuple[str, tuple]] = []
     for p in prompts:
         plan += [("prefill", (p,))] * 3
+    # decode at three context lengths, the longest a long prompt's: the attention/KV-read term is fitted from
+    # how a step grows with the context. With contexts of at most ~1k tokens it fitted to 0 on the H200, whose
+    # 256-sequence steps at 4-5k tokens then took 17.5 ms where the model said ~6 (README "The engine model")
+    long_p = prompts[-2] if len(prompts) > 1 else prompts[-1]
     for b in widths:
         plan.append(("decode", (b, 16, 64)))
         plan.append(("decode", (b, prompts[len(prompts) // 2], 48)))
+        if long_p > prompts[len(prompts) // 2] and b * (long_p + 32) <= limits.kv_tokens:
+            plan.append(("decode", (b, long_p, 32)))
     for b in widths:
         if b > 1:
             plan.append(("mixed", (b, prompts[-1])))

@@ -503,6 +503,20 @@ def test_observed_work_matches_the_replica_models_schedule():
     assert long.ttft >= model.time(w) * 0.95
 
 
+def test_observed_plan_decodes_wide_batches_at_long_contexts_too():
+    """The context (KV-read) term is fitted from how a decode step grows with the context: the widest batch is
+    decoded at a long prompt as well as a short and a mid one, where its KV cache holds it."""
+    from rayhet.perf import EngineLimits
+    from rayhet.profiling.observe import observed_plan
+
+    h200 = EngineLimits(batch_slots=256, step_tokens=8192, kv_tokens=3_802_592, max_context=8192)
+    decodes = {args[:2] for kind, args in observed_plan(h200) if kind == "decode"}
+    assert {(256, 16), (256, 1024), (256, 4096)} <= decodes
+    small_kv = EngineLimits(batch_slots=256, step_tokens=8192, kv_tokens=300_000, max_context=8192)
+    decodes = {args[:2] for kind, args in observed_plan(small_kv) if kind == "decode"}
+    assert (256, 4096) not in decodes and (32, 4096) in decodes  # only where the KV cache holds the batch
+
+
 def test_profile_tiny_model_observed_from_outside(tiny_gguf, tmp_path, capsys):
     """`--steps outside`: the engine model from timed requests only (as for vLLM or --url), on the tiny model."""
     from rayhet.capacity import derive_max_rate as simulate_grid
