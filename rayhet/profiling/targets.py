@@ -7,10 +7,13 @@ import json
 import time
 import uuid
 from contextlib import aclosing
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rayhet.engines.base import Engine, EngineError, GenerationRequest, SamplingParams
 from rayhet.profiling.measure import RequestTiming
+
+if TYPE_CHECKING:  # observe imports this module's targets at run time
+    from rayhet.profiling.observe import Timed
 
 # Text whose tokens make up the random prompts (any model's tokenizer gives a few dozen distinct ids).
 _FILLER = (

@@ -61,7 +61,7 @@ def render(st: dict) -> str:
     pools = sorted(set(st.get("bounds") or {}) | set(st.get("targets") or {}) | set(plan.get("replicas") or {}))
     for p in pools:
         rep = reported.get(p, {})
-        note = (f"scale-down to {held[p]} delayed" if p in held else "") or (f"raised for queue" if p in bumped else "")
+        note = (f"scale-down to {held[p]} delayed" if p in held else "") or ("raised for queue" if p in bumped else "")
         a = att.get(p)
         lines.append(f"{p:<16}{st.get('targets', {}).get(p, '-'):>7}{rep.get('running', '-'):>8}"
                      f"{(plan.get('replicas') or {}).get(p, '-'):>8}{rep.get('in_flight', '-'):>10}"
