@@ -5,7 +5,7 @@ the model's tokenizer, ask the Router (current Plan + output-length predictor) f
 pools, hand it to the Sender (rayhet.serve.sending: admission, spill-over, safe retries, refusals with
 Retry-After), and record arrivals and outcomes in the TrafficRecorder that the controller reads. A non-streamed
 request is one unary call to the pool (`PoolServer.complete`: the whole result in one Serve message); a
-streamed one a streaming call (`PoolServer.generate`).
+streamed one a streaming call (`PoolServer.generate`). The reply itself is assembled by rayhet.serve.respond.
 
 `Ingress` is a plain class; `make_app(ingress)` builds its FastAPI app (usable without Ray, e.g. with
 Starlette's TestClient), and the builder makes it a Serve deployment with the late-bound `serve.ingress()`,
@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -35,23 +35,13 @@ from rayhet.dispatch import Dispatcher
 from rayhet.engines.base import GenerationRequest, InvalidRequestError, SamplingParams
 from rayhet.messages import PoolFacts
 from rayhet.plan import Plan
-from rayhet.routing import PoolLimit, Route, Router
-from rayhet.serve.failures import Failure, classify
+from rayhet.routing import PoolLimit, Router
 from rayhet.serve.health import PoolWatcher, judge
 from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest
 from rayhet.serve.parsing import decode_body, parse_request
-from rayhet.serve.replies import (
-    ChoiceText,
-    Echo,
-    choices_body,
-    chunk_body,
-    models_body,
-    new_id,
-    replay_as_stream,
-    usage_body,
-    usage_chunk,
-)
-from rayhet.serve.sending import Attempt, Sender, cancel_quietly
+from rayhet.serve.replies import Echo, models_body, new_id, replay_as_stream
+from rayhet.serve.respond import POOL_HEADER, stream_one, stream_several, whole_reply
+from rayhet.serve.sending import Sender, cancel_quietly
 from rayhet.serve.tokens import load_tokenizer
 from rayhet.serve.tools import output_schema as tool_schema
 from rayhet.serve.tools import system_message as tool_system_message
@@ -60,10 +50,6 @@ from rayhet.traffic import TrafficRecorder
 TOKENIZE_THREADS = 4
 
 log = logging.getLogger("ray.serve")
-
-
-
-POOL_HEADER = "x-rayhet-pool"  # which pool served a request (for clients, logs and `rayhet simulate`'s validation)
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
@@ -233,7 +219,7 @@ class Ingress:
                                     arrival_time=t0)
             attempt = await self.sender.first_answer(route, gen, t0, stream=bool(req.stream))
             if not req.stream:
-                return self._completed(kind, [route], [attempt], max_tokens, t0, echo=echo)
+                return whole_reply(self.dispatch, self.model_id, kind, [route], [attempt], max_tokens, t0, echo=echo)
         except APIError as e:
             return _error(e)
         except InvalidRequestError as e:  # e.g. the chat template rejected the messages
@@ -243,7 +229,8 @@ class Ingress:
             return _error(APIError(500, f"internal error: {type(e).__name__}", "internal_error"))
         rid = new_id(kind)
         include_usage, continuous = req.stream_usage()
-        return StreamingResponse(self._sse(kind, rid, route, attempt, max_tokens, t0, include_usage, continuous, echo),
+        return StreamingResponse(stream_one(self.dispatch, self.model_id, kind, rid, route, attempt, max_tokens, t0,
+                                            include_usage, continuous, echo),
                                  media_type="text/event-stream", headers={POOL_HEADER: attempt.pool})
 
     async def _several(self, kind: str, req: Any, ids: list[int], sampling: SamplingParams, max_tokens: int,
@@ -274,7 +261,7 @@ class Ingress:
                     cancel_quietly(t.result().stream)
             raise
         if whole:
-            reply = self._completed(kind, routes, attempts, max_tokens, t0, tools=True)
+            reply = whole_reply(self.dispatch, self.model_id, kind, routes, attempts, max_tokens, t0, tools=True)
             if not req.stream:
                 return reply
             include_usage = req.stream_usage()[0]
@@ -282,75 +269,11 @@ class Ingress:
                                      media_type="text/event-stream", headers={POOL_HEADER: reply.headers[POOL_HEADER]})
         if req.stream:
             include_usage = req.stream_usage()[0]
-            return StreamingResponse(self._sse_several(kind, new_id(kind), routes, attempts, max_tokens, t0,
-                                                       include_usage, echo),
+            return StreamingResponse(stream_several(self.dispatch, self.model_id, kind, new_id(kind), routes,
+                                                    attempts, max_tokens, t0, include_usage, echo),
                                      media_type="text/event-stream",
                                      headers={POOL_HEADER: ",".join(a.pool for a in attempts)})
-        return self._completed(kind, routes, attempts, max_tokens, t0, echo=echo)
-
-    async def _sse_several(self, kind, rid, routes, attempts, max_tokens, t0, include_usage,
-                           echo: Echo | None = None) -> AsyncIterator[bytes]:
-        """The stream of n > 1 choices: each choice's deltas as they come, with its index (OpenAI interleaves
-        them the same way); one usage chunk at the end. Kept apart from `_sse` so that n = 1 stays one loop."""
-        queue: asyncio.Queue = asyncio.Queue()
-        n_out = [0] * len(attempts)
-        done = [False] * len(attempts)
-
-        async def pump(i: int, attempt: Attempt) -> None:
-            try:
-                async for d in self._deltas(attempt):
-                    await queue.put((i, d))
-                await queue.put((i, None))
-            except Exception as e:  # noqa: BLE001 - reported in-band below
-                await queue.put((i, e))
-
-        pumps = [asyncio.ensure_future(pump(i, a)) for i, a in enumerate(attempts)]
-        first = [True] * len(attempts)
-        texts = [ChoiceText(kind, echo) for _ in attempts]
-        failed = None
-        try:
-            while not all(done) and failed is None:
-                i, d = await queue.get()
-                if d is None:
-                    done[i] = True
-                    continue
-                if isinstance(d, Exception):
-                    failed = (i, d)
-                    break
-                n_out[i] += len(d.token_ids)
-                if d.finish_reason is not None and d.usage:
-                    n_out[i] = d.usage.completion_tokens
-                piece = texts[i].piece(d)
-                if piece is not None:
-                    body = chunk_body(kind, rid, self.model_id, piece[0], d.finish_reason, first=first[i],
-                                      include_usage=include_usage, index=i, logprobs=piece[1])
-                    yield b"data: " + json.dumps(body).encode() + b"\n\n"
-                    first[i] = False
-            if failed is not None:
-                i, e = failed
-                log.warning("rayhet ingress: pool %s failed mid-stream: %s", attempts[i].pool, type(e).__name__)
-                err = APIError(500, f"the generation of choice {i} failed after {n_out[i]} tokens: pool "
-                               f"{attempts[i].pool} {'lost its replica' if classify(e) is Failure.LOST else 'failed'}",
-                               "internal_error").body()
-                yield b"data: " + json.dumps(err).encode() + b"\n\n"
-            elif include_usage:
-                usage = usage_body(routes[0].input_tokens, sum(t.completion_tokens(k) for t, k in zip(texts, n_out)))
-                yield b"data: " + json.dumps(usage_chunk(kind, rid, self.model_id, usage)).encode() + b"\n\n"
-        finally:
-            for p in pumps:
-                p.cancel()
-            for i, (route, attempt) in enumerate(zip(routes, attempts)):
-                attempt.ticket.release()
-                if done[i]:
-                    self._succeeded(attempt.pool, route, n_out[i], max_tokens, attempt.t_first - t0,
-                                    time.monotonic() - attempt.t_first)
-                else:
-                    cancel_quietly(attempt.stream)
-                    if failed is not None and failed[0] == i:
-                        self.dispatch.failed_midway(attempt.pool)
-                    else:
-                        self.dispatch.cancelled(attempt.pool)
-        yield b"data: [DONE]\n\n"
+        return whole_reply(self.dispatch, self.model_id, kind, routes, attempts, max_tokens, t0, echo=echo)
 
     async def _off_loop(self, fn, arg, chars: int):
         if chars <= self.config.server.tokenize_inline_chars:
@@ -388,74 +311,6 @@ class Ingress:
     @staticmethod
     def _tools_on(req: Any) -> bool:
         return bool(getattr(req, "using_tools", lambda: False)())
-
-    def _completed(self, kind: str, routes: list[Route], attempts: list[Attempt], max_tokens: int,
-                   t0: float, tools: bool = False, echo: Echo | None = None) -> JSONResponse:
-        """The reply to a non-streamed request from its pools' whole completions, one choice each (n of them);
-        usage as OpenAI counts it: the prompt once, every choice's completion tokens."""
-        outs, n_out = [], 0
-        for route, attempt in zip(routes, attempts):
-            text = ChoiceText(kind, echo)
-            attempt.ticket.release()
-            res = attempt.first
-            k = res.usage.completion_tokens if res.usage else len(res.token_ids)
-            n_out += text.completion_tokens(k)
-            # TTFT as the stream path sees it: the time here, less what the pool spent after its first token
-            ttft = max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s))
-            self._succeeded(attempt.pool, route, k, max_tokens, ttft, res.decode_s)
-            choice, lps = text.piece(res)  # (the first piece of a choice is never None)
-            outs.append((choice, res.finish_reason, lps))
-        first = attempts[0].first
-        u = usage_body(first.usage.prompt_tokens if first.usage else routes[0].input_tokens, n_out)
-        return _json(200, choices_body(kind, new_id(kind), self.model_id, outs, u, tools=tools),
-                     {POOL_HEADER: ",".join(a.pool for a in attempts)})
-
-    async def _deltas(self, attempt: Attempt) -> AsyncIterator[Any]:
-        yield attempt.first
-        async for d in attempt.stream:
-            yield d
-
-    def _succeeded(self, pool: str, route: Route, n_out: int, max_tokens: int, ttft_s: float, decode_s: float) -> None:
-        self.dispatch.succeeded(pool, route, n_out, max_tokens, ttft_s, decode_s)
-
-    async def _sse(self, kind, rid, route, attempt, max_tokens, t0, include_usage,
-                   continuous: bool = False, echo: Echo | None = None) -> AsyncIterator[bytes]:
-        n_out, first, ok, usage = 0, True, False, None
-        text = ChoiceText(kind, echo)
-        try:
-            async for d in self._deltas(attempt):
-                n_out += len(d.token_ids)
-                if d.finish_reason is not None:
-                    u = d.usage
-                    n_out = u.completion_tokens if u else n_out
-                    usage = usage_body(u.prompt_tokens if u else route.input_tokens, text.completion_tokens(n_out))
-                piece = text.piece(d)
-                if piece is not None:
-                    # vLLM's continuous_usage_stats: every chunk's usage says how many tokens came so far
-                    running = usage_body(route.input_tokens, text.completion_tokens(n_out)) if continuous else None
-                    body = chunk_body(kind, rid, self.model_id, piece[0], d.finish_reason, first=first,
-                                      include_usage=include_usage, usage=running, logprobs=piece[1])
-                    yield b"data: " + json.dumps(body).encode() + b"\n\n"
-                    first = False
-            if usage is not None and include_usage:
-                yield b"data: " + json.dumps(usage_chunk(kind, rid, self.model_id, usage)).encode() + b"\n\n"
-            ok = True
-        except asyncio.CancelledError:  # the client went away: stop the generation on the pool
-            cancel_quietly(attempt.stream)
-            raise
-        except Exception as e:  # noqa: BLE001 - the stream already started: report it in-band
-            log.warning("rayhet ingress: pool %s failed mid-stream: %s", attempt.pool, type(e).__name__)
-            err = APIError(500, f"the generation failed after {n_out} tokens: pool {attempt.pool} "
-                           f"{'lost its replica' if classify(e) is Failure.LOST else 'failed'}", "internal_error").body()
-            yield b"data: " + json.dumps(err).encode() + b"\n\n"
-        finally:
-            attempt.ticket.release()
-            if ok:
-                self._succeeded(attempt.pool, route, n_out, max_tokens, attempt.t_first - t0,
-                                time.monotonic() - attempt.t_first)
-            else:
-                self.dispatch.failed_midway(attempt.pool)
-        yield b"data: [DONE]\n\n"
 
 
 def make_app(ingress: Ingress) -> FastAPI:
