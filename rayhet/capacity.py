@@ -197,6 +197,9 @@ def held_out_verdict(profile, band: float | None = None) -> HeldOutVerdict:
     return worst
 
 
+_warned_held_out: set = set()  # (file, bucket) already said in this process
+
+
 def held_out_corrected(profile, path: str = "profile"):
     """`profile` with its max_rate scaled by its held-out verdict (itself when the checks agree), said once."""
     v = held_out_verdict(profile)
@@ -206,14 +209,10 @@ def held_out_corrected(profile, path: str = "profile"):
         _warned_held_out.add((path, v.bucket))
         log.warning("%s: its engine model over-predicts the held-out bucket %s (predicted %.3g req/s; measured: "
                     "passed %.3g, failed %.3g): every capacity in it is scaled by %.2f (`--held-out ignore`, or "
-                    "planner.held_out: ignore, plans with the model as it is; re-profile to mend it)", path, v.bucket,
-                    v.predicted,
-                    v.passed_at, v.failed_at, v.factor)
+                    "planner.held_out: ignore, plans with the model as it is; re-profile to mend it)",
+                    path, v.bucket, v.predicted, v.passed_at, v.failed_at, v.factor)
     grid = [[None if r is None else r * v.factor for r in row] for row in profile.max_rate]
     return profile.model_copy(update={"max_rate": grid})
-
-
-_warned_held_out: set = set()
 
 
 def _same_slo(a, b) -> bool:

@@ -259,8 +259,8 @@ class Fleet:
                            self.plans, self.target_log, self.scale_ups)
 
     def _run_hosts(self) -> None:
-        """Replicas on a shared host run to now at the slowdowns set after the last moment (arrivals and events:
-        a neighbour falling idle between two is seen at the next, within a policy poll when controlled)."""
+        """Replicas on a shared host run to now at the slowdowns set after the last moment (an arrival, an event,
+        or the host tick: a neighbour falling idle is seen within HOST_TICK_S)."""
         for pools in self._hosts.values():
             for p in pools:
                 self._collect(p)
