@@ -1,5 +1,6 @@
 """A profile whose own held-out check shows its engine model over-predicting is planned with its capacity
-scaled down (rayhet.capacity.held_out_verdict); one whose checks agree, or whose model under-predicts, is not."""
+scaled down (rayhet.capacity.held_out_verdict); one whose checks agree, whose model under-predicts, or whose
+failed check the model repeats on the same arrivals (its twin), is not."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rayhet.profiles import load_profile
 
 H200 = Path(__file__).resolve().parents[2] / "profiles" / "rayhet-1b" / "h200-model.json"
 CPU2 = Path(__file__).resolve().parents[2] / "profiles" / "rayhet-120m" / "cpu2.json"
+DEFAULT_LARGE = Path(__file__).resolve().parents[2] / "rayhet" / "data" / "default" / "profiles" / "large.json"
 
 
 def with_held_out(path: Path, tmp_path: Path, **fields) -> Path:
@@ -40,11 +42,24 @@ def test_a_decisive_failed_check_scales_the_whole_grid_by_the_measured_middle(tm
             assert (r is None and s is None) or s == pytest.approx(r * v.factor)
 
 
-def test_checks_that_agree_or_under_predict_change_nothing(tmp_path):
-    # the 120M CPU profile: two held-out buckets agree; the third failed at predicted / 1.15 itself (its check
-    # said the model is >= 15 % high there), and that one alone sets the factor
-    v = held_out_verdict(load_profile(CPU2))
+def test_checks_that_agree_under_predict_or_fail_by_luck_change_nothing(tmp_path):
+    # the 120M CPU profile: two held-out buckets agree; the third failed at predicted / 1.15 itself, but the
+    # replica model failed on the same arrivals too (its twin): the sample's luck, not the model's error
+    p = load_profile(CPU2)
+    assert held_out_verdict(p).factor == 1.0
+    h = next(h for h in p.engine_model.held_out if (h.input_bucket, h.output_bucket) == (2, 0))
+    assert h.measured_fail_rate <= h.predicted_rate / 1.15 * (1 + 1e-9)
+    # ... the same record with that twin passing would be evidence
+    d = json.loads(CPU2.read_text())
+    for rec in d["engine_model"]["held_out"]:
+        if (rec["input_bucket"], rec["output_bucket"]) == (2, 0):
+            rec["twins"] = [{**t, "meets_slo": True} for t in rec["twins"]]
+    f = tmp_path / "cpu2.json"
+    f.write_text(json.dumps(d))
+    v = held_out_verdict(load_profile(f))
     assert v.bucket == (2, 0) and v.factor == pytest.approx((0.5625 * 0.6690) ** 0.5 / 0.7693, rel=1e-3)
+    # the default app's large pool: its 128/64 check failed where its twin passed
+    assert held_out_verdict(load_profile(DEFAULT_LARGE)).factor == pytest.approx(0.811, abs=1e-3)
     # a model that under-predicts (the engine passed above the prediction) is never scaled up
     f = with_held_out(H200, tmp_path, measured_rate=30.0, measured_fail_rate=35.0)
     assert held_out_verdict(load_profile(f)).factor == 1.0
