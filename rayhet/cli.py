@@ -149,8 +149,8 @@ def _pool_options(args: argparse.Namespace):
 
     from rayhet.capacity import service_profile
 
-    for path in args.profiles:  # a directory's pool names must be unique (ProfileError naming both files)
-        load_profiles(path)
+    for path in args.profiles:  # read first: a missing file, an empty directory or a pool defined twice is a
+        load_profiles(path)     # ProfileError naming the file (service_profile below then derives each one)
     slo = _service_slo(args)
     files = [f for path in args.profiles for f in (sorted(Path(path).glob("*.json")) if Path(path).is_dir() else [Path(path)])]
     profiles = [service_profile(f, slo, getattr(args, "held_out", "scale")) for f in files]
