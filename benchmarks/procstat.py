@@ -18,12 +18,14 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def label(cmdline: str) -> str:
     """A short name for a process: Ray's actor title (`ray::ServeReplica:default:pool-h200`), vLLM's engine core,
-    else the program and its first argument."""
+    else the program and its first argument (`python sim_validation.py`)."""
     words = cmdline.split()
     if not words:
         return "?"
     if words[0].startswith(("ray::", "VLLM::")):
-        return words[0][:60]
+        # Ray retitles a worker while it runs a method (`ray::ServeReplica:default:ingress.handle_request`):
+        # one process, one label
+        return words[0].split(".", 1)[0][:60]
     prog = os.path.basename(words[0])
     if prog.startswith("python") and len(words) > 1:
         arg = words[2] if words[1] == "-m" and len(words) > 2 else os.path.basename(words[1])
