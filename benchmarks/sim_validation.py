@@ -316,6 +316,9 @@ def main(argv=None) -> int:
         fitted = fit_pools(config, lone, "benchmarks/sim_validation.py --calibrate")
         calibration = {"fitted": fitted, "requests": [vars(x) for x in lone]}
         print(f"calibrated on {len(lone)} lone requests: {fitted}")
+        missing = [p.name for p in config.pools if p.name not in fitted]
+        if missing:  # the router sent none of the drawn sizes there: that pool keeps its engine model alone
+            print(f"not calibrated (no lone request landed there): {', '.join(missing)}; ask for more (--calibrate)")
     timeline: list = []
     stop = threading.Event()
     t0 = time.monotonic() + 2.0
