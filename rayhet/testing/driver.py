@@ -9,8 +9,9 @@ serves every call here: it works the same in the default mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -35,3 +36,19 @@ def call_deployment(app: str, deployment: str, method: str, *args: Any, timeout_
         return await getattr(handle, method).remote(*args)
 
     return asyncio.run_coroutine_threadsafe(call(), _driver_loop()).result(timeout_s)
+
+
+@contextlib.contextmanager
+def deployed(config: Any, app: str, route_prefix: str) -> Iterator[None]:
+    """The rayhet app of `config` (a config dict, or the path of a config file) running on Serve as `app` at
+    `route_prefix` while the block runs (`serve.run` returns once it is RUNNING); deleted after, whatever
+    happened."""
+    from ray import serve
+
+    from rayhet.app import build
+
+    serve.run(build({"config": config}), name=app, route_prefix=route_prefix)
+    try:
+        yield
+    finally:
+        serve.delete(app)

@@ -53,15 +53,10 @@ STATUS: Counter = Counter()  # status code -> cases
 
 @pytest.fixture(scope="module")
 def app_url(serve_url):
-    from ray import serve
+    from rayhet.testing.driver import deployed
 
-    from rayhet.app import build
-
-    serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
-    try:
+    with deployed(CONFIG, APP, PREFIX):
         yield f"{serve_url}{PREFIX}"
-    finally:
-        serve.delete(APP)
 
 
 @pytest.fixture(scope="module")

@@ -29,15 +29,10 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def hetero(serve_url):
-    from ray import serve
+    from rayhet.testing.driver import deployed
 
-    from rayhet.app import build
-
-    serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
-    try:
+    with deployed(CONFIG, APP, PREFIX):
         yield f"{serve_url}{PREFIX}"
-    finally:
-        serve.delete(APP)
 
 
 def test_each_pool_lands_on_its_accelerator_node(hetero, ray_cluster):

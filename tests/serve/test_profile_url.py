@@ -23,11 +23,9 @@ CONFIG = {
 
 
 def test_rayhet_profile_over_url_fits_a_model_of_the_served_pool_and_checks_it(serve_url, tmp_path, capsys):
-    from ray import serve
-
-    from rayhet.app import build
     from rayhet.profiles import load_profile
     from rayhet.profiling import add_arguments, run
+    from rayhet.testing.driver import deployed
 
     out = tmp_path / "served.json"
     argv = ["--url", f"{serve_url}{PREFIX}", "--model", "rayhet-tiny", "--max-context", "512", "--max-batch", "4",
@@ -37,12 +35,9 @@ def test_rayhet_profile_over_url_fits_a_model_of_the_served_pool_and_checks_it(s
             "--max-window", "10", "--warmup", "0.5", "--max-points", "5", "--no-progress"]
     p = argparse.ArgumentParser()
     add_arguments(p)
-    serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
-    try:
+    with deployed(CONFIG, APP, PREFIX):
         assert run(p.parse_args(argv)) == 0
         calibrated = _calibrate(f"{serve_url}{PREFIX}", out, tmp_path)
-    finally:
-        serve.delete(APP)
     said = capsys.readouterr()
     profile = load_profile(out)
     em = profile.engine_model

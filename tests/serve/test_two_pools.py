@@ -20,15 +20,10 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "two-pools.yaml"
 
 @pytest.fixture(scope="module")
 def two_pools(serve_url):
-    from ray import serve
+    from rayhet.testing.driver import deployed
 
-    from rayhet.app import build
-
-    serve.run(build({"config": str(EXAMPLE)}), name=APP, route_prefix=PREFIX)
-    try:
+    with deployed(str(EXAMPLE), APP, PREFIX):
         yield f"{serve_url}{PREFIX}"
-    finally:
-        serve.delete(APP)
 
 
 @pytest.fixture(scope="module")

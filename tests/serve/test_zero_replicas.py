@@ -27,10 +27,9 @@ def test_a_pool_planned_at_zero_replicas_deploys_and_the_app_serves(serve_url):
     import httpx
     from ray import serve
 
-    from rayhet.app import build
+    from rayhet.testing.driver import deployed
 
-    serve.run(build({"config": CONFIG}), name=APP, route_prefix=PREFIX)
-    try:
+    with deployed(CONFIG, APP, PREFIX):
         r = httpx.post(f"{serve_url}{PREFIX}/v1/completions", timeout=30,
                        json={"model": "fake", "prompt": "hello", "max_tokens": 3})
         assert r.status_code == 200, r.text
@@ -43,5 +42,3 @@ def test_a_pool_planned_at_zero_replicas_deploys_and_the_app_serves(serve_url):
             assert time.monotonic() < deadline, h.text
             time.sleep(0.2)
         assert h.json()["pools"]["off"]["routed"] is False
-    finally:
-        serve.delete(APP)
