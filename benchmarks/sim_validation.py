@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     from rayhet.app import build
     from rayhet.config import ServingOverhead, load_config
     from rayhet.sim.build import fleet_for
-    from rayhet.sim.fleet import FleetResult
+    from rayhet.sim.deployment import FleetResult
     from rayhet.sim.report import summarize
     from rayhet.sim.trace import load_trace, reshape
 

@@ -12,7 +12,7 @@ def pool_models(config, plan, *, pools=None):
     from rayhet.capacity import service_profile
     from rayhet.config import ServingOverhead, engine_settings_dict
     from rayhet.serve.builder import initial_replicas, pool_deployment_options
-    from rayhet.sim.fleet import PoolModel
+    from rayhet.sim.deployment import PoolModel
     from rayhet.sim.overhead import with_overhead
 
     out = []
