@@ -130,6 +130,32 @@ def check_token_ids(ids: list, vocab_size: int) -> list[int]:
     return ids
 
 
+def check_no_tools(request: "GenerationRequest") -> None:
+    """For engines without a tool-call parser: refuse a request that asks to parse tool calls (the ingress
+    sends tools to such pools through structured output instead, so this is a caller's bug made clear)."""
+    if request.tools is not None:
+        raise InvalidRequestError("this pool has no tool-call parser (tool_call_parser): send tools through "
+                                  "structured output", "tools")
+
+
+@dataclass
+class ToolCall:
+    """A function call an engine's tool-call parser read from the output (an item of OpenAI's `tool_calls`)."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+@dataclass
+class ParsedReply:
+    """A whole output as an engine's tool-call parser reads it: the calls (none when the model answered in
+    text) and the text left besides them (None when there is none)."""
+
+    content: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
 @dataclass
 class GenerationRequest:
     """One request. Exactly one of `prompt`, `prompt_token_ids` or `messages` (chat, rendered with the
@@ -145,6 +171,11 @@ class GenerationRequest:
     # stream (vLLM then skips every intermediate output, as its own server does for non-streamed requests).
     # That delta must still carry `first_token_time`.
     stream: bool = True
+    # Functions offered to the engine's own tool-call parser (OpenAI function objects: name, description,
+    # parameters), the prompt already rendered with them by the model's template: the engine parses the whole
+    # output into ParsedReply. None: no parsing. Only tool_choice "auto" comes this way (the ingress holds
+    # "required" and a named function to their calls by structured output instead), so no tool_choice here.
+    tools: list[dict] | None = None
 
 
 @dataclass
@@ -170,6 +201,9 @@ class GenerationDelta:
     # one per prompt token, the first with logprob None, when the request asked (sampling.prompt_logprobs): on
     # the first delta only
     prompt_logprobs: list[TokenLogprob] | None = None
+    # on the last delta of a request with `tools`: the engine's tool-call parser's reading of the whole output
+    # (whose text the deltas still carry as generated)
+    parsed: ParsedReply | None = None
 
 
 @dataclass

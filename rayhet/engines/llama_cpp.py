@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rayhet.perf import attention_pairs, micro_batches, pass_features
 from rayhet.engines.base import (
     EngineError, EngineOverloadedError, EngineStats, GenerationDelta, GenerationRequest,
-    SamplingParams, TokenLogprob, Usage, check_fits, check_one_prompt, check_token_ids,
+    SamplingParams, TokenLogprob, Usage, check_fits, check_no_tools, check_one_prompt, check_token_ids,
 )
 from rayhet.engines.llama_cpp_calls import GilHeld, load_chat_template, token_piece, tokenize_text
 from rayhet.engines.llama_cpp_sampling import response_grammar, sampler_chain, token_logprobs
@@ -250,6 +250,7 @@ class LlamaCppEngine:
         """Stream deltas; closing this generator early cancels the request and frees its slot."""
         await self.check_health()
         request.sampling.validate()
+        check_no_tools(request)  # no tool-call parser here: tools come as structured output
         prompt = self._prompt_ids(request)
         check_fits(len(prompt), request.sampling.max_tokens, self.max_context)
         seq = _Seq(request, prompt, asyncio.get_running_loop())

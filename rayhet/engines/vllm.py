@@ -18,10 +18,12 @@ from rayhet.engines.base import (
     GenerationRequest,
     InvalidRequestError,
     check_fits,
+    check_no_tools,
     check_one_prompt,
     check_token_ids,
 )
 from rayhet.engines.vllm_convert import DeltaBuilder, map_vllm_error, sampling_kwargs
+from rayhet.engines.vllm_tools import ToolParsing
 
 
 class VllmSettings(BaseModel):
@@ -49,6 +51,14 @@ class VllmSettings(BaseModel):
         "Each delta is one message through Ray Serve: 1 cut the pool's throughput to 26% of LLM.generate on an "
         "H200, 16 gave 81% (benchmarks/results/gpu-results.md).",
     )
+    tool_call_parser: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="vLLM's tool-call parser for the model's own tool-call format, as `vllm serve "
+        "--tool-call-parser` names it (hermes, llama3_json, mistral, ...). Set: a request with tools and "
+        "tool_choice auto gets the prompt the model's chat template makes with the tools, and its whole output "
+        "is parsed by this parser into tool_calls. Unset: tools go through structured output, as on every pool. "
+        "A name this vLLM lacks fails the replica's start.",
+    )
     seed: int = Field(0, description="Engine seed (per-request seeds still apply).")
     trust_remote_code: bool = Field(False, description="Allow model code from the model repository.")
     max_waiting: int | None = Field(
@@ -74,8 +84,8 @@ class VllmSettings(BaseModel):
         return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
-# Settings that are ours, not AsyncEngineArgs fields.
-_NOT_ENGINE_ARGS = {"max_waiting", "engine_args"}
+# Settings that are ours, not AsyncEngineArgs fields (tool_call_parser is vLLM's server's, not its engine's).
+_NOT_ENGINE_ARGS = {"max_waiting", "engine_args", "tool_call_parser"}
 
 
 def engine_args_dict(settings: VllmSettings) -> dict[str, Any]:
@@ -178,6 +188,7 @@ class VllmEngine:
         self._tok: Any = None
         self._chat: Any = None
         self._sampling_cls: Any = None
+        self._tools: ToolParsing | None = None  # the pool's tool_call_parser, once started
         self._kinds: dict[bool, Any] = {}  # request.stream -> vLLM output kind
         self._ids = itertools.count()
         self._inflight = 0
@@ -200,6 +211,8 @@ class VllmEngine:
         self._tok = _load_tokenizer(self.settings)
         self._chat = ChatTemplate(getattr(self._tok, "chat_template", None),
                                   self._tok.bos_token or "", self._tok.eos_token or "")
+        if self.settings.tool_call_parser is not None:  # before the weights load: a bad name fails in seconds
+            self._tools = ToolParsing.load(self.settings.tool_call_parser, self._tok)
         args = AsyncEngineArgs(**engine_args_dict(self.settings))
         factory = _stat_logger_factory(self._sched)
         try:
@@ -254,6 +267,12 @@ class VllmEngine:
             from vllm.sampling_params import StructuredOutputsParams
 
             kw["structured_outputs"] = StructuredOutputsParams(**kw["structured_outputs"])
+        reading = None
+        if request.tools is not None:
+            if self._tools is None:
+                check_no_tools(request)
+            reading = self._tools.open(request.tools)
+            kw.update(reading.sampling_overrides())
         params = self._sampling_cls(**kw, output_kind=self._kinds[request.stream])
         # vLLM refuses a request id that is still running: a retried client id must not collide.
         rid = f"{request.request_id}-{next(self._ids)}"
@@ -269,6 +288,10 @@ class VllmEngine:
                 delta = build.feed(out)
                 if delta is None:
                     continue
+                if reading is not None:
+                    reading.add(delta.text)
+                    if delta.finish_reason is not None:  # the whole output: parsed once, at its end
+                        delta.parsed = reading.parse()
                 if delta.token_ids:
                     self._rate.add(len(delta.token_ids))
                     self._stats.generated_tokens_total += len(delta.token_ids)

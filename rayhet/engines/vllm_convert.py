@@ -1,10 +1,12 @@
 """vLLM's terms and ours: our sampling settings as vLLM's keyword arguments, vLLM's request outputs as our
-deltas (text, token ids, logprobs, prompt logprobs, usage, finish reason), and vLLM's exceptions as our errors.
+deltas (text, token ids, logprobs, prompt logprobs, usage, finish reason), its tool parsers' readings as our
+parsed replies, and vLLM's exceptions as our errors.
 Pure: no vLLM import, so every translation is tested without a GPU (tests/unit/test_vllm_logic.py)."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, Callable
 
 from rayhet.engines.base import (
@@ -12,8 +14,10 @@ from rayhet.engines.base import (
     FinishReason,
     GenerationDelta,
     InvalidRequestError,
+    ParsedReply,
     SamplingParams,
     TokenLogprob,
+    ToolCall,
     Usage,
 )
 
@@ -125,6 +129,30 @@ def _token_logprob(token: int, step: dict, k: int) -> TokenLogprob:
     out = entry(token, step[token])
     out.top = [entry(t, lp) for t, lp in sorted(step.items(), key=lambda kv: -kv[1].logprob)[:k]]
     return out
+
+
+# -- tool calls ----------------------------------------------------------------------------------
+def tool_parser_request(functions: list[dict]) -> dict:
+    """The data of the vLLM ChatCompletionRequest a tool parser is given with the output: the request's tools
+    and tool_choice auto (the only choice sent to a parser). No messages: the prompt is already rendered."""
+    return {"messages": [], "tools": [{"type": "function", "function": f} for f in functions], "tool_choice": "auto"}
+
+
+def parsed_reply(info: Any, text: str) -> ParsedReply:
+    """vLLM's ExtractedToolCallInformation (tools_called, tool_calls: [ToolCall(id, function=FunctionCall(name,
+    arguments))], content) for the output `text`, as ours. No calls: the whole text is the answer (what
+    vLLM's parsers return as content then, and what they fall back to on a call they cannot read)."""
+    if not info.tools_called or not info.tool_calls:
+        return ParsedReply(content=text if info.content is None else info.content)
+    calls = [ToolCall(id=getattr(tc, "id", None) or f"call_{uuid.uuid4().hex[:24]}", name=tc.function.name,
+                      arguments=tc.function.arguments) for tc in info.tool_calls]
+    return ParsedReply(content=info.content or None, tool_calls=calls)  # OpenAI: null content beside calls
+
+
+def unknown_tool_parser(name: str, available: list[str]) -> EngineError:
+    """The start-up error for a tool_call_parser this vLLM does not have, with the names it has."""
+    return EngineError(f"engine_settings.tool_call_parser: vLLM has no tool parser named {name!r}; this vLLM "
+                       f"has: {', '.join(available) or 'none'}")
 
 
 # -- errors --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
 from rayhet.config import EMBEDDED_MODEL, engine_classes
-from rayhet.engines.base import EngineError, GenerationDelta, GenerationRequest, Usage
+from rayhet.engines.base import EngineError, GenerationDelta, GenerationRequest, ParsedReply, Usage
 
 log = logging.getLogger("ray.serve")
 
@@ -48,6 +48,7 @@ class Completion:
     total_s: float
     logprobs: list | None = None  # TokenLogprob per token, when asked for
     prompt_logprobs: list | None = None  # TokenLogprob per prompt token, when asked for (echo)
+    parsed: ParsedReply | None = None  # the engine's tool-call parser's reading, for a request with tools
 
 
 def merge(deltas: list[GenerationDelta]) -> GenerationDelta:
@@ -61,7 +62,8 @@ def merge(deltas: list[GenerationDelta]) -> GenerationDelta:
     return GenerationDelta(text="".join(d.text for d in deltas), token_ids=[t for d in deltas for t in d.token_ids],
                            finish_reason=last.finish_reason, usage=last.usage, first_token_time=first_time,
                            logprobs=lps if any(d.logprobs is not None for d in deltas) else None,
-                           prompt_logprobs=prompt_lps if any(d.prompt_logprobs is not None for d in deltas) else None)
+                           prompt_logprobs=prompt_lps if any(d.prompt_logprobs is not None for d in deltas) else None,
+                           parsed=last.parsed)
 
 
 def resolve_model_path(settings: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +84,10 @@ class PoolServer:
         settings = settings_cls.model_validate(resolve_model_path(engine_settings))
         t0 = time.monotonic()
         self.engine = engine_cls(settings)
-        await self.engine.start()
+        try:
+            await self.engine.start()
+        except EngineError as e:  # a replica of which pool: the log of a failed start names no deployment's args
+            raise EngineError(f"pool {pool}: {e}") from e
         self._counters = {"requests": 0, "ok": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
                           "cancelled": 0}
         log.info("rayhet pool %s: %s engine ready in %.2f s (pid %d)", pool, engine, time.monotonic() - t0, os.getpid())
@@ -97,7 +102,7 @@ class PoolServer:
         ids: list[int] = []
         lps: list | None = None
         prompt_lps: list | None = None
-        finish, usage, t_first, t_last = None, None, None, t0
+        finish, usage, parsed, t_first, t_last = None, None, None, None, t0
         try:
             # stream=False lets the engine skip intermediate outputs (vLLM: one final output)
             async with contextlib.aclosing(self.engine.generate(replace(request, stream=False))) as stream:
@@ -113,7 +118,7 @@ class PoolServer:
                     if d.prompt_logprobs is not None:
                         prompt_lps = (prompt_lps or []) + d.prompt_logprobs  # (once: on the first delta)
                     if d.finish_reason is not None:
-                        finish, usage = d.finish_reason, d.usage
+                        finish, usage, parsed = d.finish_reason, d.usage, d.parsed
         except asyncio.CancelledError:
             c["cancelled"] += 1
             raise
@@ -128,7 +133,7 @@ class PoolServer:
         c["ok"] += 1
         t_first = t_last if t_first is None else t_first
         return Completion("".join(parts), ids, finish, usage, ttft_s=max(0.0, t_first - t0), decode_s=t_last - t_first,
-                          total_s=time.monotonic() - t0, logprobs=lps, prompt_logprobs=prompt_lps)
+                          total_s=time.monotonic() - t0, logprobs=lps, prompt_logprobs=prompt_lps, parsed=parsed)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Stream the engine's deltas (streaming handle call), coalesced: the engine runs ahead in a task while

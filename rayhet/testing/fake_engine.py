@@ -1,16 +1,18 @@
 """FakeEngine: a TEST DOUBLE of the engine protocol (no model) for logic tests and the ingress benchmark.
 
-It "generates" the letter 'a' per token at a configured speed, tokenizes one token per UTF-8 byte, has
-bounded batch slots and a bounded waiting queue (EngineOverloadedError beyond it), and can be told to
-fail. Never used to serve users: the config accepts `engine: fake` only so tests and benchmarks can run
+It "generates" the letter 'a' per token (or the bytes of a given `output_text`) at a configured speed, tokenizes
+one token per UTF-8 byte, has bounded batch slots and a bounded waiting queue (EngineOverloadedError beyond
+it), and can be told to fail. With `tool_call_parser: test_hermes` it stands for a vLLM pool with a tool-call
+parser: a request with tools gets its whole output parsed by rayhet.testing.tool_parser. Never used to serve users: the config accepts `engine: fake` only so tests and benchmarks can run
 the real serving app around it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,8 +24,10 @@ from rayhet.engines.base import (
     GenerationRequest,
     Usage,
     check_fits,
+    check_no_tools,
 )
 from rayhet.engines.text import ByteTokenizer  # noqa: F401  (also this module's name for it)
+from rayhet.testing.tool_parser import TEST_PARSER, parse_hermes_for_tests
 
 
 class FakeEngineSettings(BaseModel):
@@ -42,6 +46,12 @@ class FakeEngineSettings(BaseModel):
     )
     start_s: float = Field(0.0, ge=0, description="Seconds start() takes: a replica that is still starting for a "
                            "while, as vLLM's 60-90 s.")
+    output_text: str | None = Field(
+        None, description="What every generation writes (one token per UTF-8 byte, 'stop' at its end, cut at "
+        "max_tokens); default: 'a' per token.")
+    tool_call_parser: Literal["test_hermes"] | None = Field(
+        None, description="Parse the output of a request with tools as vLLM's hermes parser would (a test "
+        "double of a vLLM pool's tool_call_parser).")
     fail: bool = Field(False, description="Every generation raises EngineError (to test spill-over).")
     unhealthy: bool = Field(False, description="check_health raises.")
     model_path: str | None = Field(None, description="Ignored (accepted so configs can share settings).")
@@ -74,6 +84,8 @@ class FakeEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         s = request.sampling.validate()
+        if self.settings.tool_call_parser != TEST_PARSER:
+            check_no_tools(request)
         if request.prompt_token_ids is not None:
             ids = list(request.prompt_token_ids)
         elif request.messages is not None:
@@ -96,9 +108,13 @@ class FakeEngine:
         try:
             n = s.max_tokens
             finish = "length"
+            out = list(self.settings.output_text.encode()) if self.settings.output_text is not None else None
+            if out is not None and len(out) <= n:
+                n, finish = len(out), "stop"
             if self.settings.natural_output_tokens is not None and not s.ignore_eos \
                     and self.settings.natural_output_tokens < n:
                 n, finish = self.settings.natural_output_tokens, "stop"
+            decoder, written = codecs.getincrementaldecoder("utf-8")(errors="replace"), []
             if self.settings.ttft_s:
                 await asyncio.sleep(self.settings.ttft_s)
             first = time.monotonic()
@@ -110,10 +126,13 @@ class FakeEngine:
                 m = min(step, n - k)
                 last = k + m >= n
                 self._stats.generated_tokens_total += m
+                tokens = [97] * m if out is None else out[k:k + m]
+                written.append(decoder.decode(bytes(tokens), final=last))
                 yield GenerationDelta(
-                    text="a" * m, token_ids=[97] * m, first_token_time=first,
+                    text=written[-1], token_ids=tokens, first_token_time=first,
                     finish_reason=finish if last else None,  # type: ignore[arg-type]
                     usage=Usage(len(ids), n) if last else None,
+                    parsed=parse_hermes_for_tests("".join(written)) if last and request.tools is not None else None,
                 )
         finally:
             self._stats.running -= 1

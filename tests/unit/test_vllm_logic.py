@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import importlib.util
 import sys
 import types
@@ -22,6 +23,7 @@ from rayhet.engines.base import (
     EngineOverloadedError,
     GenerationRequest,
     InvalidRequestError,
+    ParsedReply,
     SamplingParams,
 )
 
@@ -452,3 +454,107 @@ def test_vllm_prompt_logprobs_become_ours_once():
     bare = NS(outputs=[NS(token_ids=[], text="", finish_reason=None, logprobs=None)], prompt_token_ids=[1, 11, 12],
               prompt_logprobs=steps, finished=False, metrics=None)
     assert len(vc.DeltaBuilder(prompt_tokens=3, prompt_top_logprobs=0).feed(bare).prompt_logprobs) == 3
+
+
+# -- the pool's tool-call parser (tool_call_parser) over a stand-in vllm.tool_parsers ---------------------
+class _StandInRequest:
+    """vLLM's ChatCompletionRequest as a tool parser reads it (tools, tool_choice, skip_special_tokens)."""
+
+    def __init__(self, data):
+        self.tools = [types.SimpleNamespace(**t) for t in data["tools"]]
+        self.tool_choice, self.skip_special_tokens, self.structured_outputs = data["tool_choice"], True, None
+
+    @classmethod
+    def model_validate(cls, data):
+        if any(t["function"]["name"] == "bad" for t in data["tools"]):
+            raise ValueError("tools: bad")
+        return cls(data)
+
+
+class _StandInParser:
+    """Reads any output as one call of the first tool whose arguments hold the whole text (so a test sees that
+    the parser got the output whole); keeps special tokens, as vLLM's hermes parser asks."""
+
+    def __init__(self, tokenizer, tools=None):
+        self.tools = tools or []
+
+    def adjust_request(self, request):
+        request.skip_special_tokens = False
+        return request
+
+    def extract_tool_calls(self, model_output, request):
+        if model_output == "ABCD":
+            raise RuntimeError("parser bug")
+        fn = types.SimpleNamespace(name=request.tools[0].function["name"], arguments=json.dumps({"text": model_output}))
+        return types.SimpleNamespace(tools_called=True, content=None,
+                                     tool_calls=[types.SimpleNamespace(id="chatcmpl-tool-1", function=fn)])
+
+
+@pytest.fixture
+def parsers(fake, monkeypatch):
+    class ToolParserManager:
+        @classmethod
+        def get_tool_parser(cls, name):
+            if name != "stand_in":
+                raise KeyError(name)
+            return _StandInParser
+
+        @classmethod
+        def list_registered(cls):
+            return ["hermes", "stand_in"]
+
+    names = ("vllm.tool_parsers", "vllm.entrypoints", "vllm.entrypoints.openai",
+             "vllm.entrypoints.openai.chat_completion", "vllm.entrypoints.openai.chat_completion.protocol")
+    mods = {n: types.ModuleType(n) for n in names}
+    mods["vllm.tool_parsers"].ToolParserManager = ToolParserManager
+    mods[names[-1]].ChatCompletionRequest = _StandInRequest
+    for n, m in mods.items():
+        monkeypatch.setitem(sys.modules, n, m)
+    return fake
+
+
+@needs_stand_in
+async def test_engine_parses_a_tool_request_whole_with_the_pools_parser(parsers):
+    eng = await _started(tool_call_parser="stand_in")
+    fns = [{"name": "get_weather", "parameters": {"type": "object"}}]
+    for stream in (True, False):
+        req = GenerationRequest("t", prompt_token_ids=[1, 2], sampling=SamplingParams(max_tokens=3), tools=fns,
+                                stream=stream)
+        deltas = [d async for d in eng.generate(req)]
+        assert all(d.parsed is None for d in deltas[:-1])
+        (call,) = deltas[-1].parsed.tool_calls
+        assert (call.id, call.name, json.loads(call.arguments)) == ("chatcmpl-tool-1", "get_weather", {"text": "ABC"})
+        assert parsers["requests"][-1][2].skip_special_tokens is False  # as the parser adjusted the request
+    [d async for d in eng.generate(GenerationRequest("p", prompt="x", sampling=SamplingParams(max_tokens=1)))]
+    assert parsers["requests"][-1][2].skip_special_tokens is True  # no tools: nothing changes
+    # a parser that fails on an output: the text is the answer
+    deltas = [d async for d in eng.generate(GenerationRequest("f", prompt="x", sampling=SamplingParams(max_tokens=4),
+                                                              tools=fns))]
+    assert deltas[-1].parsed == ParsedReply(content="ABCD")
+    with pytest.raises(InvalidRequestError):  # tools vLLM's own validation refuses: the caller's
+        [d async for d in eng.generate(GenerationRequest("b", prompt="x", tools=[{"name": "bad"}]))]
+
+
+@needs_stand_in
+async def test_an_unknown_parser_fails_the_replicas_start_naming_pool_field_and_the_names_there_are(parsers):
+    from rayhet.serve.pool import PoolServer
+
+    class Pool(PoolServer):
+        def __del__(self) -> None:  # Serve awaits the async one; outside Serve nothing would
+            pass
+
+    server = Pool.__new__(Pool)
+    with pytest.raises(EngineError) as e:
+        await server.__init__("h200", "vllm", {"model": "/m", "tool_call_parser": "hermz"})
+    msg = str(e.value)
+    assert msg.startswith("pool h200: engine_settings.tool_call_parser:") and "'hermz'" in msg
+    assert "hermes, stand_in" in msg
+    assert "llm" not in parsers  # failed before vLLM loaded any weights
+
+
+@needs_stand_in
+async def test_a_pool_without_a_parser_refuses_tools(fake):
+    eng = await _started()
+    with pytest.raises(InvalidRequestError) as e:
+        [d async for d in eng.generate(GenerationRequest("t", prompt="x", tools=[{"name": "f"}]))]
+    assert e.value.param == "tools" and "requests" not in fake
