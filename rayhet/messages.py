@@ -9,7 +9,7 @@ another shape is a clear validation error naming the field, not a KeyError deep 
 - `PoolReport`: a pool's Serve autoscaling policy -> the controller, every `controller.policy_poll_s`;
   the reply is the pool's replica target (an int, or None before the controller has one).
 - `PoolFacts`: the builder -> each ingress replica, once, as a deployment argument: what the ingress must
-  know of a pool to route and admit (its context, price and batch slots).
+  know of a pool to route, admit and prompt (its context, price, batch slots and tool-call parser).
 - `TrafficSnapshot`: what one ingress replica saw over its traffic window (made by rayhet.traffic), inside
   each PlanReport and returned by the ingress's `traffic_snapshot()`.
 - `ControllerSpec`: the builder -> each ingress replica (a deployment argument) -> the controller actor (its
@@ -132,6 +132,10 @@ class PoolFacts(_Message):
     max_context: int | None = Field(None, ge=1, description="Prompt + output tokens one request may hold; None: unknown.")
     price_per_hour: float = Field(0.0, ge=0, description="$/h of one replica: the router's order among pools that fit.")
     slots: int = Field(..., ge=1, description="Sequences one replica decodes together (llama_cpp n_slots, vLLM max_num_seqs).")
+    # added in place (still version 1): None is what a pool without a parser always was, so an older builder's
+    # facts still validate
+    tool_call_parser: str | None = Field(None, description="The engine's own tool-call parser (vLLM's "
+                                         "tool_call_parser); None: tools go through structured output.")
 
 
 # -- the controller's spec ---------------------------------------------------------------------------

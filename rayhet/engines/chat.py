@@ -23,7 +23,9 @@ class ChatTemplate:
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         self._template = env.from_string(source)
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, tools: list[dict] | None = None) -> str:
+        """The prompt text; `tools` (OpenAI's tool objects) are given to the template as `tools`, as Hugging
+        Face's apply_chat_template does (a template without tool support leaves them out)."""
         if self._template is None:
             raise InvalidRequestError("this model has no chat template: send a prompt, not messages", "messages")
         if not isinstance(messages, list) or not messages:
@@ -35,7 +37,7 @@ class ChatTemplate:
             norm.append({**m, "content": _content_text(m.get("content"), i)})
         try:
             return self._template.render(messages=norm, add_generation_prompt=add_generation_prompt,
-                                         **self._vars)
+                                         **({"tools": tools} if tools else {}), **self._vars)
         except InvalidRequestError:
             raise
         except Exception as e:  # a template error is about these messages (roles, order)

@@ -56,5 +56,13 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
-    def render_chat(self, messages: list[dict]) -> str:
-        return "".join(f"<{m.get('role', 'user')}>{m.get('content') or ''}\n" for m in messages) + "<assistant>"
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """A ChatML-like rendering; with `tools` (OpenAI's tool objects) a hermes-style tools block first, and
+        each earlier call as a <tool_call> block, as a model's own template with tool support does."""
+        import json
+
+        head = f"<tools>{json.dumps(tools)}</tools>\n" if tools else ""
+        calls = lambda m: "".join(f"<tool_call>{json.dumps(c['function'])}</tool_call>"  # noqa: E731
+                                  for c in m.get("tool_calls") or [])
+        return head + "".join(f"<{m.get('role', 'user')}>{m.get('content') or ''}{calls(m)}\n"
+                              for m in messages) + "<assistant>"

@@ -129,8 +129,8 @@ def build_app(config: RayhetConfig, plan: Plan, *, source: str = "config",
                 from rayhet.profiles import load_profile
 
                 price = load_profile(pool.profile).price_per_hour
-        facts.append(PoolFacts(name=pool.name, max_context=max_context(s), price_per_hour=price,
-                               slots=batch_slots(pool, s)).model_dump())
+        facts.append(PoolFacts(name=pool.name, max_context=max_context(s), price_per_hour=price, slots=batch_slots(pool, s),
+                               tool_call_parser=_setting(s, "tool_call_parser")).model_dump())
     replicas = {p.name: initial_replicas(p, plan) for p in config.pools}
     plan_d = plan.to_dict()
     plan_d["replicas"] = replicas  # what actually starts (initial_replicas may override the plan)

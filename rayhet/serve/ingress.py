@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -37,6 +38,7 @@ from rayhet.messages import PoolFacts
 from rayhet.plan import Plan
 from rayhet.routing import PoolLimit, Router
 from rayhet.serve.health import PoolWatcher, judge
+from rayhet.serve.native_tools import native_choice, template_messages, template_tools
 from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest
 from rayhet.serve.parsing import decode_body, parse_request
 from rayhet.serve.replies import Echo, models_body, new_id, replay_as_stream
@@ -82,6 +84,7 @@ class Ingress:
         self.dispatch = Dispatcher(self.config, p, [PoolLimit(f.name, f.max_context, f.price_per_hour) for f in facts],
                                    list(pools))
         self.admission = Admission(self._rooms(facts), ingress_replicas=self.config.server.ingress_replicas)
+        self._native_pools = self._parsing_pools(facts)
         self.admission.set_running({n: p.replicas.get(n, 0) for n in pools})  # until the watcher reads Serve's
         self.sender = Sender(self._handles, self._unary, self.dispatch, self.admission, self.config.server.max_wait_s,
                              lambda: self.watcher)
@@ -99,6 +102,17 @@ class Ingress:
         return {p.name: PoolRoom(slots=slots[p.name], queue_per_replica=p.queue_per_replica,
                                  queued_at_caller=p.max_queued_requests, startup_s=p.startup_seconds)
                 for p in self.config.pools if p.name in slots}
+
+    def _parsing_pools(self, facts: list[PoolFacts]) -> list[str]:
+        """The pools whose engine parses the model's own tool calls (rayhet.serve.native_tools): those with a
+        tool_call_parser, where the model's template writes tools into the prompt. Where it does not, the model
+        would never see the tools: those pools take tools through structured output, as every other pool."""
+        named = [f.name for f in facts if f.tool_call_parser]
+        if named and not self.tokenizer.renders_tools():
+            log.warning("rayhet ingress: pools %s have a tool_call_parser, but the model's chat template does not "
+                        "write tools into the prompt; their tool requests go through structured output", named)
+            return []
+        return named
 
     def _pools_changed(self, states: dict) -> None:
         self.admission.set_running({name: st.running for name, st in states.items()})
@@ -189,7 +203,7 @@ class Ingress:
             if req.model != self.model_id:
                 raise APIError(404, f"model {req.model!r} does not exist; this server serves {self.model_id!r}",
                                param="model", code="model_not_found")
-            ids, max_tokens = await self._tokenize(kind, req)
+            ids, max_tokens, native = await self._tokenize(kind, req)
             echo = await self._echo(req, ids) if getattr(req, "echo", False) else None
             if echo is not None and not echo.keep_output:
                 max_tokens = 1  # a prompt to score: one token generated (as vLLM does), left out of the reply
@@ -211,7 +225,7 @@ class Ingress:
                 raise APIError(400, f"n={req.n} is above this server's limit of {self.config.server.max_n} "
                                "(server.max_n)", param="n")
             if req.n > 1 or self._tools_on(req):
-                return await self._several(kind, req, ids, sampling, max_tokens, t0, echo)
+                return await self._several(kind, req, ids, sampling, max_tokens, t0, echo, native)
             route = self.dispatch.route(len(ids), max_tokens)
             if not route.pools:
                 raise APIError(400, route.reason, param="max_tokens", code="context_length_exceeded")
@@ -234,13 +248,16 @@ class Ingress:
                                  media_type="text/event-stream", headers={POOL_HEADER: attempt.pool})
 
     async def _several(self, kind: str, req: Any, ids: list[int], sampling: SamplingParams, max_tokens: int,
-                       t0: float, echo: Echo | None = None):
+                       t0: float, echo: Echo | None = None, native: tuple[list[int], list[dict]] | None = None):
         """n > 1: n generations, each routed, admitted and spilled as a request of its own (each loads a
         pool as one request does), answered as one reply with choices 0..n-1; usage as OpenAI counts it
         (the prompt once, every choice's completion tokens). A given seed becomes seed + i for choice i, so
         choices differ and the whole reply is reproducible. Refused as a whole if any choice is refused.
-        Tool requests come here too (n >= 1): their calls are read from each choice's whole output."""
-        routes = [self.dispatch.route(len(ids), max_tokens) for _ in range(req.n)]
+        Tool requests come here too (n >= 1): their calls are read from each choice's whole output; `native`
+        (prompt ids, functions): the same request in the model's own tool format, for the pools that parse it."""
+        # routed by the longer of the two prompts: the context check must hold for whichever one a pool gets
+        routes = [self.dispatch.route(max(len(ids), len(native[0]) if native else 0), max_tokens)
+                  for _ in range(req.n)]
         if not routes[0].pools:
             raise APIError(400, routes[0].reason, param="max_tokens", code="context_length_exceeded")
         gens = [GenerationRequest(request_id=uuid.uuid4().hex, prompt_token_ids=ids, arrival_time=t0,
@@ -248,7 +265,8 @@ class Ingress:
                                                                else sampling.seed + i)) for i in range(req.n)]
         # a tool call is read from the whole constrained output: generated whole, then sent as one stream
         whole = self._tools_on(req)
-        tries = [asyncio.ensure_future(self.sender.first_answer(r, g, t0, stream=bool(req.stream) and not whole))
+        tries = [asyncio.ensure_future(self.sender.first_answer(r, g, t0, stream=bool(req.stream) and not whole,
+                                                                variants=self._native_variants(g, native)))
                  for r, g in zip(routes, gens)]
         try:
             attempts = await asyncio.gather(*tries)
@@ -275,12 +293,26 @@ class Ingress:
                                      headers={POOL_HEADER: ",".join(a.pool for a in attempts)})
         return whole_reply(self.dispatch, self.model_id, kind, routes, attempts, max_tokens, t0, echo=echo)
 
+    def _native_variants(self, gen: GenerationRequest,
+                         native: tuple[list[int], list[dict]] | None) -> dict[str, GenerationRequest] | None:
+        """What the pools that parse tool calls get instead of `gen`: the prompt the model's template made with
+        the tools, no structured output, and the functions for their parser."""
+        if native is None:
+            return None
+        ids, functions = native
+        g = dataclasses.replace(gen, prompt_token_ids=ids, tools=functions,
+                                sampling=dataclasses.replace(gen.sampling, json_schema=None))
+        return {p: g for p in self._native_pools}
+
     async def _off_loop(self, fn, arg, chars: int):
         if chars <= self.config.server.tokenize_inline_chars:
             return fn(arg)
         return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, fn, arg)
 
-    async def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int]:
+    async def _tokenize(self, kind: str, req: Any) -> tuple[list[int], int, tuple[list[int], list[dict]] | None]:
+        """(prompt ids, max_tokens, native): `native` is (prompt ids, functions) of a tool request in the model's
+        own format when some pool parses tool calls and the request's tool_choice can go that way, else None."""
+        native = None
         if kind == "completion":
             prompt = req.one_prompt()
             ids = list(prompt) if isinstance(prompt, list) else \
@@ -290,16 +322,25 @@ class Ingress:
             messages = [m.as_dict() for m in req.messages]
             if req.using_tools():
                 messages.insert(0, tool_system_message(*req.tool_setup()))
-            ids = await self._off_loop(self.tokenizer.chat_ids, messages, sum(len(m["content"]) for m in messages))
+            chars = sum(len(m["content"]) for m in messages)
+            ids = await self._off_loop(self.tokenizer.chat_ids, messages, chars)
+            functions, choice = req.tool_setup() if req.using_tools() else ([], None)
+            if self._native_pools and functions and native_choice(choice, req.parallel_tool_calls):
+                render = functools.partial(self.tokenizer.chat_ids, tools=template_tools(functions))
+                try:
+                    native = (await self._off_loop(render, template_messages(req.messages), chars), functions)
+                except InvalidRequestError as e:  # the template refuses these turns with tools: the other path
+                    log.info("rayhet ingress: the chat template refused a tool request (%s); structured output", e)
             max_tokens = req.max_completion_tokens or req.max_tokens
             if max_tokens is None:  # as OpenAI: up to what the context leaves, capped by our default
-                left = self.router.largest_context - len(ids)  # negative when no pool's context is known
+                longest = max(len(ids), len(native[0]) if native else 0)
+                left = self.router.largest_context - longest  # negative when no pool's context is known
                 max_tokens = self.config.routing.default_max_tokens
                 if left >= 1:
                     max_tokens = min(max_tokens, left)
         if not ids:
             raise APIError(400, "the prompt is empty", param="prompt")
-        return ids, max_tokens
+        return ids, max_tokens, native
 
     async def _echo(self, req: CompletionRequest, ids: list[int]) -> Echo:
         """What echo puts before each choice: the prompt as sent, or the text of its token ids."""

@@ -13,6 +13,10 @@ from typing import Any
 # not do it, and a request that sets it to anything but its no-op value is refused naming it (never ignored
 # silently, as vLLM's server does); NEUTRAL says which values are the no-ops.
 HONOURED, NO_EFFECT, REFUSED = "honoured", "accepted, no effect on the output", "400 unless its no-op value"
+# how each pool engine does tools (rayhet.serve.native_tools, rayhet.serve.tools)
+TOOLS = ("honoured: the model's own format, read by vLLM's parser, on vLLM pools with `tool_call_parser` "
+         "(tool_choice `auto`); structured output on other pools, for `required` or a named function, and with "
+         "`parallel_tool_calls: false`")
 _BOTH = ("model", "stream", "stream_options", "temperature", "top_p", "seed", "stop", "presence_penalty",
          "frequency_penalty", "max_tokens")
 PARAMETERS: dict[str, dict[str, str]] = {
@@ -23,7 +27,8 @@ PARAMETERS: dict[str, dict[str, str]] = {
     },
     "chat.completions": {
         **{k: HONOURED for k in (*_BOTH, "messages", "max_completion_tokens", "response_format", "logprobs",
-                                 "top_logprobs", "tools", "tool_choice", "parallel_tool_calls")},
+                                 "top_logprobs", "parallel_tool_calls")},
+        **{k: TOOLS for k in ("tools", "tool_choice")},
         "n": "honoured up to `server.max_n` (8); 400 above",
         **{k: NO_EFFECT for k in ("user", "metadata", "prompt_cache_key", "safety_identifier", "service_tier")},
         **{k: REFUSED for k in ("audio", "function_call", "functions", "logit_bias", "modalities",

@@ -98,21 +98,24 @@ class ChoiceText:
 
 
 def choices_body(kind: str, rid: str, model: str, outs: list[tuple], usage: dict, tools: bool = False) -> dict:
-    """A whole (non-streamed) reply with one choice per (text, finish_reason[, logprobs object]), indexed in
-    order (n > 1)."""
+    """A whole (non-streamed) reply with one choice per (text, finish_reason[, logprobs object[, ParsedReply]]),
+    indexed in order (n > 1). With `tools`, each choice's calls: the engine's parser's reading where the pool
+    parsed them (native), else read from the output's JSON (structured)."""
     created = int(time.time())
-    outs = [(o[0], o[1], o[2] if len(o) > 2 else None) for o in outs]
+    outs = [(o[0], o[1], o[2] if len(o) > 2 else None, o[3] if len(o) > 3 else None) for o in outs]
     if kind == "completion":
-        choices = [{"index": i, "text": t, "logprobs": lp, "finish_reason": f} for i, (t, f, lp) in enumerate(outs)]
+        choices = [{"index": i, "text": t, "logprobs": lp, "finish_reason": f}
+                   for i, (t, f, lp, _) in enumerate(outs)]
         return {"id": rid, "object": "text_completion", "created": created, "model": model,
                 "choices": choices, "usage": usage}
     choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": lp, "finish_reason": f}
-               for i, (t, f, lp) in enumerate(outs)]
-    if tools:  # the constrained output read back: a call, or an answer
+               for i, (t, f, lp, _) in enumerate(outs)]
+    if tools:  # a call, or an answer
+        from rayhet.serve.native_tools import reply_of
         from rayhet.serve.tools import read_reply
 
-        for c in choices:
-            content, calls = read_reply(c["message"]["content"])
+        for c, (text, _, _, parsed) in zip(choices, outs):
+            content, calls = reply_of(parsed) if parsed is not None else read_reply(text)
             c["message"]["content"] = content
             if calls:
                 c["message"]["tool_calls"] = calls

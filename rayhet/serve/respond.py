@@ -51,7 +51,8 @@ def whole_reply(dispatch: Dispatcher, model_id: str, kind: str, routes: list[Rou
         ttft = max(0.0, attempt.t_first - t0 - (res.total_s - res.ttft_s))
         dispatch.succeeded(attempt.pool, route, k, max_tokens, ttft, res.decode_s)
         choice, lps = text.piece(res)  # (the first piece of a choice is never None)
-        outs.append((choice, res.finish_reason, lps))
+        # (getattr: a replica of an older rayhet, mid-upgrade, sends Completions without `parsed`)
+        outs.append((choice, res.finish_reason, lps, getattr(res, "parsed", None)))
     first = attempts[0].first
     u = usage_body(first.usage.prompt_tokens if first.usage else routes[0].input_tokens, n_out)
     return JSONResponse(choices_body(kind, new_id(kind), model_id, outs, u, tools=tools), status_code=200,

@@ -137,10 +137,12 @@ class Sender:
             if not task.done():
                 task.cancel()
 
-    async def first_answer(self, route: Route, gen: GenerationRequest, t0: float, stream: bool) -> Attempt:
+    async def first_answer(self, route: Route, gen: GenerationRequest, t0: float, stream: bool,
+                           variants: dict[str, GenerationRequest] | None = None) -> Attempt:
         """Send the request to the route's pools in turn until one answers (spill-over on backpressure, on a
         pool without replicas, on failure); a request whose replica died is sent once more (see
-        rayhet.serve.failures). Refused (429/503 with Retry-After) when none answers."""
+        rayhet.serve.failures). Refused (429/503 with Retry-After) when none answers. `variants`: the request
+        some pools get instead of `gen` (a tool request in the model's own format, for the pools that parse it)."""
         planned = self.dispatch.tries(route)
         order = self.available(planned)
         if len(order) < len(planned) and self.watcher is not None and hasattr(self.watcher, "fresh"):
@@ -162,7 +164,7 @@ class Sender:
                 continue
             ticket = self.admission.enter(pool)
             self.dispatch.sent(pool, spilled_from=prev)
-            call, first = self._call(pool, gen, stream)
+            call, first = self._call(pool, (variants or {}).get(pool, gen), stream)
             try:
                 answer = await self._wait_first(pool, first, deadline, order[k + 1:])
                 return Attempt(pool, call, answer, time.monotonic(), ticket)

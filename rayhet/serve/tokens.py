@@ -18,8 +18,14 @@ class PromptTokenizer(Protocol):
         """Token ids of a completion prompt, as the engine would make them (BOS included)."""
         ...
 
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        """Token ids of a chat rendered with the model's template and the assistant's generation prompt."""
+    def chat_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """Token ids of a chat rendered with the model's template and the assistant's generation prompt; `tools`
+        (OpenAI's tool objects) given to the template, for a pool that parses the model's own tool calls."""
+        ...
+
+    def renders_tools(self) -> bool:
+        """Whether the model's template writes the tools it is given into the prompt (else a model asked for
+        tools in its own format would never see them)."""
         ...
 
     def text_of(self, ids: list[int]) -> str:
@@ -60,8 +66,11 @@ class GGUFTokenizer:
     def prompt_ids(self, text: str) -> list[int]:
         return self._tokenize(text, self._add_bos)
 
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        return self._tokenize(self._chat.render(messages), False)
+    def chat_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        return self._tokenize(self._chat.render(messages, tools=tools), False)
+
+    def renders_tools(self) -> bool:
+        return renders_tools(lambda tools: self._chat.render(_PROBE, tools=tools))
 
     def text_of(self, ids: list[int]) -> str:
         from rayhet.engines.llama_cpp_calls import token_piece
@@ -84,9 +93,13 @@ class HFTokenizer:
     def prompt_ids(self, text: str) -> list[int]:
         return self._tok(text).input_ids
 
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        text = self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def chat_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        text = self._tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
         return self._tok(text, add_special_tokens=False).input_ids
+
+    def renders_tools(self) -> bool:
+        return renders_tools(lambda tools: self._tok.apply_chat_template(_PROBE, tools=tools, tokenize=False,
+                                                                         add_generation_prompt=True))
 
     def text_of(self, ids: list[int]) -> str:
         n = len(self._tok)  # out-of-vocabulary ids left out, as for GGUF: the engine refuses them
@@ -104,11 +117,28 @@ class ByteLevelTokenizer:
     def prompt_ids(self, text: str) -> list[int]:
         return self._tok.encode(text)
 
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        return self._tok.encode(self._tok.render_chat(messages))
+    def chat_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        return self._tok.encode(self._tok.render_chat(messages, tools))
+
+    def renders_tools(self) -> bool:
+        return True
 
     def text_of(self, ids: list[int]) -> str:
         return bytes(t for t in ids if 0 <= t < 256).decode("utf-8", errors="replace")
+
+
+_PROBE = [{"role": "user", "content": "x"}]
+_PROBE_TOOL = {"type": "function", "function": {"name": "rayhet_probe_tool", "description": "probe",
+                                                "parameters": {"type": "object", "properties": {}}}}
+
+
+def renders_tools(render) -> bool:
+    """Whether `render(tools)` (a chat with a probe tool, or with none) writes the tool into the prompt: the
+    probe's name appears with it and not without. A template that fails on tools does not render them."""
+    try:
+        return "rayhet_probe_tool" in render([_PROBE_TOOL]) and "rayhet_probe_tool" not in render(None)
+    except Exception:  # noqa: BLE001 - any template error: no tool support to rely on
+        return False
 
 
 def load_tokenizer(config: RayhetConfig) -> PromptTokenizer:

@@ -1,4 +1,5 @@
-"""VllmEngine on a real GPU: streaming, exact usage, seeds, chat, cancellation, backpressure, health.
+"""VllmEngine on a real GPU: streaming, exact usage, seeds, chat, cancellation, backpressure, health, tool calls
+read by vLLM's own tool parser (the engine runs with `tool_call_parser: hermes`; requests without tools ignore it).
 
 Skipped, saying why, where there is no CUDA GPU or no vLLM. One engine (a small random-weight Llama made
 with rayhet.testing.models) serves the whole module; its event loop is the module's own, so the tests
@@ -55,7 +56,7 @@ def engine(loop, model_dir):
     from rayhet.engines.vllm import VllmEngine, VllmSettings
 
     eng = VllmEngine(VllmSettings(model=str(model_dir), max_model_len=1024, max_num_seqs=MAX_SEQS,
-                                  gpu_memory_utilization=0.3, max_waiting=4))
+                                  gpu_memory_utilization=0.3, max_waiting=4, tool_call_parser="hermes"))
     loop.run_until_complete(eng.start())
     yield eng
     loop.run_until_complete(eng.shutdown())
@@ -216,3 +217,66 @@ def test_concurrent_requests_and_backpressure(loop, engine):
 
 def test_health(loop, engine):
     loop.run_until_complete(engine.check_health())
+
+
+WEATHER = [{"name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+HERMES_CALL = r'<tool_call>\{"name": "get_weather", "arguments": \{"city": "(Oslo|Paris)"\}\}</tool_call>'
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_forced_hermes_call_is_parsed_by_vllms_parser(loop, engine, monkeypatch, stream):
+    """A random-weight model never chooses a tool: its output is held to a hermes call by a regex (vLLM's
+    structured outputs, added for this test only), and the engine's hermes parser reads the whole output."""
+    import json
+
+    from rayhet.engines import vllm as ve
+
+    plain = ve.sampling_kwargs
+    monkeypatch.setattr(ve, "sampling_kwargs", lambda s: {**plain(s), "structured_outputs": {"regex": HERMES_CALL}})
+    ds = loop.run_until_complete(_collect(engine, GenerationRequest(
+        f"tool{stream}", prompt="weather?", tools=WEATHER, stream=stream,
+        sampling=SamplingParams(max_tokens=200, temperature=0))))
+    text = "".join(d.text for d in ds)
+    assert text.startswith("<tool_call>") and ds[-1].finish_reason == "stop", text
+    assert all(d.parsed is None for d in ds[:-1])
+    (call,) = ds[-1].parsed.tool_calls
+    assert ds[-1].parsed.content is None and call.name == "get_weather" and call.id
+    assert json.loads(call.arguments)["city"] in ("Oslo", "Paris")
+    assert ds[-1].usage.completion_tokens == sum(len(d.token_ids) for d in ds)
+
+
+def test_vllms_hermes_parser_on_known_texts(engine):
+    """The real parser through our translation: two calls with text before them, a plain answer, a broken call."""
+    tools = engine._tools
+    reading = tools.open(WEATHER)
+    reading.add('Let me check. <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>')
+    reading.add('<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>')
+    got = reading.parse()
+    assert got.content == "Let me check. " and [c.arguments for c in got.tool_calls] == [
+        '{"city": "Oslo"}', '{"city": "Rome"}']
+    assert len({c.id for c in got.tool_calls}) == 2
+    for text in ("It is sunny.", "<tool_call>{broken"):
+        reading = tools.open(WEATHER)
+        reading.add(text)
+        assert (reading.parse().content, reading.parse().tool_calls) == (text, [])
+    assert reading.sampling_overrides()["skip_special_tokens"] is False  # hermes keeps its tags' special tokens
+
+
+def test_an_unknown_tool_parser_fails_the_start_with_the_names_there_are(loop, model_dir):
+    from rayhet.engines.base import EngineError
+    from rayhet.engines.vllm import VllmEngine, VllmSettings
+
+    eng = VllmEngine(VllmSettings(model=str(model_dir), tool_call_parser="hermz"))
+    with pytest.raises(EngineError, match="tool_call_parser") as e:
+        loop.run_until_complete(eng.start())
+    assert "'hermz'" in str(e.value) and "hermes" in str(e.value) and "llama3_json" in str(e.value)
+    assert eng._llm is None  # before any weights loaded
+
+
+def test_the_test_models_template_writes_no_tools(model_dir):
+    """The ingress's check (rayhet.serve.tokens.renders_tools) on the test model's ChatML template, which has no
+    tool support: an app of it sends tool requests through structured output even to a pool with a parser."""
+    from rayhet.serve.tokens import HFTokenizer
+
+    assert HFTokenizer(str(model_dir)).renders_tools() is False

@@ -112,7 +112,7 @@ def test_largest_context_and_chat_default_max_tokens():
         ing = Ingress(cfg, static_plan({"fake": 1}, 1024).to_dict(), {"fake": handle},
                       [{"name": "fake", "max_context": max_context, "slots": 4}])
         req = ChatRequest.model_validate({"model": "fake", "messages": [{"role": "user", "content": "x" * prompt_chars}]})
-        ids, max_tokens = asyncio.run(ing._tokenize("chat", req))
+        ids, max_tokens, _ = asyncio.run(ing._tokenize("chat", req))
         return len(ids), max_tokens
 
     n, m = chat_max_tokens(300, 100)  # the context leaves less than the default: capped by it
