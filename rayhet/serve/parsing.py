@@ -43,8 +43,9 @@ def decode_body(raw: bytes) -> object:
                         raise APIError(400, f"a key in '{_path_words(path) or 'body'}' holds a lone UTF-16 "
                                        "surrogate, which is not text", param=_path_words(path))
                     stack.append((v, path + (k,), depth + 1))
-            else:
-                stack.extend((v, path + (i,), depth + 1) for i, v in enumerate(value))
+            else:  # numbers (a token-id prompt: thousands of them) need no look, and no path
+                stack.extend((v, path + (i,), depth + 1) for i, v in enumerate(value)
+                             if isinstance(v, (str, dict, list)))
     return body
 
 
