@@ -120,7 +120,24 @@ def startup_plan(config: RayhetConfig) -> Plan:
         raise ConfigError(f"planner: no start-up plan for expected_rate={pc.expected_rate}: {e}") from None
     log.info("rayhet: start-up plan %s at $%.2f/h for %.2f req/s (%s, %.0f ms)", plan.replicas,
              plan.cost_per_hour, plan.rate, plan.status, plan.solve_time_s * 1000)
+    warn_if_ingress_short(config, pc.expected_rate, "planner.expected_rate")
     return plan
+
+
+def warn_if_ingress_short(config: RayhetConfig, rate: float, what: str) -> str | None:
+    """Say (log and return) when `rate` needs more ingress replicas than configured: past its capacity an
+    ingress replica makes every request wait (benchmarks/results/stack-h200.md)."""
+    from rayhet.sim.stack import ingress_replicas_needed
+
+    srv = config.server
+    need = ingress_replicas_needed(rate, srv.ingress_capacity_rps)
+    if need <= srv.ingress_replicas:
+        return None
+    msg = (f"{what} {rate:.1f} req/s needs {need} ingress replicas at server.ingress_capacity_rps="
+           f"{srv.ingress_capacity_rps:g} (each kept below 80 % busy); server.ingress_replicas is "
+           f"{srv.ingress_replicas}: requests will queue in the ingress before any pool sees them")
+    log.warning("rayhet: %s", msg)
+    return msg
 
 
 def build(args: AppArgs) -> Any:

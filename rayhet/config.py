@@ -266,6 +266,18 @@ class ServerConfig(_Strict):
         "ingress_max_ongoing_requests; past that the proxy itself answers 429 with Retry-After (Serve's "
         "backpressure_config), before rayhet's code runs: the last guard when the ingress cannot keep up "
         "(-1: unbounded).")
+    ingress_capacity_rps: float | None = Field(
+        55.0, gt=0,
+        description="Streamed requests per second one ingress replica carries before requests queue in it "
+        "(measured: ~55 on a 16-core host for 1k-token prompts and 200 streamed tokens, "
+        "benchmarks/results/stack-h200.md; non-streamed requests cost less). The simulator lets no more through "
+        "each replica, and the start-up log warns when the plan's expected peak needs more ingress_replicas. "
+        "null: unlimited.")
+    proxy_capacity_rps: float | None = Field(
+        90.0, gt=0,
+        description="Streamed requests per second Serve's HTTP proxy (one per node) carries (measured: ~90 on a "
+        "16-core host, ~100 with RAY_SERVE_THROUGHPUT_OPTIMIZED=1; benchmarks/results/stack-h200.md). The "
+        "simulator's single proxy; past it, spread clients over nodes. null: unlimited.")
     ingress_num_cpus: float = Field(
         0.0, ge=0,
         description="CPUs reserved per ingress replica. Default 0, as Serve's own proxy: the ingress only forwards "

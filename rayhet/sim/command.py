@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
                               lambda: fleet_for(config))], None
     print(f"trace: {len(trace):,} requests over {trace.duration_s / 3600:.2f} h ({trace.source}); "
           f"SLO: {_slo_text(config.slo)}", file=sys.stderr)
+    from rayhet.app import warn_if_ingress_short
+
+    warn_if_ingress_short(config, peak_rate(trace.arrival), "the trace's busiest minute")  # (simulated as such)
     summaries, results = [], []
     for pol in runs:
         if pol.make is None:
@@ -89,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
         for f in plot(summaries, args.plot, results):
             print(f"wrote {f}", file=sys.stderr)
     return 0
+
+
+def peak_rate(arrival, window_s: float = 60.0) -> float:
+    """Requests per second in the busiest `window_s` (sliding) of sorted arrival times."""
+    import numpy as np
+
+    a = np.asarray(arrival, dtype=float)
+    if not len(a):
+        return 0.0
+    ends = np.searchsorted(a, a + window_s, side="left")
+    return float((ends - np.arange(len(a))).max()) / window_s
 
 
 def _slo_text(slo) -> str:

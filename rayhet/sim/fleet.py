@@ -7,6 +7,7 @@ What is simulated, and what is the production code itself:
 |---|---|
 | an engine replica | `rayhet.sim.replica.Replica`, timed by its pool's step model (the profile's engine model) |
 | Ray Serve, per pool | `max_ongoing_requests` per replica, a caller-side queue of `max_queued_requests` per ingress replica (beyond: backpressure), replicas that take `startup_s` to start, and scale-down that stops starting replicas first, then the newest, each draining for up to `graceful_shutdown_s` |
+| Serve's proxy and the ingress replicas as servers | `rayhet.sim.stack.HttpStack`: a request waits for a free one (`server.proxy_capacity_rps`, `server.ingress_capacity_rps` per replica) before the router sees it |
 | the ingress | **`rayhet.dispatch.Dispatcher`**: the Router, its output-length predictor, spill-over, the TrafficRecorder |
 | the controller | **`rayhet.control.tick`** every `period_s` on the recorder's snapshot, solving with **`rayhet.control.solve_mix`** (the planner) |
 | each pool's Serve policy | **`rayhet.control.policy_target`** every `policy_poll_s` |
@@ -35,6 +36,7 @@ from rayhet.routing import PoolLimit
 from rayhet.sim.deployment import FleetResult, PoolModel, Request, SimReplica
 from rayhet.sim.replica import SimRequest
 from rayhet.sim.serve_default import serve_default_target
+from rayhet.sim.stack import HttpStack
 from rayhet.sim.trace import Trace
 
 
@@ -80,6 +82,8 @@ class Fleet:
             if p.host is not None:
                 self._hosts.setdefault(p.host, []).append(p.name)
         self._last = 0.0  # the last arrival, completion or kill: the run ends there
+        self.stack = HttpStack.from_server(config.server)
+        self._in_stack = 0  # requests waiting in the proxy or an ingress replica
         self._events: list = []
         self._seq = 0
         for p in pools:
@@ -113,7 +117,12 @@ class Fleet:
                 mt = out if self.max_tokens == "exact" else max(out, int(self.max_tokens))
                 req = Request(k, self.now, int(n_in[k]), out, mt)
                 reqs.append(req)
-                self._arrive(req)
+                reach = self.stack.reach(self.now)
+                if reach > self.now:
+                    self._in_stack += 1
+                    self._at(reach, "routed", req)
+                else:
+                    self._arrive(req)
                 if self._hosts:
                     self._set_slowdowns()
                 k += 1
@@ -172,7 +181,7 @@ class Fleet:
         self._host_tick = False  # the moment itself did the work (_run_hosts, _set_slowdowns)
 
     def _busy(self) -> bool:
-        return any(self.queue[p] for p in self.queue) or any(r.ongoing for reps in self.replicas.values() for r in reps)
+        return self._in_stack > 0 or any(self.queue[p] for p in self.queue) or any(r.ongoing for reps in self.replicas.values() for r in reps)
 
     def _drain_time(self) -> float:
         """With no events left, when the next replica-held request ends (advance every busy replica)."""
@@ -185,6 +194,10 @@ class Fleet:
         return max(self.now, min(ends)) if ends else self.now
 
     # -- requests ------------------------------------------------------------------------------
+    def _on_routed(self, req: Request) -> None:
+        self._in_stack -= 1
+        self._arrive(req)
+
     def _arrive(self, req: Request) -> None:
         route = self.dispatch.route(req.input_tokens, req.max_tokens, now=self.now)
         req.route = route

@@ -194,7 +194,8 @@ def test_a_busy_neighbour_on_the_host_slows_a_replica_only_while_it_is_busy(tmp_
                             "slo": {"ttft_ms": 1000, "ttft_quantile": 0.9},  # the profiles' own: their grids as they are
                             "routing": {"predictor": "max_tokens"},
                             "planner": {"expected_rate": 0.0001, "distribution": [[0.5, 0.5], [0, 0]]},
-                            "controller": {"enabled": False}})
+                            "controller": {"enabled": False},
+                            "server": {"ingress_capacity_rps": None, "proxy_capacity_rps": None}})  # not the stack
         return fleet_for(cfg).run(trace).requests
 
     pair = Trace(np.zeros(2), np.ones(2), np.array([100, 6]))  # output buckets: (64, 4000] -> b, <= 64 -> a
