@@ -328,6 +328,7 @@ def main() -> None:
     ap.add_argument("--overload", type=float, default=5.0, help="overload, x capacity (default 5)")
     ap.add_argument("--ingress-max-ongoing", type=int, help="the default app with this server.ingress_max_ongoing_requests")
     ap.add_argument("--ingress-replicas", type=int, help="the default app with this server.ingress_replicas")
+    ap.add_argument("--shed-lag-ms", help="the default app with this server.shed_lag_ms ('none': never shed)")
     ap.add_argument("--client-procs", type=int, default=1,
                     help="overload: load client processes (default 1; one Python client manages a few hundred req/s)")
     ap.add_argument("--out", required=True, help="results prefix: writes OUT.json")
@@ -337,6 +338,8 @@ def main() -> None:
     app_config = None
     server = {k: v for k, v in (("ingress_max_ongoing_requests", a.ingress_max_ongoing),
                                   ("ingress_replicas", a.ingress_replicas)) if v}
+    if a.shed_lag_ms is not None:
+        server["shed_lag_ms"] = None if a.shed_lag_ms == "none" else float(a.shed_lag_ms)
     if server:
         from rayhet.config import DEFAULT_APP, load_config
 

@@ -33,7 +33,7 @@ async def open_loop(url: str, rate: float, seconds: float, args, seed: int) -> d
     import aiohttp
 
     rng = random.Random(seed)
-    ok, refused, failed, ttft, late = 0, 0, 0, [], []
+    ok, refused, failed, ttft, late, refusal_s = 0, 0, 0, [], [], []
 
     async def one(session) -> None:
         nonlocal ok, refused, failed
@@ -47,6 +47,7 @@ async def open_loop(url: str, rate: float, seconds: float, args, seed: int) -> d
                 if r.status in (429, 503):
                     refused += 1
                     await r.read()
+                    refusal_s.append(time.perf_counter() - t0)
                     return
                 if r.status != 200:
                     failed += 1
@@ -76,7 +77,10 @@ async def open_loop(url: str, rate: float, seconds: float, args, seed: int) -> d
     t = sorted(x for x in ttft if x == x)
     q = (lambda p: round(t[min(len(t) - 1, int(p * len(t)))], 4) if t else None)
     late.sort()
+    refusal_s.sort()
+    rq = (lambda p: round(refusal_s[min(len(refusal_s) - 1, int(p * len(refusal_s)))], 4) if refusal_s else None)
     return {"offered_rate": rate, "sent": len(tasks), "ok": ok, "refused": refused, "failed": failed,
+            "refusal_p50_s": rq(0.5), "refusal_p99_s": rq(0.99),
             "ok_per_s": round(ok / seconds, 2), "ttft_p50_s": q(0.5), "ttft_p90_s": q(0.9),
             "client_late_p99_s": round(late[int(0.99 * (len(late) - 1))], 4) if late else None,
             "cores": {k: round(v, 2) for k, v in sorted(busy.items(), key=lambda kv: -kv[1])[:6]}}
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens-per-step", type=int, default=16, help="tokens per delta (vLLM's stream_interval)")
     ap.add_argument("--step-s", type=float, default=0.19, help="seconds per delta (16 tokens at ~12 ms TPOT)")
     ap.add_argument("--num-cpus", type=int, default=None, help="Ray's CPUs (default: this machine's)")
+    ap.add_argument("--shed-lag-ms", default="default",
+                    help="server.shed_lag_ms: a number, 'none' (never shed) or 'default' (the config's default)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args(argv)
 
@@ -111,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                     "engine_settings": {"n_slots": slots, "max_waiting": slots, "tpot_s": args.step_s,
                                         "tokens_per_step": args.tokens_per_step, "max_context": 8192}}
             config = {"model": {"id": "fake"}, "pools": [pool],
-                      "server": {"ingress_num_cpus": 0, "ingress_replicas": n}}
+                      "server": {"ingress_num_cpus": 0, "ingress_replicas": n,
+                                 **({} if args.shed_lag_ms == "default" else
+                                    {"shed_lag_ms": None if args.shed_lag_ms == "none" else float(args.shed_lag_ms)})}}
             serve.run(build({"config": config}), name="rayhet", route_prefix="/")
             url = f"http://127.0.0.1:{port}/v1/completions"
             asyncio.run(open_loop(url, 2.0, 3.0, args, seed=0))  # warm up
@@ -127,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.node()}, {os.cpu_count()} CPUs", "python": platform.python_version(),
             "ray": ray.__version__, "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0"),
             "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
-            **{k: getattr(args, k) for k in ("seconds", "input_tokens", "output_tokens", "tokens_per_step", "step_s")}}
+            **{k: getattr(args, k) for k in ("seconds", "input_tokens", "output_tokens", "tokens_per_step", "step_s",
+                                             "shed_lag_ms")}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     return 0

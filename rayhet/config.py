@@ -278,6 +278,13 @@ class ServerConfig(_Strict):
         description="Streamed requests per second Serve's HTTP proxy (one per node) carries (measured: ~90 on a "
         "16-core host, ~100 with RAY_SERVE_THROUGHPUT_OPTIMIZED=1; benchmarks/results/stack-h200.md). The "
         "simulator's single proxy; past it, spread clients over nodes. null: unlimited.")
+    shed_lag_ms: float | None = Field(
+        200.0, gt=0,
+        description="An ingress replica whose event loop runs later than this, with 16 or more requests at the "
+        "pools, refuses new requests at once (429 with Retry-After: 1) until it catches up: a saturated ingress "
+        "otherwise makes every request wait in its "
+        "loop, and refuses after seconds (rayhet.serve.lag). The simulator refuses a request whose wait for an "
+        "ingress replica would exceed it. null: never shed.")
     ingress_num_cpus: float = Field(
         0.0, ge=0,
         description="CPUs reserved per ingress replica. Default 0, as Serve's own proxy: the ingress only forwards "

@@ -38,6 +38,7 @@ from rayhet.messages import PoolFacts
 from rayhet.plan import Plan
 from rayhet.routing import PoolLimit, Router
 from rayhet.serve.health import PoolWatcher, judge
+from rayhet.serve.lag import LoopLag, shed
 from rayhet.serve.native_tools import native_choice, template_messages, template_tools
 from rayhet.serve.openai_api import APIError, ChatRequest, CompletionRequest
 from rayhet.serve.parsing import decode_body, parse_request
@@ -52,6 +53,8 @@ from rayhet.traffic import TrafficRecorder
 TOKENIZE_THREADS = 4
 
 log = logging.getLogger("ray.serve")
+
+SHED_MIN_IN_FLIGHT = 16  # requests at the pools before a late loop sheds (server.shed_lag_ms)
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
@@ -89,6 +92,9 @@ class Ingress:
         self.sender = Sender(self._handles, self._unary, self.dispatch, self.admission, self.config.server.max_wait_s,
                              lambda: self.watcher)
         self._tasks: set[asyncio.Task] = set()
+        self.lag = LoopLag()  # how late this replica's event loop runs: past server.shed_lag_ms, refuse at once
+        self._shed_s = None if self.config.server.shed_lag_ms is None else self.config.server.shed_lag_ms / 1000
+        self._background(self.lag.run())
         self.watcher: PoolWatcher | None = None  # the pools' states for /health and routing, refreshed in the background
         if pools and all(hasattr(h, "deployment_name") for h in pools.values()):
             app = next(iter(pools.values())).app_name
@@ -199,6 +205,13 @@ class Ingress:
             if self.admission.saturated():  # refuse before reading the body: milliseconds under any overload
                 self.traffic.arrival(None, now=t0)
                 raise self.sender.refusal(list(self.admission.rooms), ["every pool is at its queue limit"])
+            late = self.lag.late_s()
+            # this replica is the bottleneck: a refusal now costs it next to nothing. Only with work in hand: a
+            # loop late for lack of CPU (a busy host, a collection) with little in flight is no overload
+            if shed(late, self._shed_s) and sum(self.admission.in_flight.values()) >= SHED_MIN_IN_FLIGHT:
+                self.traffic.arrival(None, now=t0)
+                raise APIError(429, f"this server is overloaded (its ingress runs {late * 1000:.0f} ms late); "
+                               "retry after 1 s", "rate_limit_error", code="rate_limit_exceeded", retry_after=1)
             req = parse_request(CompletionRequest if kind == "completion" else ChatRequest, await self._read_json(request))
             if req.model != self.model_id:
                 raise APIError(404, f"model {req.model!r} does not exist; this server serves {self.model_id!r}",

@@ -118,7 +118,10 @@ class Fleet:
                 req = Request(k, self.now, int(n_in[k]), out, mt)
                 reqs.append(req)
                 reach = self.stack.reach(self.now)
-                if reach > self.now:
+                if reach is None:  # shed by an overloaded ingress replica
+                    self.dispatch.traffic.arrival(None, now=self.now)
+                    req.outcome, req.end = "refused", self.now + self.stack.shed_s
+                elif reach > self.now:
                     self._in_stack += 1
                     self._at(reach, "routed", req)
                 else:

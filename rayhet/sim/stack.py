@@ -7,7 +7,9 @@ once promised 100 % SLO attainment where the real day had 60 %.
 
 Each stage is a bank of FIFO servers that each take a request every 1/capacity seconds (the proxy: one; the
 ingress: one per replica). Only the *wait* for a free server is added to a request: the time a lone request
-spends crossing the stack is already in each pool's ServingOverhead.request_s, measured end to end.
+spends crossing the stack is already in each pool's ServingOverhead.request_s, measured end to end. A request
+that would wait longer than `server.shed_lag_ms` for an ingress replica is refused, as the live ingress sheds
+load when its event loop runs that late (rayhet.serve.lag).
 Pure: times in, times out.
 """
 
@@ -28,11 +30,14 @@ class Stage:
     def __post_init__(self) -> None:
         self._free = [0.0] * self.servers
 
-    def enter(self, t: float) -> float:
-        """A request arriving at `t` starts being handled at the returned time (>= t)."""
+    def enter(self, t: float, max_wait: float | None = None) -> float | None:
+        """A request arriving at `t` starts being handled at the returned time (>= t); None: it would wait more
+        than `max_wait`, and is refused without taking a server's time."""
         if self.rate is None:
             return t
         start = max(t, self._free[0])
+        if max_wait is not None and start - t > max_wait:
+            return None
         heapq.heapreplace(self._free, start + 1.0 / self.rate)
         return start
 
@@ -44,15 +49,18 @@ class HttpStack:
 
     proxy: Stage
     ingress: Stage
+    shed_s: float | None = None  # an ingress replica refuses what would wait longer (server.shed_lag_ms)
 
     @classmethod
     def from_server(cls, server) -> "HttpStack":
-        """From rayhet.config.ServerConfig: its ingress_replicas, ingress_capacity_rps, proxy_capacity_rps."""
-        return cls(Stage(1, server.proxy_capacity_rps),
-                   Stage(server.ingress_replicas, server.ingress_capacity_rps))
+        """From rayhet.config.ServerConfig: ingress_replicas, ingress_capacity_rps, proxy_capacity_rps, shed_lag_ms."""
+        return cls(Stage(1, server.proxy_capacity_rps), Stage(server.ingress_replicas, server.ingress_capacity_rps),
+                   None if server.shed_lag_ms is None else server.shed_lag_ms / 1000)
 
-    def reach(self, t: float) -> float:
-        return self.ingress.enter(self.proxy.enter(t))
+    def reach(self, t: float) -> float | None:
+        """When a request that arrived at `t` reaches the router; None: an ingress replica sheds it (its loop
+        would run later than shed_s), answering 429 about shed_s after it got there."""
+        return self.ingress.enter(self.proxy.enter(t), self.shed_s)
 
     def capacity_rps(self) -> float | None:
         """Requests per second the stack carries (None: unlimited)."""

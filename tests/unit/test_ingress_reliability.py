@@ -255,6 +255,27 @@ async def test_when_every_pool_is_full_the_body_is_not_even_read():
         assert r.status_code == 400
 
 
+async def test_an_ingress_whose_loop_runs_late_with_work_in_hand_sheds_new_requests_at_once():
+    """server.shed_lag_ms (200): a loop 0.5 s late with >= 16 requests at the pools refuses with 429 and
+    Retry-After before reading the body; late with fewer in hand (a busy host, not an overload), it serves."""
+    from rayhet.serve.ingress import SHED_MIN_IN_FLIGHT
+
+    ingress, handles = await make_ingress(slots=64)
+    watched(ingress, a=1, b=1)
+    ingress.lag.late_s = lambda now=None: 0.5
+    async with client(ingress) as c:
+        tickets = [ingress.admission.enter("a") for _ in range(SHED_MIN_IN_FLIGHT - 1)]
+        assert (await c.post("/v1/completions", json=body())).status_code == 200
+        tickets.append(ingress.admission.enter("a"))
+        r = await c.post("/v1/completions", content=b"not json at all", headers={"content-type": "application/json"})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "rate_limit_exceeded" and "ms late" in r.json()["error"]["message"]
+        ingress.lag.late_s = lambda now=None: 0.05  # caught up
+        assert (await c.post("/v1/completions", json=body())).status_code == 200
+        for t in tickets:
+            t.release()
+
+
 def test_pool_facts_from_the_builder_are_validated_naming_the_field():
     """What the builder tells the ingress about its pools is a typed message: a missing or bad field is an error
     naming it when the ingress starts, not a silent default (slots were once `or 8`)."""
