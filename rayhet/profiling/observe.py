@@ -82,10 +82,14 @@ def decode_samples(runs: list[Timed], p: int, limits: EngineLimits, label: str) 
     """Intervals of lock-step decoding of a batch of identical requests (see the module doc)."""
     b = len(runs)
     ref = max(runs, key=lambda r: r.first)  # the last to start: after its first token, everyone decodes
+    # ... until the first of them ends: past that fewer than b decode. With long prompts the batch's prefill
+    # takes many steps, and requests that started early could end before the last one started (the H200's
+    # 256 x 4096-token decode "ran" faster than 256 x 16 on 2026-11-30: most had finished)
+    until = min(r.deltas[-1][0] for r in runs)
     out = []
     got = ref.deltas[0][1]
     for (t0, _), (t1, k) in zip(ref.deltas[:-2], ref.deltas[1:-1]):  # the last delta: others may have ended
-        if k <= 0 or t1 <= t0:
+        if k <= 0 or t1 <= t0 or t1 >= until:
             continue
         # every request has its prompt and `got` generated tokens in the KV cache (the last one sampled is
         # fed in the next step), as the reference does; others started a step or two earlier: close enough
@@ -100,6 +104,14 @@ def _prompts(limits: EngineLimits) -> list[int]:
     return sorted({p for p in (16, 128, 512, 1024, 2048, 4096, 8192) if p + 32 <= ctx} | {max(16, ctx - 64)})
 
 
+def decode_output(b: int, p: int, measured: int, limits: EngineLimits) -> int:
+    """Output tokens for a decode experiment of b P-token prompts: `measured` tokens of lock-step decoding after
+    the last request's first token, plus the steps the whole batch's prefill takes (the first requests decode
+    that long before the last one starts, and must not end before the measured steps do)."""
+    prefill_steps = -(-b * p // max(1, limits.step_tokens - b))
+    return measured + prefill_steps
+
+
 def observed_plan(limits: EngineLimits) -> list[tuple[str, tuple]]:
     """The experiments, in order: (kind, args) with kind prefill (P,), decode (B, P, O) or mixed (B, P)."""
     prompts = _prompts(limits)
@@ -112,11 +124,13 @@ def observed_plan(limits: EngineLimits) -> list[tuple[str, tuple]]:
     # how a step grows with the context. With contexts of at most ~1k tokens it fitted to 0 on the H200, whose
     # 256-sequence steps at 4-5k tokens then took 17.5 ms where the model said ~6 (README "The engine model")
     long_p = prompts[-2] if len(prompts) > 1 else prompts[-1]
+    mid_p = prompts[len(prompts) // 2]
     for b in widths:
-        plan.append(("decode", (b, 16, 64)))
-        plan.append(("decode", (b, prompts[len(prompts) // 2], 48)))
-        if long_p > prompts[len(prompts) // 2] and b * (long_p + 32) <= limits.kv_tokens:
-            plan.append(("decode", (b, long_p, 32)))
+        plan.append(("decode", (b, 16, decode_output(b, 16, 64, limits))))
+        plan.append(("decode", (b, mid_p, decode_output(b, mid_p, 48, limits))))
+        o = decode_output(b, long_p, 32, limits)
+        if long_p > mid_p and b * (long_p + o) <= limits.kv_tokens:
+            plan.append(("decode", (b, long_p, o)))
     for b in widths:
         if b > 1:
             plan.append(("mixed", (b, prompts[-1])))

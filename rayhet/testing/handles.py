@@ -79,3 +79,16 @@ def _failing(what: str, stream: bool):
         yield None
 
     return stream_fail() if stream else fail()
+
+
+async def fake_pool_server(name: str, **settings) -> "PoolServer":
+    """A real PoolServer on the fake engine, built in process as Serve would (its constructor is async)."""
+    from rayhet.serve.pool import PoolServer
+
+    class _InProcess(PoolServer):
+        def __del__(self) -> None:  # Serve awaits the async one; outside Serve nothing would
+            pass
+
+    s = _InProcess.__new__(_InProcess)
+    await s.__init__(name, "fake", settings)
+    return s

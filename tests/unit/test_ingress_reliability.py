@@ -15,19 +15,7 @@ import pytest
 from rayhet.plan import Plan
 from rayhet.serve.health import PoolState
 from rayhet.serve.ingress import Ingress, make_app
-from rayhet.serve.pool import PoolServer
-from rayhet.testing.handles import FakeHandle, HandleCall as _Call
-
-
-class _Pool(PoolServer):
-    def __del__(self) -> None:  # Serve awaits the async one; outside Serve nothing would
-        pass
-
-
-async def make_server(name: str, **settings) -> PoolServer:
-    s = _Pool.__new__(_Pool)
-    await s.__init__(name, "fake", settings)
-    return s
+from rayhet.testing.handles import FakeHandle, fake_pool_server, HandleCall as _Call
 
 
 CONFIG = {
@@ -48,7 +36,7 @@ def plan(replicas: dict[str, int]) -> dict:
 async def make_ingress(scripts: dict[str, list[str]] | None = None, config: dict | None = None,
                        engine: dict | None = None, slots: int = 2) -> tuple[Ingress, dict[str, FakeHandle]]:
     scripts = scripts or {}
-    handles = {n: FakeHandle(await make_server(n, n_slots=slots, **(engine or {})), scripts.get(n)) for n in ("a", "b")}
+    handles = {n: FakeHandle(await fake_pool_server(n, n_slots=slots, **(engine or {})), scripts.get(n)) for n in ("a", "b")}
     limits = [{"name": n, "max_context": 4096, "price_per_hour": 1.0 + k, "slots": slots} for k, n in enumerate("ab")]
     return Ingress(config or CONFIG, plan({"a": 1, "b": 1}), handles, limits), handles
 

@@ -19,9 +19,8 @@ from rayhet.serve.ingress import Ingress, make_app
 from rayhet.serve.native_tools import reply_of, template_messages, template_tools
 from rayhet.serve.openai_api import ChatRequest
 from rayhet.serve.parsing import parse_request
-from rayhet.serve.pool import PoolServer
 from rayhet.serve.tools import system_message
-from rayhet.testing.handles import FakeHandle
+from rayhet.testing.handles import FakeHandle, fake_pool_server
 from rayhet.testing.tool_parser import parse_hermes_for_tests
 
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
@@ -31,24 +30,13 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
 ASK = [{"role": "user", "content": "Weather in Oslo?"}]
 
 
-class _Pool(PoolServer):
-    def __del__(self) -> None:  # Serve awaits the async one; outside Serve nothing would
-        pass
-
-
-async def _server(name: str, **settings) -> PoolServer:
-    s = _Pool.__new__(_Pool)
-    await s.__init__(name, "fake", settings)
-    return s
-
-
 async def make_ingress(script_a: list[str] | None = None) -> tuple[Ingress, dict[str, FakeHandle]]:
     """Pool `a` parses tool calls (the plan's choice); pool `b`, dearer, does not. Both write CALL."""
     config = {"model": {"id": "m"}, "server": {"max_wait_s": 5.0},
               "pools": [{"name": n, "engine": "fake", "price_per_hour": p, "queue_per_replica": 0}
                         for n, p in (("a", 1.0), ("b", 2.0))]}
-    handles = {"a": FakeHandle(await _server("a", output_text=CALL, tool_call_parser="test_hermes"), script_a),
-               "b": FakeHandle(await _server("b", output_text=CALL))}
+    handles = {"a": FakeHandle(await fake_pool_server("a", output_text=CALL, tool_call_parser="test_hermes"), script_a),
+               "b": FakeHandle(await fake_pool_server("b", output_text=CALL))}
     facts = [{"name": "a", "max_context": 4096, "price_per_hour": 1.0, "slots": 8, "tool_call_parser": "test_hermes"},
              {"name": "b", "max_context": 4096, "price_per_hour": 2.0, "slots": 8}]
     plan = Plan(replicas={"a": 1, "b": 1}, routing={(0, 0): {"a": 1.0}}, input_edges=[4096], output_edges=[4096],
@@ -140,7 +128,7 @@ async def test_history_calls_and_results_reach_the_template_as_they_are_and_n_ch
 
 
 async def test_a_pool_without_a_parser_refuses_a_native_request():
-    server = await _server("b", output_text=CALL)
+    server = await fake_pool_server("b", output_text=CALL)
     with pytest.raises(InvalidRequestError) as e:
         await server.complete(GenerationRequest("r", prompt="x", tools=[WEATHER["function"]]))
     assert e.value.param == "tools"

@@ -517,6 +517,26 @@ def test_observed_plan_decodes_wide_batches_at_long_contexts_too():
     assert (256, 4096) not in decodes and (32, 4096) in decodes  # only where the KV cache holds the batch
 
 
+def test_decode_experiments_outlast_their_batchs_prefill_and_only_lock_step_intervals_count():
+    """256 prompts of 4,096 tokens take ~133 steps to prefill at 8,192 tokens a step: the first requests decode
+    that long before the last starts, so their output must be longer; an interval after any request ended is
+    not b sequences decoding and is dropped (on 2026-11-30 the H200's 256 x 4096 decode looked 2x faster than
+    256 x 16 for that reason)."""
+    from rayhet.perf import EngineLimits
+    from rayhet.profiling.observe import Timed, decode_samples, observed_plan
+
+    h200 = EngineLimits(batch_slots=256, step_tokens=8192, kv_tokens=3_802_592, max_context=8192)
+    outputs = {args[:2]: args[2] for kind, args in observed_plan(h200) if kind == "decode"}
+    assert outputs[(256, 4096)] >= 32 + 256 * 4096 // 8192 and outputs[(256, 16)] >= 64
+    # three requests; the last starts at 1.0 and sends 16 tokens every 0.1 s; one ended at 1.25
+    ref = Timed(0.0, [(1.0, 1), (1.1, 16), (1.2, 16), (1.3, 16), (1.4, 16), (1.5, 1)])
+    early = Timed(0.0, [(0.2, 1), (0.3, 16), (1.25, 16)])
+    other = Timed(0.0, [(0.5, 1), (1.6, 16)])
+    got = decode_samples([ref, early, other], 16, h200, "d")
+    assert [round(s, 3) for _, _, s in got] == [0.1, 0.1]  # 1.0-1.1, 1.1-1.2; from 1.25 `early` has ended
+    assert all(w.decode_seqs == 3 * 16 for _, w, _ in got)
+
+
 def test_profile_tiny_model_observed_from_outside(tiny_gguf, tmp_path, capsys):
     """`--steps outside`: the engine model from timed requests only (as for vLLM or --url), on the tiny model."""
     from rayhet.capacity import derive_max_rate as simulate_grid
