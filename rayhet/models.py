@@ -18,15 +18,39 @@ from typing import Iterator, Union
 
 import numpy as np
 
-FORMAT_VERSION = 1  # bump when the bytes written change, so cached models are remade
+FORMAT_VERSION = 2  # bump when the bytes written change, so cached models are remade
 
 BOS, EOS, IM_START, IM_END = "<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (BOS, EOS, IM_START, IM_END)  # the last ids of the vocabulary, in this order
 
 # ChatML with a leading BOS: the template carries BOS, so a rendered chat is tokenized without adding one.
+# Given `tools`, it writes them as Hermes/Qwen 2.5 templates do (a system block with <tools>, calls in
+# <tool_call> tags, results in <tool_response>): the `hermes` tool_call_parser reads such a model's calls.
+# Without tools it renders as before (format 1).
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{{ bos_token }}"
+    "{% if tools %}<|im_start|>system\n"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{{ '\\n\\n' }}{% endif %}"
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+    "{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}{{ '\\n' }}</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
+    "{% endif %}"
+    "{% for message in messages %}"
+    "{% if tools and loop.first and message['role'] == 'system' %}"
+    "{% elif tools and message['role'] == 'assistant' and message.get('tool_calls') %}"
+    "<|im_start|>assistant\n{{ message['content'] }}"
+    "{% for tc in message['tool_calls'] %}<tool_call>\n"
+    '{"name": "{{ tc[\'function\'][\'name\'] }}", "arguments": {{ tc[\'function\'][\'arguments\'] | tojson }}}'
+    "{{ '\\n' }}</tool_call>{% endfor %}<|im_end|>\n"
+    "{% elif tools and message['role'] == 'tool' %}"
+    "<|im_start|>user\n<tool_response>\n{{ message['content'] }}{{ '\\n' }}</tool_response><|im_end|>\n"
+    "{% else %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 

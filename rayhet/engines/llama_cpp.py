@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,6 +34,7 @@ from rayhet.engines.base import (
 from rayhet.engines.llama_cpp_calls import GilHeld, load_chat_template, token_piece, tokenize_text
 from rayhet.engines.llama_cpp_sampling import response_grammar, sampler_chain, token_logprobs
 from rayhet.engines.text import StreamText
+from rayhet.engines.tool_formats import PARSERS
 from rayhet.hybrid import place_layers
 
 
@@ -72,6 +73,10 @@ class LlamaCppSettings(BaseModel):
                                              "layers on each (llama.cpp's tensor_split); null: all on main_gpu.")
     seed: int | None = Field(None, description="Default sampling seed for requests without one (None: random).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
+    tool_call_parser: Literal["hermes", "llama3_json", "mistral"] | None = Field(
+        None, description="The model family's own tool-call format (rayhet.engines.tool_formats): a request with "
+        "tools and tool_choice auto gets the prompt the model's chat template makes with the tools, and its "
+        "whole output is read into tool_calls. Unset: tools go through structured output (a grammar).")
 
     @model_validator(mode="after")
     def _check(self) -> "LlamaCppSettings":
@@ -250,7 +255,11 @@ class LlamaCppEngine:
         """Stream deltas; closing this generator early cancels the request and frees its slot."""
         await self.check_health()
         request.sampling.validate()
-        check_no_tools(request)  # no tool-call parser here: tools come as structured output
+        parse = None
+        if request.tools is not None:
+            if self.settings.tool_call_parser is None:
+                check_no_tools(request)  # no parser here: the ingress sends tools as structured output
+            parse = PARSERS[self.settings.tool_call_parser]
         prompt = self._prompt_ids(request)
         check_fits(len(prompt), request.sampling.max_tokens, self.max_context)
         seq = _Seq(request, prompt, asyncio.get_running_loop())
@@ -263,11 +272,16 @@ class LlamaCppEngine:
             self._waiting.append(seq)
             self._stats.requests_total += 1
             self._cv.notify()
+        parts: list[str] = []
         try:
             while True:
                 item = await seq.out.get()
                 if isinstance(item, BaseException):
                     raise item
+                if parse is not None:
+                    parts.append(item.text)
+                    if item.finish_reason is not None:  # the whole output: read once, at its end
+                        item.parsed = parse("".join(parts))
                 yield item
                 if item.finish_reason is not None:
                     return

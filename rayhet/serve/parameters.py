@@ -14,7 +14,8 @@ from typing import Any
 # silently, as vLLM's server does); NEUTRAL says which values are the no-ops.
 HONOURED, NO_EFFECT, REFUSED = "honoured", "accepted, no effect on the output", "400 unless its no-op value"
 # how each pool engine does tools (rayhet.serve.native_tools, rayhet.serve.tools)
-TOOLS = ("honoured: the model's own format, read by vLLM's parser, on vLLM pools with `tool_call_parser` "
+TOOLS = ("honoured: the model's own format, read by vLLM's parser (vLLM pools) or rayhet's (`hermes`, "
+         "`llama3_json`, `mistral` on llama.cpp pools), on pools with `tool_call_parser` "
          "(tool_choice `auto`); structured output on other pools, for `required` or a named function, and with "
          "`parallel_tool_calls: false`")
 _BOTH = ("model", "stream", "stream_options", "temperature", "top_p", "seed", "stop", "presence_penalty",

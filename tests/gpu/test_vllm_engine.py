@@ -274,9 +274,9 @@ def test_an_unknown_tool_parser_fails_the_start_with_the_names_there_are(loop, m
     assert eng._llm is None  # before any weights loaded
 
 
-def test_the_test_models_template_writes_no_tools(model_dir):
-    """The ingress's check (rayhet.serve.tokens.renders_tools) on the test model's ChatML template, which has no
-    tool support: an app of it sends tool requests through structured output even to a pool with a parser."""
+def test_the_test_models_template_writes_tools_for_the_hermes_parser(model_dir):
+    """The ingress's check (rayhet.serve.tokens.renders_tools) on the test model's template, which writes tools
+    Hermes-style since format 2: an app of it sends tool_choice auto to a pool with a parser in that format."""
     from rayhet.serve.tokens import HFTokenizer
 
-    assert HFTokenizer(str(model_dir)).renders_tools() is False
+    assert HFTokenizer(str(model_dir)).renders_tools() is True

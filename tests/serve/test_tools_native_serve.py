@@ -54,3 +54,35 @@ def test_a_pool_with_a_tool_call_parser_answers_with_tool_calls(serve_url):
                                                 tool_choice="required")
         assert forced.choices[0].message.tool_calls is None and forced.choices[0].message.content == CALL
         assert forced.usage.prompt_tokens != r.usage.prompt_tokens
+
+
+LLAMA_APP, LLAMA_PREFIX = "native-tools-llama", "/native-tools-llama"
+LLAMA_CONFIG = {
+    "model": {"id": "rayhet-tiny", "gguf": "embedded:tiny"},
+    "pools": [{"name": "cpu", "engine": "llama_cpp", "num_cpus": 0,
+               "engine_settings": {"n_threads": 1, "n_ctx": 1024, "n_slots": 2, "tool_call_parser": "hermes"}}],
+    "server": {"ingress_num_cpus": 0},
+}
+
+
+def test_a_llama_cpp_pool_with_the_hermes_parser_gets_the_models_own_tool_prompt(serve_url):
+    """The test model's template writes tools Hermes-style: with `tool_call_parser: hermes` a tool_choice auto
+    request reaches the llama.cpp pool as that template renders it (its prompt tokens say so), and "required"
+    as rayhet's structured prompt. The random model writes no call: its text is the answer."""
+    from openai import OpenAI
+
+    from rayhet.models import default_model_path
+    from rayhet.serve.native_tools import template_tools
+    from rayhet.serve.tokens import GGUFTokenizer
+    from rayhet.testing.driver import deployed
+
+    native = GGUFTokenizer(str(default_model_path())).chat_ids(MESSAGES, tools=template_tools([t["function"] for t in TOOLS]))
+    client = OpenAI(base_url=f"{serve_url}{LLAMA_PREFIX}/v1", api_key="unused", max_retries=0, timeout=120)
+    with deployed(LLAMA_CONFIG, LLAMA_APP, LLAMA_PREFIX):
+        r = client.chat.completions.create(model="rayhet-tiny", messages=MESSAGES, tools=TOOLS, max_tokens=8,
+                                           temperature=0)
+        assert r.usage.prompt_tokens == len(native)
+        assert r.choices[0].message.tool_calls is None and isinstance(r.choices[0].message.content, str)
+        forced = client.chat.completions.create(model="rayhet-tiny", messages=MESSAGES, tools=TOOLS, max_tokens=8,
+                                                tool_choice="required")
+        assert forced.usage.prompt_tokens != len(native)
