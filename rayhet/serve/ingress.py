@@ -95,6 +95,7 @@ class Ingress:
         self.lag = LoopLag()  # how late this replica's event loop runs: past server.shed_lag_ms, refuse at once
         self._shed_s = None if self.config.server.shed_lag_ms is None else self.config.server.shed_lag_ms / 1000
         self._background(self.lag.run())
+        self._shed_count, self._shed_logged_at = 0, float("-inf")
         self.watcher: PoolWatcher | None = None  # the pools' states for /health and routing, refreshed in the background
         if pools and all(hasattr(h, "deployment_name") for h in pools.values()):
             app = next(iter(pools.values())).app_name
@@ -208,8 +209,17 @@ class Ingress:
             late = self.lag.late_s()
             # this replica is the bottleneck: a refusal now costs it next to nothing. Only with work in hand: a
             # loop late for lack of CPU (a busy host, a collection) with little in flight is no overload
-            if shed(late, self._shed_s) and sum(self.admission.in_flight.values()) >= SHED_MIN_IN_FLIGHT:
+            in_hand = sum(self.admission.in_flight.values())
+            if shed(late, self._shed_s) and in_hand >= SHED_MIN_IN_FLIGHT:
                 self.traffic.arrival(None, now=t0)
+                self._shed_count += 1
+                if t0 - self._shed_logged_at >= 10.0:  # an operator should hear of it, not once per request
+                    self._shed_logged_at = t0
+                    log.warning("rayhet ingress: shedding load: this replica's event loop runs %.0f ms late with %d "
+                                "requests at the pools (%d refused so far); add ingress replicas "
+                                "(server.ingress_replicas; one carries ~server.ingress_capacity_rps=%s streamed "
+                                "req/s)", late * 1000, in_hand, self._shed_count,
+                                self.config.server.ingress_capacity_rps)
                 raise APIError(429, f"this server is overloaded (its ingress runs {late * 1000:.0f} ms late); "
                                "retry after 1 s", "rate_limit_error", code="rate_limit_exceeded", retry_after=1)
             req = parse_request(CompletionRequest if kind == "completion" else ChatRequest, await self._read_json(request))

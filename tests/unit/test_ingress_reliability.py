@@ -258,6 +258,7 @@ async def test_an_ingress_whose_loop_runs_late_with_work_in_hand_sheds_new_reque
         r = await c.post("/v1/completions", content=b"not json at all", headers={"content-type": "application/json"})
         assert r.status_code == 429 and r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] == "rate_limit_exceeded" and "ms late" in r.json()["error"]["message"]
+        assert ingress._shed_count == 1
         ingress.lag.late_s = lambda now=None: 0.05  # caught up
         assert (await c.post("/v1/completions", json=body())).status_code == 200
         for t in tickets:
