@@ -89,6 +89,10 @@ SIZES: dict[str, LlamaShape] = {
     # ~1.2B parameters, the shape of Llama 3.2 1B with a smaller vocabulary (benchmarks; made on demand)
     "1b": LlamaShape(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_layers=16,
                      num_heads=32, num_kv_heads=8, max_position=8192, rope_theta=500000.0),
+    # ~6.7B parameters, Llama 2 7B's shape (the model of the shipped llama-2-7b profiles): issue 18's hybrid
+    # pools on the GPU machine (benchmarks/gpu/make_model.py --size 7b: ~13.5 GB in f16, 27 GB of RAM to make)
+    "7b": LlamaShape(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_layers=32,
+                     num_heads=32, num_kv_heads=32, max_position=4096),
 }
 
 Size = Union[str, LlamaShape]

@@ -37,6 +37,7 @@ def test_sizes_have_the_parameter_counts_they_claim():
     assert SIZES["tiny"].n_params() < 1_000_000
     assert 110e6 < SIZES["120m"].n_params() < 140e6
     assert 1.0e9 < SIZES["1b"].n_params() < 1.4e9
+    assert 6.7e9 < SIZES["7b"].n_params() < 6.8e9  # Llama 2 7B: 6.74 B
     w = random_weights("tiny")
     assert sum(a.size for a in w.values()) == SIZES["tiny"].n_params()
 
