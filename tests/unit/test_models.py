@@ -132,7 +132,7 @@ def test_default_model_path_is_cached(tmp_path, monkeypatch):
 
 def test_bad_sizes_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown model size"):
-        write_gguf(tmp_path / "x.gguf", "7b")
+        write_gguf(tmp_path / "x.gguf", "70b")
     with pytest.raises(ValueError, match="dtype"):
         write_gguf(tmp_path / "x.gguf", "tiny", dtype="q4")
     assert not os.path.exists(tmp_path / "x.gguf")
