@@ -445,7 +445,9 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     # the host's speed was probed before and after the bucket: the prediction at that speed sits beside it
     assert held.speed_drift is not None and all(0.2 < v < 5 for v in held.speed_drift.values())
     assert set(held.speed_drift) == {"prefill", "decode"}
-    assert held.predicted_rate_at_check is not None and held.error_at_check is not None
+    # (an error at the check's speed needs a passing rate: on a busy host every rate may fail)
+    assert held.predicted_rate_at_check is not None
+    assert (held.error_at_check is not None) == (held.measured_rate is not None)
     assert "speed probe" in said.err
     assert {(p.input_bucket, p.output_bucket) for p in profile.sweep} == {(held.input_bucket, held.output_bucket)}
     # each measured point has its twin: the same arrivals through the replica model, judged the same way
