@@ -29,6 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procstat import cpu_share, cpu_times  # noqa: E402
 
 
+def _pct(ordered: list[float], p: float) -> float | None:
+    """The p-quantile of sorted values (None for none)."""
+    return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 4) if ordered else None
+
+
 async def open_loop(url: str, rate: float, seconds: float, args, seed: int) -> dict:
     import aiohttp
 
@@ -75,13 +80,11 @@ async def open_loop(url: str, rate: float, seconds: float, args, seed: int) -> d
         busy = cpu_share(look, cpu_times(), time.perf_counter() - start)
         await asyncio.gather(*tasks)
     t = sorted(x for x in ttft if x == x)
-    q = (lambda p: round(t[min(len(t) - 1, int(p * len(t)))], 4) if t else None)
     late.sort()
     refusal_s.sort()
-    rq = (lambda p: round(refusal_s[min(len(refusal_s) - 1, int(p * len(refusal_s)))], 4) if refusal_s else None)
     return {"offered_rate": rate, "sent": len(tasks), "ok": ok, "refused": refused, "failed": failed,
-            "refusal_p50_s": rq(0.5), "refusal_p99_s": rq(0.99),
-            "ok_per_s": round(ok / seconds, 2), "ttft_p50_s": q(0.5), "ttft_p90_s": q(0.9),
+            "refusal_p50_s": _pct(refusal_s, 0.5), "refusal_p99_s": _pct(refusal_s, 0.99),
+            "ok_per_s": round(ok / seconds, 2), "ttft_p50_s": _pct(t, 0.5), "ttft_p90_s": _pct(t, 0.9),
             "client_late_p99_s": round(late[int(0.99 * (len(late) - 1))], 4) if late else None,
             "cores": {k: round(v, 2) for k, v in sorted(busy.items(), key=lambda kv: -kv[1])[:6]}}
 
