@@ -28,6 +28,11 @@ class ControlSettings(BaseModel):
         0.5, gt=0, le=1, description="EWMA weight of the newest window's per-bucket rates (1: no smoothing)."
     )
     headroom: float = Field(0.2, ge=0, description="Plan for the smoothed observed rate x (1 + headroom).")
+    mix_requests: int = Field(
+        300, ge=0, description="The bucket mix (which sizes arrive) is estimated over about this many recent "
+        "requests, the total rate over the last windows: at low rates one window holds a handful of requests, and "
+        "one long prompt read as a bucket's steady load asked for a GPU to be started for it. 0: each window's own "
+        "mix.")
     min_plan_lifetime_s: float = Field(
         120.0, ge=0, description="A plan lives at least this long before a non-urgent re-plan (anti-flapping)."
     )
@@ -94,6 +99,7 @@ class ControlState:
     plan_at: float = 0.0  # when it was adopted
     planned_rates: dict[Bucket, float] = field(default_factory=dict)  # per-bucket load it was solved for
     smoothed: dict[Bucket, float] = field(default_factory=dict)
+    mix: dict[Bucket, float] = field(default_factory=dict)  # recent arrivals per bucket, decayed by count
     targets: dict[str, int] = field(default_factory=dict)  # published replica targets
     down_since: dict[str, float] = field(default_factory=dict)  # pool -> when a lower target was first wanted
     idle: bool = False
@@ -104,12 +110,13 @@ class ControlState:
         d = asdict(self)
         d["planned_rates"] = [[i, j, r] for (i, j), r in sorted(self.planned_rates.items())]
         d["smoothed"] = [[i, j, r] for (i, j), r in sorted(self.smoothed.items())]
+        d["mix"] = [[i, j, r] for (i, j), r in sorted(self.mix.items())]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ControlState":
         d = dict(d)
-        for k in ("planned_rates", "smoothed"):
+        for k in ("planned_rates", "smoothed", "mix"):
             d[k] = {(int(i), int(j)): float(r) for i, j, r in d.get(k, [])}
         d["targets"] = {str(p): int(n) for p, n in d.get("targets", {}).items()}
         return cls(**d)
@@ -176,6 +183,27 @@ def smooth(prev: dict[Bucket, float], observed: dict[Bucket, float], alpha: floa
     return out
 
 
+def count_mix(prev: dict[Bucket, float], arrivals: dict[Bucket, float], n_requests: int) -> dict[Bucket, float]:
+    """Arrivals per bucket over about the last `n_requests` requests: the old counts fade by the share of
+    `n_requests` that this window's arrivals make up. The mix's sampling error depends on how many requests it
+    has seen, not for how long, so it fades as fast as traffic renews it (seconds at 50 req/s, hours at night)."""
+    n = sum(arrivals.values())
+    keep = max(0.0, 1.0 - n / n_requests) if n_requests > 0 else 0.0
+    out = {b: c * keep for b, c in prev.items() if c * keep > 1e-9}
+    for b, c in arrivals.items():
+        if c > 0:
+            out[b] = out.get(b, 0.0) + c
+    return out
+
+
+def with_mix(rates: dict[Bucket, float], mix: dict[Bucket, float]) -> dict[Bucket, float]:
+    """The total of `rates`, spread over the buckets as `mix` is."""
+    total, seen = sum(rates.values()), sum(mix.values())
+    if total <= 0 or seen <= 0:
+        return rates
+    return {b: total * c / seen for b, c in mix.items()}
+
+
 def mix_distance(a: dict[Bucket, float], b: dict[Bucket, float]) -> float:
     """Total-variation distance between two rate maps seen as distributions over buckets (0..1)."""
     ta, tb = sum(a.values()), sum(b.values())
@@ -190,6 +218,12 @@ def uncovered_share(rates: dict[Bucket, float], planned: dict[Bucket, float]) ->
     if total <= 0:
         return 0.0
     return sum(max(0.0, r - planned.get(b, 0.0)) for b, r in rates.items()) / total
+
+
+def poisson_noise(count: float) -> float:
+    """How far (relative, two standard deviations) a rate measured from `count` Poisson arrivals strays by
+    chance: 115 % from 3 requests, 12 % from 300. Changes smaller than this are not evidence of anything."""
+    return 2.0 / math.sqrt(count) if count > 0 else math.inf
 
 
 def trend_factor(history: list, now: float, horizon_s: float, window_s: float, cap: float) -> float:
@@ -223,6 +257,7 @@ def decide_replan(
     floors: dict[str, int],
     now: float,
     s: ControlSettings,
+    arrivals: float = math.inf,
 ) -> ReplanDecision:
     """Whether to solve now. Urgent reasons (overload, queue) skip the plan's minimum lifetime."""
     if not observed_any:
@@ -232,7 +267,9 @@ def decide_replan(
     if state.idle:
         return ReplanDecision(True, "wake", "traffic resumed after an idle period")
     over = uncovered_share(rates, state.planned_rates)
-    if over > s.overload:
+    # a share of the load beyond the plan by more than the window's counting noise (x / (1 + x) of it)
+    noise = poisson_noise(arrivals)
+    if over > max(s.overload, noise / (1 + noise)):
         return ReplanDecision(True, "overload", f"{over:.0%} of arrivals exceed the planned per-bucket load")
     short = {p: f for p, f in floors.items() if f > state.targets.get(p, 0)}
     if short:
@@ -306,23 +343,27 @@ def tick(
     `force` (a reason) solves whenever there is traffic, whatever the plan's age.
     """
     observed = obs.rates()
-    rates = smooth(state.smoothed, observed, s.smoothing) if observed else {}
+    smoothed = smooth(state.smoothed, observed, s.smoothing) if observed else {}
+    mix = count_mix(state.mix, obs.arrivals, s.mix_requests) if s.mix_requests else {}
+    rates = with_mix(smoothed, mix) if s.mix_requests else smoothed
     floors = {p: queue_floor(obs.in_flight.get(p, 0.0), b.slots, s.queue_factor) for p, b in bounds.items()}
     history = [h for h in state.history if now - h[0] <= s.trend_window_s] + [[now, sum(observed.values())]]
     factor = 1.0
     if s.lookahead:  # plan for the rate one start-up time ahead: a replica asked for now serves only then
         horizon = max((b.startup_s for b in bounds.values() if b.max_replicas > 0), default=0.0)
         factor = trend_factor(history, now, horizon, s.trend_window_s, s.max_lookahead_factor)
-        if factor < 1 + s.drift:  # a rise the size of ordinary drift (or of Poisson noise) is not a trend
+        span = min(s.period_s, obs.window_s)  # windows may overlap (a 60 s window looked at every 10 s)
+        seen = sum(r for t, r in history if now - t < s.trend_window_s) * span  # the arrivals it rests on
+        if factor < 1 + max(s.drift, poisson_noise(seen)):  # a rise the size of drift or of counting noise
             factor = 1.0
     ahead = {b: r * factor for b, r in rates.items()}
-    replan = decide_replan(state, ahead, bool(observed), floors, now, s)
+    replan = decide_replan(state, ahead, bool(observed), floors, now, s, sum(obs.arrivals.values()))
     if replan.reason == "overload" and factor > 1 and uncovered_share(rates, state.planned_rates) <= s.overload:
         replan = ReplanDecision(True, "trend", f"rate rising: x{factor:.2f} expected within the start-up time; "
                                 + replan.detail)
     if force and observed and not replan.solve:  # e.g. the config changed: solve even if the plan is young
         replan = ReplanDecision(True, "forced", force)
-    new = replace(state, smoothed=rates, history=history)
+    new = replace(state, smoothed=smoothed, mix=mix, history=history)
     outcome, kept, new_plan = None, False, False
     if replan.solve:
         padded = {b: r * (1 + s.headroom) for b, r in ahead.items()}

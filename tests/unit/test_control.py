@@ -11,8 +11,10 @@ from rayhet.control import (
     PoolBounds,
     SolveOutcome,
     adopt_startup_plan,
+    count_mix,
     decide_targets,
     mix_distance,
+    poisson_noise,
     queue_floor,
     smooth,
     tick,
@@ -218,10 +220,55 @@ def test_lookahead_plans_for_the_rate_one_startup_ahead():
     for lookahead in (True, False):
         s = S.model_copy(update={"lookahead": lookahead, "smoothing": 1.0})
         calls = []
-        st, _ = tick(ControlState(), obs(short=1.0), bounds, ok_solver(calls), now=0.0, s=s)
-        st, rep1 = tick(st, obs(short=1.05), bounds, ok_solver(calls), now=30.0, s=s)
-        st, rep2 = tick(st, obs(short=1.15), bounds, ok_solver(calls), now=60.0, s=s)
+        # 10 s windows of 100-115 req/s: ~3,000 arrivals, so a 15 % rise is beyond counting noise (4 %)
+        st, _ = tick(ControlState(), obs(short=100.0), bounds, ok_solver(calls), now=0.0, s=s)
+        st, rep1 = tick(st, obs(short=105.0), bounds, ok_solver(calls), now=30.0, s=s)
+        st, rep2 = tick(st, obs(short=115.0), bounds, ok_solver(calls), now=60.0, s=s)
         if lookahead:
-            assert rep2.replan.reason == "trend" and calls[-1][SHORT] > 1.15 * 1.2 * 1.1
+            assert rep2.replan.reason == "trend" and calls[-1][SHORT] > 115 * 1.2 * 1.1
         else:
             assert not rep2.replan.solve and len(calls) == 1
+
+
+def test_the_mix_is_the_last_few_hundred_requests_whatever_their_pace():
+    mix = {}
+    for _ in range(50):  # a night: 3 requests a window, all short
+        mix = count_mix(mix, {SHORT: 3.0}, 300)
+    mix = count_mix(mix, {LONG: 1.0}, 300)  # one long prompt
+    assert mix[LONG] / sum(mix.values()) < 0.01  # ... is one request in ~150, not a third of the load
+    for _ in range(3):  # a busy minute renews the whole mix at once
+        mix = count_mix(mix, {LONG: 400.0}, 300)
+    assert mix[LONG] / sum(mix.values()) > 0.99
+    assert count_mix({SHORT: 5.0}, {LONG: 2.0}, 0) == {LONG: 2.0}  # 0: the window's own mix
+
+
+def test_one_long_prompt_at_night_is_planned_as_its_share_of_recent_requests():
+    """At night a window holds a handful of requests: a single long prompt read as that bucket's steady rate
+    (one per window) asked the planner for the pool that serves long prompts (simulated day at 0.05 req/s
+    peak: the H200 ran 7.4 h for such requests; 1.1 h with the mix over recent requests and counting noise
+    allowed for)."""
+    def night(mix_requests: int) -> float:
+        calls = []
+        s = S.model_copy(update={"mix_requests": mix_requests, "min_plan_lifetime_s": 0, "drift": 0.0})
+        st = ControlState()
+        for k in range(20):
+            st, _ = tick(st, obs(short=0.3), BOUNDS, ok_solver(calls), now=30.0 * k, s=s)
+        st, rep = tick(st, obs(short=0.3, long_=0.1), BOUNDS, ok_solver(calls), now=600.0, s=s)
+        assert rep.replan.solve
+        return calls[-1].get(LONG, 0.0)
+
+    assert night(300) < 0.01  # one request in the 64 seen, of ~0.35 req/s x 1.2 headroom: ~0.007
+    assert night(0) >= 0.05  # the window's own mix: one long prompt a window (0.1 req/s, halved by the EWMA)
+
+
+def test_a_rise_within_counting_noise_is_neither_overload_nor_trend():
+    assert poisson_noise(4) == pytest.approx(1.0) and poisson_noise(0) == float("inf")
+    bounds = {"fast": PoolBounds(0, 8, slots=2, startup_s=90), "slow": PoolBounds(1, 8, slots=2)}
+    s = S.model_copy(update={"smoothing": 1.0, "min_plan_lifetime_s": 600})
+    calls = []
+    st, _ = tick(ControlState(), obs(short=0.2), bounds, ok_solver(calls), now=0.0, s=s)  # 2 requests
+    st, rep = tick(st, obs(short=0.4), bounds, ok_solver(calls), now=30.0, s=s)  # 4: doubled, by chance alone
+    assert not rep.replan.solve and len(calls) == 1
+    st, rep = tick(ControlState(), obs(short=20.0), bounds, ok_solver(calls), now=0.0, s=s)  # 200 requests
+    st, rep = tick(st, obs(short=40.0), bounds, ok_solver(calls), now=30.0, s=s)  # 400: a real doubling
+    assert rep.replan.solve and rep.replan.reason == "overload"
