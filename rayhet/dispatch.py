@@ -57,6 +57,17 @@ class Dispatcher:
         r = self.config.routing
         return route.pools[: r.max_attempts if r.spill else 1]
 
+    @staticmethod
+    def available(planned: list[str], running: Callable[[str], int | None], usable: Callable[[str], bool]) -> list[str]:
+        """The planned pools to try, in their order: those with a running replica (or an unknown count, None)
+        first; then a pool without one that can still take a request (Serve scaled it to zero on purpose and
+        starts one on demand); a pool whose replicas are only starting, never: a request would wait out its
+        start-up (90 s for vLLM) where another pool could serve it now. The live ingress and the simulator both
+        order by this."""
+        counts = {p: running(p) for p in planned}
+        up = [p for p in planned if counts[p] is None or counts[p] > 0]
+        return up + [p for p in planned if p not in up and usable(p)]
+
     def sent(self, pool: str, spilled_from: str | None = None, now: float | None = None) -> None:
         self.traffic.started(pool, spilled_from=spilled_from, now=now)
 

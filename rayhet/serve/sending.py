@@ -92,9 +92,7 @@ class Sender:
         """The planned pools to try, in their order: those with a running replica (or an unknown state) first;
         a pool Serve scaled to zero (it starts one on demand) after them; a pool with no replica that can
         serve, never."""
-        counts = {p: self.running(p) for p in planned}
-        running = [p for p in planned if counts[p] is None or counts[p] > 0]
-        return running + [p for p in planned if p not in running and self.usable(p)]
+        return self.dispatch.available(planned, self.running, self.usable)
 
     def refusal(self, pools: list[str], reasons: list[str], status: int = 429) -> APIError:
         """The answer when no pool takes a request now: 429 (503 when no pool has a replica) with a

@@ -207,8 +207,19 @@ class Fleet:
         if not route.pools:
             req.outcome, req.end = "rejected", self.now
             return
-        req.tries = self.dispatch.tries(route)
+        req.tries = self.dispatch.available(self.dispatch.tries(route), self._running, self._usable)
+        if not req.tries:  # every planned pool is starting: the ingress refuses (503, Retry-After) at once
+            req.outcome, req.end = "refused", self.now
+            return
         self._try(req, prev=None)
+
+    def _running(self, pool: str) -> int:
+        return sum(1 for r in self.replicas[pool] if r.state == "running")
+
+    def _usable(self, pool: str) -> bool:
+        """Serve's HEALTHY at 0 replicas (rayhet.serve.health.can_serve): scaled to zero with none starting,
+        so a waiting request makes its policy start one."""
+        return self._running(pool) > 0 or not any(r.state == "starting" for r in self.replicas[pool])
 
     def _try(self, req: Request, prev: str | None) -> None:
         """Send to the request's next pool; on backpressure, the one after (spill-over), as the ingress does."""
