@@ -45,3 +45,10 @@ def test_no_spill_tries_one_pool_and_too_long_is_rejected():
     r = d.route(990, 100)  # fits no pool
     assert r.pools == [] and "exceeds every pool's context" in r.reason
     assert d.traffic.snapshot().rejected == 1
+
+
+def test_available_puts_running_pools_first_and_never_waits_on_a_starting_one():
+    running = {"a": 0, "b": 2, "c": None, "d": 0}.get
+    usable = {"a": False, "b": True, "c": True, "d": True}.get  # a: starting; d: scaled to zero on purpose
+    assert Dispatcher.available(["a", "b", "c", "d"], running, usable) == ["b", "c", "d"]
+    assert Dispatcher.available(["a"], running, usable) == []

@@ -326,3 +326,27 @@ def test_trace_command_writes_a_diurnal_day(tmp_path, capsys):
                      "--out", str(out)]) == 0
     tr = from_azure(out)
     assert len(tr) > 1000 and tr.duration_s <= 7200 and math.isfinite(tr.duration_s)
+
+
+def test_a_pool_whose_replicas_are_only_starting_is_skipped_as_the_ingress_skips_it(tmp_path):
+    """The live ingress never sends a request to a pool with replicas only starting (rayhet.dispatch.available):
+    it would wait out the start-up. The simulator orders each request's pools the same way: while 'a' starts,
+    its requests go to 'b'; with spill-over off they are refused at once; once 'a' runs, it serves."""
+    from rayhet.sim.build import fleet_for
+
+    step = StepModel(c_step=0.01, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    a = _profile(tmp_path / "a.json", step=step, slots=4, price=0.1, name="a")
+    b = _profile(tmp_path / "b.json", step=step, slots=4, price=0.2, name="b")
+    pools = [{"name": n, "profile": p, "min_replicas": 1, "max_replicas": 1, "startup_s": 30,
+              "engine_settings": {"n_slots": 4, "n_ctx": 4096}} for n, p in (("a", a), ("b", b))]
+    for spill, served_early in ((True, {"b"}), (False, set())):
+        cfg = _config(pools).model_copy(update={"routing": _config(pools).routing.model_copy(update={"spill": spill})})
+        fleet = fleet_for(cfg)
+        fleet._set_target("a", 0, 0.0)
+        fleet._set_target("a", 1, 0.0)  # a restarts: starting until t = 30
+        res = fleet.run(_constant(60, 1.0))
+        early = [r for r in res.requests if r.arrival < 30]
+        late = [r for r in res.requests if r.arrival > 31]
+        assert {r.pool for r in early if r.outcome == "ok"} == served_early
+        assert all(r.outcome == "refused" and r.end == r.arrival for r in early) or spill
+        assert {r.pool for r in late} == {"a"} and all(r.outcome == "ok" for r in late)
