@@ -57,6 +57,16 @@ class Dispatcher:
         r = self.config.routing
         return route.pools[: r.max_attempts if r.spill else 1]
 
+    def order(self, route: Route, running: Callable[[str], int | None], usable: Callable[[str], bool]) -> list[str]:
+        """The pools to try for `route`, as they stand: its planned pools that can take a request now
+        (`available`), then, with spill-over on, pools the plan no longer gives replicas to that still run one
+        (a plan just moved to a GPU pool whose replica starts while the CPU pool's are held by the scale-down
+        delay): serving there beats refusing."""
+        out = self.available(self.tries(route), running, usable)
+        if self.config.routing.spill:
+            out += [p for p in route.standby if p not in out and (running(p) or 0) > 0]
+        return out
+
     @staticmethod
     def available(planned: list[str], running: Callable[[str], int | None], usable: Callable[[str], bool]) -> list[str]:
         """The planned pools to try, in their order: those with a running replica (or an unknown count, None)

@@ -122,6 +122,7 @@ class Route:
     clipped: bool  # the request was beyond the grid and counted in its last bucket
     pools: list[str]  # first choice, then spill-over order; empty when no pool fits
     reason: str = ""  # why `pools` is empty
+    standby: list[str] = field(default_factory=list)  # pools that fit but the plan gives none, cheapest first
 
 
 @dataclass
@@ -209,7 +210,8 @@ class Router:
         if any(self._failed_until.get(n, 0) > t for n in order):
             order = [n for n in order if self._failed_until.get(n, 0) <= t] + \
                     [n for n in order if self._failed_until.get(n, 0) > t]
-        return Route(input_tokens, predicted, bucket, clipped, order)
+        standby = sorted((n for n in fits if n not in order), key=lambda n: (self.limits[n].price_per_hour, n))
+        return Route(input_tokens, predicted, bucket, clipped, order, standby=standby)
 
     def observe(self, input_tokens: int, output_tokens: int, max_tokens: int) -> None:
         self.predictor.observe(input_tokens, output_tokens, max_tokens)

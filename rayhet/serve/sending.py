@@ -88,12 +88,6 @@ class Sender:
         st = self.state(pool)
         return None if st is None else st.running
 
-    def available(self, planned: list[str]) -> list[str]:
-        """The planned pools to try, in their order: those with a running replica (or an unknown state) first;
-        a pool Serve scaled to zero (it starts one on demand) after them; a pool with no replica that can
-        serve, never."""
-        return self.dispatch.available(planned, self.running, self.usable)
-
     def refusal(self, pools: list[str], reasons: list[str], status: int = 429) -> APIError:
         """The answer when no pool takes a request now: 429 (503 when no pool has a replica) with a
         Retry-After from the pools' queues (rayhet.admission)."""
@@ -142,12 +136,12 @@ class Sender:
         rayhet.serve.failures). Refused (429/503 with Retry-After) when none answers. `variants`: the request
         some pools get instead of `gen` (a tool request in the model's own format, for the pools that parse it)."""
         planned = self.dispatch.tries(route)
-        order = self.available(planned)
-        if len(order) < len(planned) and self.watcher is not None and hasattr(self.watcher, "fresh"):
+        order = self.dispatch.order(route, self.running, self.usable)
+        if any(p not in order for p in planned) and self.watcher is not None and hasattr(self.watcher, "fresh"):
             # a pool looks down: read again (at most every 0.25 s, one read shared by all requests) before
             # leaving it out; the cached states may predate a replica that just started
             await self.watcher.fresh()
-            order = self.available(planned)
+            order = self.dispatch.order(route, self.running, self.usable)
         reasons: list[str] = []
         prev: str | None = None
         retried = False

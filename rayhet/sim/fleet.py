@@ -207,7 +207,7 @@ class Fleet:
         if not route.pools:
             req.outcome, req.end = "rejected", self.now
             return
-        req.tries = self.dispatch.available(self.dispatch.tries(route), self._running, self._usable)
+        req.tries = self.dispatch.order(route, self._running, self._usable)
         if not req.tries:  # every planned pool is starting: the ingress refuses (503, Retry-After) at once
             req.outcome, req.end = "refused", self.now
             return

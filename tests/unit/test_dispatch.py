@@ -52,3 +52,20 @@ def test_available_puts_running_pools_first_and_never_waits_on_a_starting_one():
     usable = {"a": False, "b": True, "c": True, "d": True}.get  # a: starting; d: scaled to zero on purpose
     assert Dispatcher.available(["a", "b", "c", "d"], running, usable) == ["b", "c", "d"]
     assert Dispatcher.available(["a"], running, usable) == []
+
+
+def test_while_the_planned_pool_starts_a_pool_still_running_outside_the_plan_serves():
+    """The plan moved bucket (0, 0) to 'a' (starting) and gave 'b' no replicas, but b's replica still runs
+    (the scale-down delay): with spill-over it is tried rather than the request refused; never one that is
+    not running."""
+    for spill, want in ((True, ["b"]), (False, [])):
+        cfg = parse_config({"model": {"id": "m", "gguf": "/x.gguf"},
+                            "pools": [{"name": "a", "engine": "llama_cpp"}, {"name": "b", "engine": "llama_cpp"}],
+                            "routing": {"predictor": "max_tokens", "spill": spill}})
+        plan = Plan({"a": 1, "b": 0}, {(0, 0): {"a": 1.0}, (0, 1): {"a": 1.0}}, [100], [10, 100], 1.0, 1.0)
+        d = Dispatcher(cfg, plan, [PoolLimit("a", 200, 0.3), PoolLimit("b", 1000, 0.1)], ["a", "b"])
+        r = d.route(50, 8)
+        assert r.pools == ["a"] and r.standby == ["b"]
+        assert d.order(r, {"a": 0, "b": 1}.get, {"a": False, "b": True}.get) == want
+        assert d.order(r, {"a": 0, "b": 0}.get, {"a": False, "b": True}.get) == []  # b scaled to zero: not tried
+        assert d.order(r, {"a": 1, "b": 1}.get, {"a": True, "b": True}.get) == (["a", "b"] if spill else ["a"])
