@@ -183,11 +183,16 @@ def smooth(prev: dict[Bucket, float], observed: dict[Bucket, float], alpha: floa
     return out
 
 
-def count_mix(prev: dict[Bucket, float], arrivals: dict[Bucket, float], n_requests: int) -> dict[Bucket, float]:
+def count_mix(prev: dict[Bucket, float], arrivals: dict[Bucket, float], n_requests: int,
+              min_shift: float | None = None) -> dict[Bucket, float]:
     """Arrivals per bucket over about the last `n_requests` requests: the old counts fade by the share of
     `n_requests` that this window's arrivals make up. The mix's sampling error depends on how many requests it
-    has seen, not for how long, so it fades as fast as traffic renews it (seconds at 50 req/s, hours at night)."""
+    has seen, not for how long, so it fades as fast as traffic renews it (seconds at 50 req/s, hours at night).
+    A window whose own mix differs from it by more than `min_shift` and than its counting noise (total-variation
+    distance) starts it afresh: a real shift (every request suddenly long) is acted on at once, not after 300."""
     n = sum(arrivals.values())
+    if min_shift is not None and prev and n > 0 and mix_distance(arrivals, prev) > max(min_shift, poisson_noise(n)):
+        return {b: c for b, c in arrivals.items() if c > 0}
     keep = max(0.0, 1.0 - n / n_requests) if n_requests > 0 else 0.0
     out = {b: c * keep for b, c in prev.items() if c * keep > 1e-9}
     for b, c in arrivals.items():
@@ -344,7 +349,7 @@ def tick(
     """
     observed = obs.rates()
     smoothed = smooth(state.smoothed, observed, s.smoothing) if observed else {}
-    mix = count_mix(state.mix, obs.arrivals, s.mix_requests) if s.mix_requests else {}
+    mix = count_mix(state.mix, obs.arrivals, s.mix_requests, s.drift) if s.mix_requests else {}
     rates = with_mix(smoothed, mix) if s.mix_requests else smoothed
     floors = {p: queue_floor(obs.in_flight.get(p, 0.0), b.slots, s.queue_factor) for p, b in bounds.items()}
     history = [h for h in state.history if now - h[0] <= s.trend_window_s] + [[now, sum(observed.values())]]
@@ -403,15 +408,40 @@ def solve_mix(options, grid, rates: dict[Bucket, float], total: float, *, slices
     frac = np.zeros((len(grid[0]), len(grid[1])))
     for (i, j), r in rates.items():
         frac[i, j] = r / total
+    dist = Distribution(list(grid[0]), list(grid[1]), frac)
+
+    def solve_capped():
+        """The plan for `total`; when max_replicas cannot carry it, the plan for the most they can (a share
+        of the same mix): the demand beyond it is refused either way, and the last plan, sized for less,
+        would serve less of it."""
+        try:
+            return solve(options, dist, total, headroom=0.0, slices=slices, drop_unservable=True,
+                         time_limit_s=time_limit_s), ""
+        except PlanningError as e:
+            if "within max_replicas" not in str(e):
+                raise
+            lo, hi, best = 0.0, 1.0, None
+            for _ in range(6):  # bisection on the share of the demand: within 1/64 of the most that fits
+                mid = (lo + hi) / 2
+                try:
+                    best, lo = solve(options, dist, total * mid, headroom=0.0, slices=slices, drop_unservable=True,
+                                     time_limit_s=time_limit_s), mid
+                except PlanningError:
+                    hi = mid
+            if best is None:
+                raise
+            return best, f"{e}; planned for {lo:.0%} of it ({total * lo:.3g} req/s), the most max_replicas allow"
+
     pool = concurrent.futures.ThreadPoolExecutor(1)
-    fut = pool.submit(solve, options, Distribution(list(grid[0]), list(grid[1]), frac), total, headroom=0.0,
-                      slices=slices, drop_unservable=True, time_limit_s=time_limit_s)
+    fut = pool.submit(solve_capped)
     try:
-        plan = fut.result(timeout=2 * time_limit_s + 5)  # the solver's own limit, plus a guard against a hang
+        plan, capped = fut.result(timeout=8 * time_limit_s + 5)  # the solver's own limits, and a hang guard
+        if capped:
+            return SolveOutcome(plan, "capped", time.perf_counter() - t0, capped)
         return SolveOutcome(plan, plan.status, time.perf_counter() - t0, plan.message)
     except concurrent.futures.TimeoutError:
         return SolveOutcome(None, "time_limit", time.perf_counter() - t0,
-                            f"solver did not return in {2 * time_limit_s + 5:g}s")
+                            f"solver did not return in {8 * time_limit_s + 5:g}s")
     except PlanningError as e:
         return SolveOutcome(None, "infeasible", time.perf_counter() - t0, str(e))
     except Exception as e:  # noqa: BLE001 - any solver failure keeps the last plan

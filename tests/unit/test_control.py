@@ -240,6 +240,10 @@ def test_the_mix_is_the_last_few_hundred_requests_whatever_their_pace():
         mix = count_mix(mix, {LONG: 400.0}, 300)
     assert mix[LONG] / sum(mix.values()) > 0.99
     assert count_mix({SHORT: 5.0}, {LONG: 2.0}, 0) == {LONG: 2.0}  # 0: the window's own mix
+    # a shift beyond counting noise starts the mix afresh: 20 long requests where only short ones came
+    assert count_mix({SHORT: 300.0}, {LONG: 20.0}, 300, min_shift=0.15) == {LONG: 20.0}
+    night = count_mix({SHORT: 300.0}, {SHORT: 2.0, LONG: 1.0}, 300, min_shift=0.15)  # 1 in 3: within noise
+    assert night[LONG] / sum(night.values()) < 0.01
 
 
 def test_one_long_prompt_at_night_is_planned_as_its_share_of_recent_requests():
@@ -272,3 +276,27 @@ def test_a_rise_within_counting_noise_is_neither_overload_nor_trend():
     st, rep = tick(ControlState(), obs(short=20.0), bounds, ok_solver(calls), now=0.0, s=s)  # 200 requests
     st, rep = tick(st, obs(short=40.0), bounds, ok_solver(calls), now=30.0, s=s)  # 400: a real doubling
     assert rep.replan.solve and rep.replan.reason == "overload"
+
+
+def test_demand_beyond_max_replicas_gets_the_plan_for_the_most_they_carry(tmp_path):
+    """The real planner through the controller's solver: a mix that all pools at max_replicas cannot carry gets
+    the plan for the largest share of it that fits ("capped"), not "infeasible" and the last plan, which was
+    sized for the traffic before (a live test: a shift to long requests left the long-request pool at 0)."""
+    import json
+
+    from rayhet.control import solve_mix
+    from rayhet.planner import PoolOption
+    from rayhet.profiles import load_profile
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({
+        "schema_version": 1, "model": "m", "pool": "p", "engine": "llama_cpp", "engine_version": "x",
+        "hardware": {"vcpus": 1}, "price_per_hour": 1.0, "slo": {"ttft_ms": 1000, "ttft_quantile": 0.9},
+        "input_edges": [100], "output_edges": [100], "max_rate": [[1.0]],
+        "provenance": {"measured_by": "test", "measured_at": "2026-11-30", "command": "test"}}))
+    opt = PoolOption("p", load_profile(str(path)), max_replicas=2)
+    out = solve_mix([opt], ([100], [100]), {(0, 0): 5.0}, 5.0)  # 5 req/s; 2 replicas carry 2
+    assert out.status == "capped" and out.plan.replicas == {"p": 2}
+    assert "max_replicas" in out.message and "planned for" in out.message
+    ok = solve_mix([opt], ([100], [100]), {(0, 0): 1.5}, 1.5)
+    assert ok.status == "optimal" and ok.plan.replicas == {"p": 2}
