@@ -400,7 +400,7 @@ def solve_mix(options, grid, rates: dict[Bucket, float], total: float, *, slices
 
     import numpy as np
 
-    from rayhet.errors import PlanningError
+    from rayhet.errors import CapacityExceeded, PlanningError
     from rayhet.planner import solve
     from rayhet.workload import Distribution
 
@@ -417,9 +417,7 @@ def solve_mix(options, grid, rates: dict[Bucket, float], total: float, *, slices
         try:
             return solve(options, dist, total, headroom=0.0, slices=slices, drop_unservable=True,
                          time_limit_s=time_limit_s), ""
-        except PlanningError as e:
-            if "within max_replicas" not in str(e):
-                raise
+        except CapacityExceeded as e:
             lo, hi, best = 0.0, 1.0, None
             for _ in range(6):  # bisection on the share of the demand: within 1/64 of the most that fits
                 mid = (lo + hi) / 2

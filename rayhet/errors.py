@@ -19,3 +19,7 @@ class ConfigError(RayhetError, ValueError):
 
 class PlanningError(RayhetError):
     """The planner cannot produce a plan (infeasible, unservable buckets, solver failure)."""
+
+
+class CapacityExceeded(PlanningError):
+    """Every pool at its `max_replicas` together cannot carry the rate: a smaller share of it can be planned."""

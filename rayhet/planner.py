@@ -36,7 +36,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from rayhet.errors import PlanningError
+from rayhet.errors import CapacityExceeded, PlanningError
 from rayhet.plan import Plan
 from rayhet.profiles import Profile, bucket_index
 from rayhet.workload import Distribution
@@ -310,6 +310,8 @@ def _solve_on_grid(pools, grid, f, rate, *, slices, headroom, drop_unservable, t
         n, x, status, gap, how = _optimise(flat_allowed, prices, mins, maxs, coef, slices, form, relax_first,
                                            deadline, mip_rel_gap, highs_options)
         if n is None:
+            if status == "infeasible" and any(m is not None for m in maxs):
+                raise CapacityExceeded(_infeasible_hint(names, maxs, eff_rate))
             raise PlanningError(_infeasible_hint(names, maxs, eff_rate) if status == "infeasible" else
                                 f"the solver's time limit ({time_limit_s} s) passed before any plan was found")
         message = "; ".join(filter(None, [message, how]))

@@ -369,7 +369,7 @@ class Fleet:
         """Each pool's Serve policy: the controller's target within the pool's bounds (PlanPolicy)."""
         self._collect_all()
         for pool, b in self.bounds.items():
-            running = sum(1 for r in self.replicas[pool] if r.state == "running")
+            running = self._running(pool)
             in_flight = self._in_flight(pool)
             self.reported[pool] = (running, in_flight)
             if pool in self.serve_autoscaling:
