@@ -33,6 +33,7 @@ from rayhet.sim.build import fleet_for  # noqa: E402
 from rayhet.sim.policies import static_fleet  # noqa: E402
 from rayhet.sim.report import summarize  # noqa: E402
 from rayhet.sim.trace import DAY_S, diurnal_curve, from_sizes  # noqa: E402
+from rayhet.slo import describe  # noqa: E402
 
 
 def day(sizes: np.ndarray, peak: float, ratio: float, seed: int):
@@ -51,10 +52,9 @@ def h200_alone(config, gpu: str, trace):
     from rayhet.sim.build import planner_options
     from rayhet.sim.policies import _plan_for, busiest_window
 
-    only = config.model_copy(update={"pools": [p for p in config.pools if p.name == gpu]})
     rate, busy = busiest_window(trace, 60.0)
-    plan = _plan_for(only, planner_options(only), busy.sizes(), rate, config.planner.headroom)
-    return static_fleet(only, plan, {gpu})
+    plan = _plan_for(config, planner_options(config, pools={gpu}), busy.sizes(), rate, config.planner.headroom)
+    return static_fleet(config, plan, {gpu})
 
 
 def run_one(make, trace, slo) -> dict:
@@ -62,8 +62,8 @@ def run_one(make, trace, slo) -> dict:
     res = make().run(trace)
     tot = summarize(res, slo, window_s=600.0)["total"]
     return {"cost_usd": round(tot["cost_usd"], 3), "slo_attainment": round(tot["slo_attainment"], 4),
-            "requests": int(tot.get("requests", len(trace))), "wall_s": round(time.perf_counter() - t0, 1),
-            "replica_hours": {p: round(h, 2) for p, h in (tot.get("replica_hours") or {}).items()}}
+            "requests": tot["requests"], "wall_s": round(time.perf_counter() - t0, 1),
+            "replica_hours": {p: round(h, 2) for p, h in tot["replica_hours"].items()}}
 
 
 def main(argv=None) -> int:
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ttft-quantile", type=float, help="the SLO's TTFT quantile instead of the config's (0.9)")
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--plot", help="directory for savings.png")
+    ap.add_argument("--plot", help="directory for the plot (named as --out, .png)")
     args = ap.parse_args(argv)
 
     config = load_config(args.config)
@@ -107,21 +107,14 @@ def main(argv=None) -> int:
     out = {"machine": f"{platform.node()}, {platform.machine()}, Python {platform.python_version()}",
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "command": "python benchmarks/sim/savings_sweep.py " + " ".join(sys.argv[1:]),
-           "config": args.config, "slo": config.slo.model_dump(), "slo_text": slo_label(config.slo), "controller_period_s": args.period_s,
+           "config": args.config, "slo": config.slo.model_dump(), "slo_text": describe(config.slo), "controller_period_s": args.period_s,
            "peak_to_trough": args.ratio, "seed": args.seed, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}", file=sys.stderr)
     if args.plot:
-        print(f"wrote {plot(rows, args.plot, slo_label(config.slo), args.out)}", file=sys.stderr)
+        print(f"wrote {plot(rows, args.plot, describe(config.slo), args.out)}", file=sys.stderr)
     return 0
-
-
-def slo_label(slo) -> str:
-    q = f"p{100 * slo.ttft_quantile:g}"
-    extra = f" + {slo.ttft_ms_per_1k_input / 1000:g} s per 1k input" if slo.ttft_ms_per_1k_input else ""
-    tpot = f", TPOT <= {slo.tpot_ms:g} ms" if slo.tpot_ms is not None else ""
-    return f"TTFT {q} <= {slo.ttft_ms / 1000:g} s{extra}{tpot}"
 
 
 def plot(rows: list[dict], out_dir: str, slo_name: str, out_name: str) -> Path:
