@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 FEATURES = ("step", "prefill_tokens", "decode_seqs", "decode_context", "prefill_attention_k", "extra_passes",
-            "multi_seq_passes")
+            "multi_seq_passes", "offload_steps")
 
 
 def micro_batches(seqs, max_tokens: int) -> list[int]:
@@ -96,10 +96,11 @@ class StepWork:
     prefill_pairs: float = 0.0
     extra_passes: float = 0.0
     multi_passes: float = 0.0
+    offload_steps: float = 0.0
 
     def vector(self) -> np.ndarray:
         return np.array([self.steps, self.prefill_tokens, self.decode_seqs, self.decode_context,
-                         self.prefill_pairs / 1000.0, self.extra_passes, self.multi_passes])
+                         self.prefill_pairs / 1000.0, self.extra_passes, self.multi_passes, self.offload_steps])
 
     def add(self, other: "StepWork") -> None:
         self.steps += other.steps
@@ -109,6 +110,7 @@ class StepWork:
         self.prefill_pairs += other.prefill_pairs
         self.extra_passes += other.extra_passes
         self.multi_passes += other.multi_passes
+        self.offload_steps += other.offload_steps
 
 
 class EngineLimits(BaseModel):
@@ -127,6 +129,14 @@ class EngineLimits(BaseModel):
     passes_per_slot_run: bool = Field(False, description="A step is split into passes of consecutive slot ids with "
                                       "equal tokens per sequence (llama.cpp with a KV stream per slot; "
                                       "rayhet.perf.extra_passes); slots are then taken lowest id first.")
+    offload_min_batch: int | None = Field(None, ge=1, description="llama.cpp built with a GPU backend runs a step of "
+                                          "at least this many tokens on the GPU, copying the weights of the layers "
+                                          "kept on the host there first (ggml's op offload): a fixed cost per such "
+                                          "step, c_offload. None: the engine has no such steps.")
+
+    def offloaded(self, tokens: int) -> bool:
+        """Whether a step of `tokens` tokens (prompt chunks + decoding sequences) is an offloaded one."""
+        return self.offload_min_batch is not None and tokens >= self.offload_min_batch
 
 
 class StepModel(BaseModel):
@@ -143,20 +153,23 @@ class StepModel(BaseModel):
                           "past the first; 0 for engines that run a batch in one pass).")
     c_multi: float = Field(0.0, ge=0, description="Seconds per pass over more than one sequence (llama.cpp with a "
                            "KV stream per slot; 0 elsewhere).")
+    c_offload: float = Field(0.0, ge=0, description="Seconds per offloaded step: one of at least the engine's "
+                             "`offload_min_batch` tokens, for which llama.cpp built with a GPU backend copies the "
+                             "host layers' weights to the GPU and runs them there (a hybrid replica; 0 elsewhere).")
 
     def coefficients(self) -> np.ndarray:
         return np.array([self.c_step, self.c_prefill, self.c_decode, self.c_kv_read, self.c_attn, self.c_pass,
-                         self.c_multi])
+                         self.c_multi, self.c_offload])
 
     def time(self, work: StepWork) -> float:
         return float(self.coefficients() @ work.vector())
 
     def step_time(self, prefill_tokens: int, prefill_pairs: int, decode_seqs: int, decode_context: int,
-                  extra_passes: int = 0, multi_passes: int = 0) -> float:
+                  extra_passes: int = 0, multi_passes: int = 0, offloaded: bool = False) -> float:
         """One step's seconds (the replica model's hot path: plain arithmetic, no arrays)."""
         return (self.c_step + self.c_prefill * prefill_tokens + self.c_decode * decode_seqs
                 + self.c_kv_read * decode_context + self.c_attn * prefill_pairs / 1000.0 + self.c_pass * extra_passes
-                + self.c_multi * multi_passes)
+                + self.c_multi * multi_passes + (self.c_offload if offloaded else 0.0))
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,6 @@ def fit_step_model(work: list[StepWork], seconds: list[float]) -> FitResult:
     coef = coef_scaled / scale
     pred = X @ coef
     rel = np.abs(pred - y) / y
-    names = ("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn", "c_pass", "c_multi")
+    names = ("c_step", "c_prefill", "c_decode", "c_kv_read", "c_attn", "c_pass", "c_multi", "c_offload")
     model = StepModel(**dict(zip(names, map(float, coef))))
     return FitResult(model, float(rel.mean()), float(rel.max()), len(y))

@@ -163,8 +163,9 @@ class StepPoint(_Strict):
     (rayhet.perf.StepWork fields, summed over its steps) and the seconds it took."""
 
     label: str = Field(..., description="Which experiment and interval, e.g. 'B4 P256 O32: request 2 TTFT'.")
-    work: list[float] = Field(..., min_length=5, max_length=7, description="Summed features, in rayhet.perf.FEATURES "
-                              "order (files made before `extra_passes` or `multi_seq_passes` have fewer; those read as 0).")
+    work: list[float] = Field(..., min_length=5, max_length=8, description="Summed features, in rayhet.perf.FEATURES "
+                              "order (files made before `extra_passes`, `multi_seq_passes` or `offload_steps` have "
+                              "fewer; those read as 0).")
     seconds: float = Field(..., gt=0)
     predicted_s: float | None = Field(None, ge=0, description="What the fitted model predicts for it.")
 

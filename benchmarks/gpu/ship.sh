@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Step 0 (here, from the project's root): prepare everything the GPU machine needs and cannot fetch.
-#   .gpu-parts/ + .gpu/  the vLLM 0.24.0 + Ray 2.60 + CVXPY/HiGHS bundle (../shared/gpu/vllm-bundle.sh), 8 parts
+#   .gpu-parts/ + .gpu/  the vLLM 0.24.0 + Ray 2.60 + CVXPY/HiGHS bundle (../shared/gpu/vllm-bundle.sh), 9 parts of 42 MB
 #   .gpu-carry/          llama-cpp-python's source (trimmed to fit one call), the gguf wheel, the LMSYS sample
 # All three are ignored by git. Then, on one warm machine, back to back (it forgets all 30 s after a call):
-#   for N in 0..7: run `bash .gpuN/receive.sh` carrying .gpuN (part N with the recipe's receive.sh; the
+#   for N in 0..COUNT-1 (9 parts): run `bash .gpuN/receive.sh` carrying .gpuN (part N with the recipe's receive.sh; the
 #                  same as ../shared/gpu/stage.sh N, without a step here between calls) -> READY vllm 0.24.0
 #   run `bash benchmarks/gpu/setup.sh` (carry .gpu-carry)      builds llama.cpp for the CPUs, makes the 1B model
 #   run `bash benchmarks/gpu/step.sh <step>` for each step (see step.sh)
@@ -16,6 +16,13 @@ grep -qxF '/.gpu-carry/' .git/info/exclude || echo '/.gpu-carry/' >> .git/info/e
 if [ ! -f .gpu/COUNT ] || [ "$(ls .gpu-parts 2>/dev/null | wc -l)" != "$(cat .gpu/COUNT)" ]; then
   "$shared/gpu/vllm-bundle.sh" "ray[serve]==2.60.0" cvxpy highspy diskcache   # diskcache: llama-cpp-python needs it
 fi
+# One call carries the working tree (~12 MB) with its part, 64 MiB in all: the recipe's 52 MB parts no longer
+# fit beside it (2026-12-01), so they are cut again at 42 MB (receive.sh joins whatever parts COUNT names).
+if [ -n "$(find .gpu-parts -name 'part.*' -size +43M)" ]; then
+  cut="$(mktemp -d)"; cat .gpu-parts/part.* | split -b 42M -d - "$cut/part."
+  rm -rf .gpu-parts && mv "$cut" .gpu-parts && ls .gpu-parts | wc -l | tr -d ' ' > .gpu/COUNT
+fi
+rm -rf .gpu[0-9] .gpu[0-9][0-9]
 # .gpuN/: part N beside receive.sh and zstd (hard links), so each part's call needs nothing staged first
 for f in .gpu-parts/part.*; do
   n=$((10#${f##*.})); d=".gpu$n"

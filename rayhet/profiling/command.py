@@ -101,6 +101,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--live-seconds", type=float, default=45.0, metavar="S",
                    help="with --method model: seconds of Poisson arrivals after the designed batches, whose steps are "
                    "fitted too (default 45; 0 skips it)")
+    g.add_argument("--design-tokens", type=int, default=60_000, metavar="N",
+                   help="with --method model, llama.cpp in process: prompt + output tokens of the designed batches, "
+                   "at most (default 60000; the biggest batches go first). Lower it for a big model on a CPU (a 7B "
+                   "prefills ~100 tokens/s on 12 cores): fewer long-prompt batches, a model less sure of them")
     g = p.add_argument_group("grid, search and time")
     g.add_argument("--quick", action="store_true", help="coarse 3x3 grid, shorter points, looser search (a first look in minutes)")
     g.add_argument("--input-edges", type=_int_list, help="input bucket upper edges, comma-separated (default: Melange's 10)")
@@ -129,9 +133,12 @@ def run(args: argparse.Namespace) -> int:
         if args.from_profile:
             if not args.plot:
                 raise ProfilingError("--from only plots an existing profile: add --plot F.png")
-            from rayhet.profiling.plot import plot_profile
+            from rayhet.profiling.plot import plot_fit, plot_profile
 
-            print(f"wrote {plot_profile(load_profile(args.from_profile), args.plot)}")
+            profile = load_profile(args.from_profile)
+            print(f"wrote {plot_profile(profile, args.plot)}")
+            if profile.engine_model is not None and profile.engine_model.points:
+                print(f"wrote {plot_fit(profile, Path(args.plot).with_name(Path(args.plot).stem + '-fit.png'))}")
             return 0
         return _measure(args)
     except RayhetError as e:
@@ -149,6 +156,8 @@ def _measure(args: argparse.Namespace) -> int:
         raise ProfilingError("give an SLO: --slo-tpot-ms and/or --slo-ttft-ms")
     if args.url and not args.max_context:
         raise ProfilingError("--url needs --max-context (the served model's context length)")
+    if args.design_tokens < 1:
+        raise ProfilingError(f"--design-tokens must be >= 1, got {args.design_tokens}")
     settings = sweep_settings(args)
     out = Path(args.out)
     sidecar = out.with_name(out.name + ".partial")
@@ -262,6 +271,7 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
         measured = await measure_engine_model(target, settings, seed=args.seed, held_out=args.held_out,
                                               progress=not args.no_progress, state=state,
                                               live_seconds=args.live_seconds, url_limits=_url_limits(args),
+                                              design_tokens=args.design_tokens,
                                               outside=args.steps == "outside",
                                               check_seconds=60.0 * args.held_out_minutes,
                                               check_requests=args.held_out_requests)

@@ -66,7 +66,7 @@ class MeasuredModel:
 async def measure_engine_model(target, settings: SweepSettings, *, seed: int = 0, held_out: int = 3,
                                progress: bool = True, state=None, live_seconds: float = 45.0,
                                url_limits=None, outside: bool = False, check_seconds: float = 900.0,
-                               check_requests: int | None = None) -> MeasuredModel:
+                               check_requests: int | None = None, design_tokens: int = 60_000) -> MeasuredModel:
     """Phase 1 and 2 of `--method model`: step times on the designed batches, the fit, the derived grid.
     The llama.cpp engine in process logs its own steps; any other target (vLLM, --url) is observed from
     outside (rayhet.profiling.observe). With a `state` (the sidecar's), steps it already holds are used
@@ -101,7 +101,7 @@ async def measure_engine_model(target, settings: SweepSettings, *, seed: int = 0
         if state is not None:
             state.engine_steps = [(label, _work_list(w), sec) for label, w, sec in samples]
     else:
-        batches = design(limits)
+        batches = design(limits, budget_tokens=design_tokens)
         bar = tqdm(total=len(batches), unit="batch", desc="engine model: step times", disable=not progress,
                    dynamic_ncols=True)
         samples = await measure_steps(engine, batches, EngineTarget(engine).token_ids(), seed=seed,
@@ -199,7 +199,8 @@ def _check_planner(model, limits, settings: SweepSettings, grid, max_seconds: fl
 
 
 def _work_list(w) -> list[float]:
-    return [w.steps, w.prefill_tokens, w.decode_seqs, w.decode_context, w.prefill_pairs, w.extra_passes, w.multi_passes]
+    return [w.steps, w.prefill_tokens, w.decode_seqs, w.decode_context, w.prefill_pairs, w.extra_passes, w.multi_passes,
+            w.offload_steps]
 
 
 MAX_POINTS_KEPT = 3000  # raw step points written into the profile (an even subsample beyond this)

@@ -173,7 +173,8 @@ class Replica:
         if self.limits.passes_per_slot_run:
             fed = [(r.slot, 1) for r in self.running if r.fed >= r.input_tokens] + [(r.slot, t) for r, t in chunks]
             passes, multi = pass_features(micro_batches(sorted(fed), self.limits.step_tokens))  # fed in slot order
-        self.now += self.slowdown * self.model.step_time(prefill, pairs, n_dec, context, passes, multi)
+        self.now += self.slowdown * self.model.step_time(prefill, pairs, n_dec, context, passes, multi,
+                                                         self.limits.offloaded(prefill + n_dec))
         self.steps += 1
         done = []
         for r in self.running:
@@ -199,7 +200,8 @@ class Replica:
         C0 = sum(r.input_tokens + r.generated for r in self.running)
         passes, multi = pass_features(slot_runs([r.slot for r in self.running])) if self.limits.passes_per_slot_run \
             else (0, 0)
-        a = self.slowdown * (m.c_step + m.c_decode * B + m.c_kv_read * C0 + m.c_pass * passes + m.c_multi * multi)
+        a = self.slowdown * (m.c_step + m.c_decode * B + m.c_kv_read * C0 + m.c_pass * passes + m.c_multi * multi
+                             + (m.c_offload if self.limits.offloaded(B) else 0.0))
         b = self.slowdown * m.c_kv_read * B
         k = min(r.output_tokens - r.generated for r in self.running)  # steps to the next completion
         full = B >= self.limits.batch_slots

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,22 @@ def test_the_planner_picks_a_hybrid_pool_where_it_is_cheapest_and_plan_says_so(t
     assert cli.main(["plan", "--profiles", str(d), "--workload", str(work), "--rate", "0.8"]) == 0
     out = capsys.readouterr().out
     assert "hybrid $1.5/h (hybrid: 8/16 layers on 0.1 of a H200, 12 vCPUs)" in out
+
+
+def test_the_measured_7b_profiles_put_a_hybrid_pool_in_place_of_the_h200_at_low_rates(tmp_path, capsys):
+    """profiles/rayhet-7b as measured on the lent H200 machine (2026-12-01): under an SLO whose TTFT limit grows
+    with the prompt, 16 GiB hybrid replicas carry 0.01 req/s of chat requests, 1,800-token prompts included,
+    instead of the whole H200; at 1 req/s the H200 is cheaper. Each profile's capacity is re-derived for the
+    SLO from its engine model (the op-offload term included)."""
+    from rayhet import cli
+
+    root = Path(__file__).resolve().parents[2] / "profiles" / "rayhet-7b"
+    work = tmp_path / "w.csv"
+    work.write_text("100,200\n500,300\n1800,150\n")
+    argv = ["plan", "--profiles", str(root / "h200-16gb.json"), "--profiles", str(root / "h200.json"),
+            "--workload", str(work), "--rate", "0.01,1", "--slo-ttft-ms", "2000", "--slo-ttft-ms-per-1k-input", "5000",
+            "--slo-tpot-ms", "200", "--json"]
+    assert cli.main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    picked = [sorted(k for k, v in r["plan"]["replicas"].items() if v) for r in doc["results"]]
+    assert picked == [["h200-16gb"], ["h200"]]

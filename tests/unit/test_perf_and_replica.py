@@ -41,6 +41,37 @@ def test_fit_recovers_known_coefficients_within_5_percent():
     assert fit.mean_abs_rel_error < 0.02
 
 
+
+def test_fit_recovers_the_op_offload_cost_of_a_hybrid_replica():
+    """A hybrid llama.cpp replica (CUDA build) pays a fixed cost for every step of >= 32 tokens (the host layers'
+    weights copied to the GPU): the fit separates it from the per-token prefill cost, and the replica model
+    charges it on exactly those steps, decode-only runs included."""
+    true = StepModel(c_step=0.07, c_prefill=2.5e-3, c_decode=5e-3, c_kv_read=1e-5, c_attn=0.0, c_offload=0.5)
+    limits = EngineLimits(batch_slots=40, step_tokens=256, kv_tokens=40 * 2048, max_context=2048,
+                          offload_min_batch=32)
+    rng = np.random.default_rng(3)
+    work, times = [], []
+    for _ in range(300):
+        dec, chunk = int(rng.integers(0, 9)), int(rng.choice([0, 8, 16, 24, 32, 64, 128, 256]))
+        if dec + chunk == 0:
+            continue
+        w = StepWork(1, chunk, dec, dec * 500, 0, 0, 0, float(limits.offloaded(chunk + dec)))
+        work.append(w)
+        times.append(true.time(w) * (1 + rng.normal(0, 0.01)))
+    fit = fit_step_model(work, times)
+    assert fit.model.c_offload == pytest.approx(0.5, rel=0.05)
+    assert fit.model.c_prefill == pytest.approx(2.5e-3, rel=0.05)
+    assert not limits.offloaded(31) and limits.offloaded(32)
+    assert not EngineLimits(batch_slots=8, step_tokens=256, kv_tokens=4096, max_context=512).offloaded(10_000)
+    # one 20-token prompt alone: one prefill step below the threshold, then decode steps of one sequence
+    alone = simulate(true, limits, [SimRequest(0.0, 20, 3)])[0]
+    assert alone.ttft == pytest.approx(true.step_time(20, 0, 0, 0))
+    # 40 sequences decoding together: every decode step is offloaded (the fast-forward path charges it too)
+    reqs = simulate(true, limits, [SimRequest(0.0, 1, 5) for _ in range(40)])
+    first = true.step_time(40, 0, 0, 0, offloaded=True)
+    steps = [true.step_time(0, 0, 40, 40 * (1 + g), offloaded=True) for g in range(1, 5)]
+    assert max(r.e2e for r in reqs) == pytest.approx(first + sum(steps))
+
 def test_fit_rejects_bad_input():
     with pytest.raises(ValueError):
         fit_step_model([StepWork(1, 1, 0, 0, 1)], [0.0])

@@ -333,7 +333,26 @@ def test_command_refuses_missing_slo_and_plots_existing_profile(tmp_path, capsys
     png = tmp_path / "a10g.png"
     assert run(_parse(["--from", str(src), "--plot", str(png)])) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "a10g-fit.png").exists()  # a version-1 profile: no engine model to draw
+    v2 = Path(__file__).resolve().parents[2] / "profiles" / "rayhet-7b" / "h200-16gb.json"
+    assert run(_parse(["--from", str(v2), "--plot", str(tmp_path / "h.png")])) == 0
+    assert (tmp_path / "h-fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+
+
+def test_design_tokens_trims_the_biggest_batches_and_must_be_positive(tmp_path, capsys):
+    from rayhet.perf import EngineLimits
+    from rayhet.profiling.engine_model import design
+
+    limits = EngineLimits(batch_slots=8, max_context=4096, step_tokens=256, kv_tokens=32768)
+    full, small = design(limits), design(limits, budget_tokens=12_000)
+    assert sum(b.tokens for b in small) <= 12_000 < sum(b.tokens for b in full)
+    assert max(b.tokens for b in small) < max(b.tokens for b in full)  # the biggest batches went first
+    assert {b.label for b in small} <= {b.label for b in full}
+    argv = ["--model", "m.gguf", "--out", str(tmp_path / "p.json"), "--price-per-hour", "1", "--slo-tpot-ms", "100",
+            "--design-tokens", "0"]
+    assert run(_parse(argv)) == 2
+    assert "--design-tokens must be >= 1" in capsys.readouterr().err
 
 # -- a real profile of the tiny model (real llama.cpp engine, in-process) -------------------------------------
 def test_profile_tiny_model_capacity_matches_raw_sweep(tiny_gguf, tmp_path):
@@ -424,7 +443,7 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     assert profile.schema_version == 2 and em is not None
     assert em.engine_limits().batch_slots == 4 and em.engine_limits().max_context == 512
     assert len(em.points) >= 50 and all(p.predicted_s is not None for p in em.points)
-    assert any(p.label == "live" for p in em.points) and len(em.points[0].work) == 7
+    assert any(p.label == "live" for p in em.points) and len(em.points[0].work) == 8
     # the grid is the model's, re-derivable from the file alone
     assert profile.max_rate == simulate_grid(em.step_model(), em.engine_limits(), profile.slo,
                                              profile.input_edges, profile.output_edges,
