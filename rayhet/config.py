@@ -288,6 +288,9 @@ def engine_settings_dict(config: RayhetConfig, pool: PoolConfig) -> dict[str, An
     s = dict(pool.engine_settings)
     if pool.engine == "llama_cpp":
         s.setdefault("model_path", config.model.gguf)
+        if config.slo is not None and config.slo.ttft_ms_per_1k_input > 0:
+            # the SLO lets TTFT grow with the prompt: prefill the prompt whose deadline comes first
+            s.setdefault("prefill_allowance_s_per_1k", config.slo.ttft_ms_per_1k_input / 1000.0)
     elif pool.engine == "vllm":
         s.setdefault("model", config.model.hf)
     return s

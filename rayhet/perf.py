@@ -134,6 +134,12 @@ class EngineLimits(BaseModel):
                                           "kept on the host there first (ggml's op offload): a fixed cost per such "
                                           "step, c_offload. None: the engine has no such steps.")
 
+    decode_step_tokens: int | None = Field(None, ge=1, description="Most tokens in a step while any sequence "
+                                           "decodes (llama.cpp pools' n_batch_decoding); None: step_tokens.")
+    prefill_allowance_s_per_1k: float = Field(0.0, ge=0, description="Prompt chunks go first to the request "
+                                              "due soonest: arrival + this many seconds per 1,000 prompt tokens "
+                                              "(llama.cpp pools: the setting of that name). 0: oldest first.")
+
     def offloaded(self, tokens: int) -> bool:
         """Whether a step of `tokens` tokens (prompt chunks + decoding sequences) is an offloaded one."""
         return self.offload_min_batch is not None and tokens >= self.offload_min_batch

@@ -50,10 +50,10 @@ def with_cpu_replicas(config, pool: str, n: int):
 def h200_alone(config, gpu: str, trace):
     """The H200 pool alone, static, planned for the day's busiest minute (one replica at these rates)."""
     from rayhet.sim.build import planner_options
-    from rayhet.sim.policies import _plan_for, busiest_window
+    from rayhet.sim.policies import busiest_window, plan_for_sizes
 
     rate, busy = busiest_window(trace, 60.0)
-    plan = _plan_for(config, planner_options(config, pools={gpu}), busy.sizes(), rate, config.planner.headroom)
+    plan = plan_for_sizes(config, planner_options(config, pools={gpu}), busy.sizes(), rate, config.planner.headroom)
     return static_fleet(config, plan, {gpu})
 
 

@@ -2,7 +2,9 @@
 
 One llama context holds `n_slots` sequences in a unified KV cache. A background thread runs the step
 loop: admit waiting requests into free slots, build one `llama_batch` with the next token of every
-running sequence plus prompt chunks of newly admitted ones, `llama_decode` it (ctypes releases the GIL),
+running sequence plus prompt chunks of newly admitted ones (up to `n_batch` tokens, `n_batch_decoding` while
+any sequence decodes; the chunks go first to the prompt whose first token is due soonest under the SLO's
+allowance per prompt token, else the oldest), `llama_decode` it (ctypes releases the GIL),
 sample each sequence with its own sampler chain, and hand the step's deltas to the asyncio side with one
 `loop.call_soon_threadsafe`. A finished or cancelled sequence's KV cells are removed at once.
 
@@ -321,11 +323,14 @@ class LlamaCppEngine:
         passes over several sequences)."""
         lc, b, budget = self._lc, self._batch, self.settings.n_batch
         decoding = [s for s in running.values() if s.n_fed >= len(s.prompt)]
+        per_token = self.settings.prefill_allowance_s_per_1k / 1000.0
         prefilling = sorted((s for s in running.values() if s.n_fed < len(s.prompt)),
-                            key=lambda s: s.req.arrival_time)
+                            key=lambda s: s.req.arrival_time + per_token * len(s.prompt))
         context = sum(s.n_fed + 1 for s in decoding)
         take = {s.slot: 1 for s in decoding}  # tokens each sequence feeds in this step: decode tokens first,
-        left = budget - len(decoding)  # then prompt chunks, oldest request first
+        if decoding and self.settings.n_batch_decoding:  # keep a step with decoding sequences short
+            budget = self.settings.n_batch_decoding
+        left = budget - len(decoding)  # then prompt chunks, the first token due soonest first
         pairs = 0
         for s in prefilling:
             if left <= 0:
@@ -383,7 +388,8 @@ class LlamaCppEngine:
             while self._recent and self._recent[0][0] < now - 5.0:
                 self._recent.popleft()
         _send_all([s for _, s in outputs], deltas)
-        passes = (0, 0) if self.settings.kv_unified else pass_features(micro_batches(sorted(take.items()), budget))
+        passes = (0, 0) if self.settings.kv_unified else pass_features(
+            micro_batches(sorted(take.items()), self.settings.n_batch))
         return n - len(decoding), pairs, len(decoding), context, *passes
 
     def _logprob(self, idx: int, token: int, k: int) -> TokenLogprob:

@@ -30,7 +30,17 @@ class LlamaCppSettings(BaseModel):
     n_threads: int | None = Field(None, ge=1, description="CPU threads; default: the replica's CPU allotment.")
     n_batch: int = Field(256, ge=1, description="Most tokens in one decode step (decode tokens first, then "
                          "prompt chunks): bounds how long a long prompt stalls the running sequences.")
+    n_batch_decoding: int | None = Field(
+        None, ge=1, description="Most tokens in a step while any sequence is decoding (their tokens first, then prompt "
+        "chunks): smaller than n_batch, it keeps such steps, and so the decoding sequences' time per output token, "
+        "short while a long prompt is prefilled (Sarathi-Serve's stall-free batching); a step with nothing decoding "
+        "still takes n_batch. None: n_batch.")
     max_waiting: int = Field(64, ge=0, description="Requests that may wait for a slot; beyond it, overloaded.")
+    prefill_allowance_s_per_1k: float = Field(
+        0.0, ge=0, description="Prompt chunks go first to the sequence whose first token is due soonest: its arrival "
+        "plus this many seconds per 1,000 prompt tokens (the SLO's TTFT allowance per 1k input tokens; the app fills "
+        "it in from `slo.ttft_ms_per_1k_input`). A short prompt then no longer waits behind a long one's prefill. "
+        "0: oldest request first.")
     kv_unified: bool = Field(False, description="One KV stream for all slots. Off: each slot has its own "
                              "stream, so a token attends only to its own sequence (cheaper at many slots), but "
                              "running slots with gaps between their ids decode in several passes.")
@@ -58,6 +68,9 @@ class LlamaCppSettings(BaseModel):
         if self.n_batch < self.n_slots:
             raise ValueError(f"n_batch ({self.n_batch}) must be >= n_slots ({self.n_slots}): every running "
                              "sequence feeds one token per step")
+        if self.n_batch_decoding is not None and not self.n_slots <= self.n_batch_decoding <= self.n_batch:
+            raise ValueError(f"n_batch_decoding ({self.n_batch_decoding}) must be between n_slots ({self.n_slots}) "
+                             f"and n_batch ({self.n_batch}): every decoding sequence feeds one token per step")
         mp = self.model_path
         if not mp.strip() or mp != mp.strip() or mp.endswith(("/", "\\")) or "\0" in mp:
             raise ValueError(f"model_path {mp!r} is not a usable file path (empty, padded, a directory, or a NUL)")

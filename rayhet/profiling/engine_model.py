@@ -229,7 +229,9 @@ def limits_of(engine) -> EngineLimits:
     if hasattr(s, "n_slots"):
         return EngineLimits(batch_slots=s.n_slots, step_tokens=s.n_batch, kv_tokens=s.n_ctx * s.n_slots,
                             max_context=s.n_ctx, max_waiting=s.max_waiting, passes_per_slot_run=not s.kv_unified,
-                            offload_min_batch=op_offload_min_batch())
+                            offload_min_batch=op_offload_min_batch(),
+                            prefill_allowance_s_per_1k=s.prefill_allowance_s_per_1k,
+                            decode_step_tokens=s.n_batch_decoding)
     cfg = engine._llm.vllm_config  # a started VllmEngine
     blocks = getattr(cfg.cache_config, "num_gpu_blocks", None) or 0
     kv = int(blocks * cfg.cache_config.block_size) or int(cfg.model_config.max_model_len) * engine.max_batch

@@ -31,6 +31,11 @@ def pool_models(config, plan, *, pools=None):
         opts = pool_deployment_options(pool, engine_settings_dict(config, pool), initial_replicas(pool, plan))
         price = pool.price_per_hour if pool.price_per_hour is not None else prof.price_per_hour
         limits = em.engine_limits()
+        if pool.engine == "llama_cpp":  # the deployed engine's prefill order and chunking, not the profiled one's
+            deployed = engine_settings_dict(config, pool)
+            limits = limits.model_copy(update={
+                "prefill_allowance_s_per_1k": float(deployed.get("prefill_allowance_s_per_1k") or 0.0),
+                "decode_step_tokens": deployed.get("n_batch_decoding") or limits.decode_step_tokens})
         hi = pool.max_replicas if pool.max_replicas is not None else 64
         over = pool.serving_overhead or ServingOverhead()
         out.append(PoolModel(

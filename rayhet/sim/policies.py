@@ -39,7 +39,9 @@ def busiest_window(trace: Trace, window_s: float) -> tuple[float, Trace]:
     return float(rates[w]), trace.window(w * window_s, (w + 1) * window_s)
 
 
-def _plan_for(config, options, sizes: np.ndarray, rate: float, headroom: float):
+def plan_for_sizes(config, options, sizes: np.ndarray, rate: float, headroom: float):
+    """The plan the config's planner makes for `rate` req/s of these request sizes over `options` (buckets no
+    option can serve are dropped): the static policies' plan, and a benchmark's single-pool baseline."""
     from rayhet.planner import common_grid, solve
     from rayhet.workload import bucketize
 
@@ -89,7 +91,7 @@ def policies(config, trace: Trace, *, window_s: float = 60.0) -> tuple[list[Poli
     rate, busy = busiest_window(trace, window_s)
     if len(busy):
         try:
-            plan = _plan_for(config, options, busy.sizes(), rate, config.planner.headroom)
+            plan = plan_for_sizes(config, options, busy.sizes(), rate, config.planner.headroom)
             out.append(Policy(f"static Mélange plan, busiest window ({rate:.2f} req/s)",
                               lambda plan=plan: static_fleet(config, plan)))
         except Exception as e:  # noqa: BLE001 - a policy that cannot be planned is reported, not fatal
@@ -126,7 +128,7 @@ def offline_bound(config, options, trace: Trace, window_s: float) -> dict:
             cost += mins * span / 3600.0
             continue
         try:
-            plan = _plan_for(config, options, part.sizes(), len(part) / span, 0.0)
+            plan = plan_for_sizes(config, options, part.sizes(), len(part) / span, 0.0)
             cost += plan.cost_per_hour * span / 3600.0
         except Exception:  # noqa: BLE001
             unplanned += 1

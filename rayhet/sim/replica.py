@@ -3,7 +3,8 @@
 The scheduler is the one rayhet's engines run (llama.cpp's step loop in rayhet.engines.llama_cpp, and
 vLLM's v1 scheduler with chunked prefill): requests wait FCFS for a batch slot (and, here, for KV room
 for prompt + max_tokens: no preemption); each step feeds one token of every decoding sequence, then
-prompt chunks, oldest request first, up to the step's token budget; a sequence whose prompt completes in
+prompt chunks, oldest request first (or, with `prefill_allowance_s_per_1k`, the one whose first token is due
+soonest), up to the step's token budget; a sequence whose prompt completes in
 a step gets its first token at the end of that step, and each later step gives it one more. A request
 that finds `max_waiting` others waiting is refused at once (the engine's queue bound).
 
@@ -156,11 +157,16 @@ class Replica:
             if r.fed >= r.input_tokens:
                 n_dec += 1
                 context += r.input_tokens + r.generated
-        budget = self.limits.step_tokens - n_dec
+        budget = (self.limits.decode_step_tokens if n_dec and self.limits.decode_step_tokens
+                  else self.limits.step_tokens) - n_dec
         chunks: list[tuple[SimRequest, int]] = []
         prefill = pairs = 0
         if budget > 0:
-            for r in self.running:
+            prefilling = self.running  # admission order = arrival order: oldest first
+            per_token = self.limits.prefill_allowance_s_per_1k / 1000.0
+            if per_token > 0 and self._prefilling > 1:  # the first token due soonest first, as the engine does
+                prefilling = sorted(self.running, key=lambda r: r.arrival + per_token * r.input_tokens)
+            for r in prefilling:
                 if r.fed < r.input_tokens:
                     take = min(r.input_tokens - r.fed, budget)
                     pairs += attention_pairs(r.fed, take)

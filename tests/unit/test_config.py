@@ -21,6 +21,20 @@ def test_minimal_config_gets_defaults():
     assert c.controller.period_s == 30
 
 
+
+def test_a_slo_with_a_ttft_allowance_orders_llama_cpp_prefill_by_deadline():
+    from rayhet.config import engine_settings_dict
+
+    plain = parse_config(BASE)
+    assert "prefill_allowance_s_per_1k" not in engine_settings_dict(plain, plain.pools[0])
+    slo = {"ttft_ms": 2000, "ttft_ms_per_1k_input": 5000, "tpot_ms": 100}
+    c = parse_config({**BASE, "slo": slo})
+    assert engine_settings_dict(c, c.pools[0])["prefill_allowance_s_per_1k"] == 5.0
+    assert validate_engine_settings(c)["small"].prefill_allowance_s_per_1k == 5.0
+    own = {**BASE["pools"][0], "engine_settings": {"n_threads": 1, "prefill_allowance_s_per_1k": 0}}
+    c = parse_config({**BASE, "slo": slo, "pools": [own]})  # the pool's own setting wins (0: oldest first)
+    assert engine_settings_dict(c, c.pools[0])["prefill_allowance_s_per_1k"] == 0
+
 @pytest.mark.parametrize("patch, field", [
     ({"pools": [{"name": "Bad Name", "engine": "llama_cpp"}]}, "pools[0].name"),
     ({"pools": [{"name": "a", "engine": "tensorrt"}]}, "pools[0].engine"),

@@ -165,6 +165,43 @@ async def test_long_prompt_is_prefilled_in_chunks_beside_running(engine_factory)
     assert long_[1] == alone[1] and len(short[1]) == 30
 
 
+
+@pytest.mark.parametrize("allowance, first", [(0.0, "long"), (5.0, "short")])
+async def test_prompt_chunks_go_to_the_first_token_due_soonest(engine_factory, allowance, first):
+    """A short prompt arriving just after a long one: oldest-first (allowance 0) prefills the long one before it;
+    with the SLO's TTFT allowance per 1k prompt tokens (5 s here) the short one's first token is due ~5 s
+    sooner, so its chunk goes first and it finishes while the long prompt is still being prefilled."""
+    engine = await engine_factory(n_batch=8, n_slots=2, n_ctx=1200, prefill_allowance_s_per_1k=allowance)
+    done: list[str] = []
+
+    async def one(name: str, prompt: str) -> None:
+        await collect(engine, req(name, prompt, max_tokens=1, ignore_eos=True))
+        done.append(name)
+
+    long_ = asyncio.ensure_future(one("long", prompt_of_tokens(1000)))  # 125 steps of 8 prompt tokens
+    short = asyncio.ensure_future(one("short", prompt_of_tokens(6)))
+    await asyncio.gather(long_, short)
+    assert done[0] == first
+
+
+async def test_steps_with_decoding_sequences_keep_to_n_batch_decoding(engine_factory):
+    """Stall-free chunking: while a sequence decodes, a step carries at most n_batch_decoding tokens (its decode
+    token, then prompt chunks); a step with nothing decoding still takes n_batch. Read from the engine's step log."""
+    engine = await engine_factory(n_batch=64, n_batch_decoding=8, n_slots=2, n_ctx=600)
+    engine.step_log = []
+    first = asyncio.ensure_future(collect(engine, req("a", prompt_of_tokens(200), max_tokens=40, ignore_eos=True)))
+    await wait_for(lambda: any(dec for _, _, dec, *_ in engine.step_log))  # "a" decodes now
+    await collect(engine, req("b", prompt_of_tokens(300), max_tokens=2, ignore_eos=True))
+    await first
+    log, engine.step_log = engine.step_log, None
+    mixed = [(prefill, dec) for prefill, _, dec, *_ in log if dec and prefill]
+    assert mixed and all(prefill + dec <= 8 for prefill, dec in mixed)
+    assert max(prefill for prefill, _, dec, *_ in log if not dec) == 64  # "a"'s prompt alone: full steps
+    with pytest.raises(ValueError, match="n_batch_decoding"):
+        from rayhet.engines.llama_cpp import LlamaCppSettings
+
+        LlamaCppSettings(model_path="m.gguf", n_slots=8, n_batch=64, n_batch_decoding=4)
+
 async def test_stats_count_requests(engine):
     await collect(engine, req(max_tokens=5, ignore_eos=True))
     st = engine.stats()

@@ -72,6 +72,37 @@ def test_fit_recovers_the_op_offload_cost_of_a_hybrid_replica():
     steps = [true.step_time(0, 0, 40, 40 * (1 + g), offloaded=True) for g in range(1, 5)]
     assert max(r.e2e for r in reqs) == pytest.approx(first + sum(steps))
 
+
+def test_prefill_goes_to_the_first_token_due_soonest_with_an_allowance_per_prompt_token():
+    """The engine's prefill order, modelled: a 20-token prompt 0.1 s after a 3,000-token one waits out the long
+    prefill oldest-first; with 5 s of TTFT allowance per 1k prompt tokens its chunk goes first, and the long
+    prompt's first token comes one short chunk later than alone."""
+    reqs = lambda: [SimRequest(0.0, 3000, 4, rid=0), SimRequest(0.1, 20, 4, rid=1)]  # noqa: E731
+    fcfs = simulate(TRUE, WIDE, reqs())
+    edf = simulate(TRUE, WIDE.model_copy(update={"prefill_allowance_s_per_1k": 5.0}), reqs())
+    assert fcfs[1].first_token >= fcfs[0].first_token  # behind the whole long prefill (its last chunk)
+    assert edf[1].first_token < edf[0].first_token
+    assert edf[1].ttft < fcfs[1].ttft / 3
+    assert edf[0].ttft == pytest.approx(fcfs[0].ttft, rel=0.1)  # the long one hardly notices
+    same = [SimRequest(0.01 * k, 500, 8, rid=k) for k in range(6)]  # equal sizes: the order stays arrival order
+    a = simulate(TRUE, WIDE, [SimRequest(r.arrival, r.input_tokens, r.output_tokens, rid=r.rid) for r in same])
+    b = simulate(TRUE, WIDE.model_copy(update={"prefill_allowance_s_per_1k": 5.0}), same)
+    assert [r.first_token for r in a] == pytest.approx([r.first_token for r in b])
+
+
+def test_steps_with_decoding_sequences_keep_to_their_own_token_budget():
+    """decode_step_tokens (llama.cpp's n_batch_decoding): while one request decodes, a 1,000-token prompt beside it
+    is fed 32 tokens a step, so the decoding request's steps stay short; its time per token falls and the long
+    prompt's first token comes later."""
+    reqs = lambda: [SimRequest(0.0, 16, 10, rid=0), SimRequest(0.001, 1000, 4, rid=1)]  # noqa: E731
+    full = simulate(TRUE, WIDE, reqs())
+    capped = simulate(TRUE, WIDE.model_copy(update={"decode_step_tokens": 32}), reqs())
+    assert capped[0].tpot < full[0].tpot
+    assert capped[1].ttft > full[1].ttft
+    alone = [SimRequest(0.0, 1000, 4)]  # nothing decodes: full steps either way
+    assert simulate(TRUE, WIDE.model_copy(update={"decode_step_tokens": 32}), alone)[0].ttft == pytest.approx(
+        simulate(TRUE, WIDE, [SimRequest(0.0, 1000, 4)])[0].ttft)
+
 def test_fit_rejects_bad_input():
     with pytest.raises(ValueError):
         fit_step_model([StepWork(1, 1, 0, 0, 1)], [0.0])
