@@ -279,6 +279,17 @@ def _kind(profile) -> str:
             f"{profile.hardware.vcpus} vCPUs)")
 
 
+def _tick_labels(rates: list[float], min_ratio: float = 1.6) -> list[str]:
+    """Each rate's label, left blank where it would crowd the last one labelled on a log axis (0.2 beside 0.3)."""
+    kept: list[float] = []
+    out = []
+    for r in rates:
+        keep = all(abs(math.log(r / k)) >= math.log(min_ratio) for k in kept)
+        out.append(f"{r:g}" if keep else "")
+        kept += [r] if keep else []
+    return out
+
+
 def _plot(results, pools, path: Path) -> None:
     import matplotlib
 
@@ -299,7 +310,11 @@ def _plot(results, pools, path: Path) -> None:
     ax.set_ylabel("cost ($/hour)")
     if len(rates) > 1 and min(rates) > 0:
         ax.set_xscale("log", base=2)
-        ax.set_xticks(rates, [f"{r:g}" for r in rates])
+        ax.set_xticks(rates, _tick_labels(rates))
+    costs = [line.get_ydata() for line in ax.get_lines()]
+    ys = [float(y) for ydata in costs for y in ydata if math.isfinite(float(y)) and float(y) > 0]
+    if ys and max(ys) / min(ys) > 30:  # a sweep over decades: on a linear axis the cheap end is a flat line
+        ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend()
     ax.set_title("cost vs request rate")

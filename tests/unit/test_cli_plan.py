@@ -91,6 +91,13 @@ def test_rate_from_azure_timestamps(capsys, tmp_path):
     assert doc["results"][0]["rate"] == pytest.approx(0.5) and doc["workload"]["measured_rate"] == pytest.approx(0.5)
 
 
+def test_plot_rate_labels_do_not_crowd_each_other():
+    from rayhet.cli import _tick_labels
+
+    assert _tick_labels([0.003, 0.01, 0.1, 0.2, 0.3, 1, 30]) == ["0.003", "0.01", "0.1", "0.2", "", "1", "30"]
+    assert _tick_labels([4, 1, 2]) == ["4", "1", "2"]
+
+
 def test_plot_writes_a_png(capsys, short_workload, tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "cost.png"

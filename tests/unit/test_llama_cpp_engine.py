@@ -189,8 +189,9 @@ async def test_steps_with_decoding_sequences_keep_to_n_batch_decoding(engine_fac
     token, then prompt chunks); a step with nothing decoding still takes n_batch. Read from the engine's step log."""
     engine = await engine_factory(n_batch=64, n_batch_decoding=8, n_slots=2, n_ctx=600)
     engine.step_log = []
-    first = asyncio.ensure_future(collect(engine, req("a", prompt_of_tokens(200), max_tokens=40, ignore_eos=True)))
-    await wait_for(lambda: any(dec for _, _, dec, *_ in engine.step_log))  # "a" decodes now
+    # "a" decodes for hundreds of steps, so "b" (sent once "a" decodes) is prefilled beside it
+    first = asyncio.ensure_future(collect(engine, req("a", prompt_of_tokens(200), max_tokens=390, ignore_eos=True)))
+    await wait_for(lambda: any(dec for _, _, dec, *_ in engine.step_log))
     await collect(engine, req("b", prompt_of_tokens(300), max_tokens=2, ignore_eos=True))
     await first
     log, engine.step_log = engine.step_log, None
