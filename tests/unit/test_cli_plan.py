@@ -92,7 +92,7 @@ def test_rate_from_azure_timestamps(capsys, tmp_path):
 
 
 def test_plot_rate_labels_do_not_crowd_each_other():
-    from rayhet.cli import _tick_labels
+    from rayhet.plan_command import _tick_labels
 
     assert _tick_labels([0.003, 0.01, 0.1, 0.2, 0.3, 1, 30]) == ["0.003", "0.01", "0.1", "0.2", "", "1", "30"]
     assert _tick_labels([4, 1, 2]) == ["4", "1", "2"]
