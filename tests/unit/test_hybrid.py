@@ -178,3 +178,22 @@ def test_the_measured_7b_profiles_put_a_hybrid_pool_in_place_of_the_h200_at_low_
     doc = json.loads(capsys.readouterr().out)
     picked = [sorted(k for k, v in r["plan"]["replicas"].items() if v) for r in doc["results"]]
     assert picked == [["h200-16gb"], ["h200"]]
+
+
+def test_the_7b_example_config_loads_and_asks_ray_for_each_pools_share():
+    """examples/hybrid-7b.yaml, the three kinds of pool on the measured 7B profiles: it validates (engine settings
+    included, without the model files), the hybrid pool asks for its 0.114 of an H200, and its llama.cpp pools
+    prefill by deadline under the example's SLO."""
+    from rayhet.config import engine_settings_dict, load_config, validate_engine_settings
+    from rayhet.profiles import load_profile
+    from rayhet.serve.builder import pool_deployment_options
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "hybrid-7b.yaml")
+    settings = validate_engine_settings(cfg)
+    pools = {p.name: p for p in cfg.pools}
+    hybrid = pools["h200-16gb"]
+    actor = pool_deployment_options(hybrid, engine_settings_dict(cfg, hybrid), 1)["ray_actor_options"]
+    assert actor["num_gpus"] == 0.114 and actor["num_cpus"] == 12 and "accelerator_type:H200" in actor["resources"]
+    split = load_profile(hybrid.profile).hardware.gpu_split
+    assert (split.n_gpu_layers, split.gpu_share) == (settings["h200-16gb"].n_gpu_layers, actor["num_gpus"])
+    assert settings["cpu-q4"].prefill_allowance_s_per_1k == settings["h200-16gb"].prefill_allowance_s_per_1k == 5.0
