@@ -133,7 +133,6 @@ class EngineLimits(BaseModel):
                                           "at least this many tokens on the GPU, copying the weights of the layers "
                                           "kept on the host there first (ggml's op offload): a fixed cost per such "
                                           "step, c_offload. None: the engine has no such steps.")
-
     decode_step_tokens: int | None = Field(None, ge=1, description="Most tokens in a step while any sequence "
                                            "decodes (llama.cpp pools' n_batch_decoding); None: step_tokens.")
     prefill_allowance_s_per_1k: float = Field(0.0, ge=0, description="Prompt chunks go first to the request "
