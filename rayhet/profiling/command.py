@@ -14,10 +14,9 @@ from pathlib import Path
 
 from rayhet.errors import RayhetError
 from rayhet.profiles import SLO, Hardware, load_profile, save_profile
-from rayhet.profiling.capacity import quantile_key
 from rayhet.profiling.grid import MELANGE_INPUT_EDGES, MELANGE_OUTPUT_EDGES, QUICK_INPUT_EDGES, QUICK_OUTPUT_EDGES
 from rayhet.profiling.model_method import measure_engine_model, speed_probe, twin_maker, with_engine_model
-from rayhet.profiling.report import build_profile, cpu_model, host_memory_gb
+from rayhet.profiling.report import build_profile, cpu_model, held_out_lines, host_memory_gb
 from rayhet.profiling.search import SearchParams
 from rayhet.profiling.sweep import FINAL, ProfilingError, SweepSettings, SweepState, fingerprint, load_state, run_sweep, save_state
 
@@ -213,51 +212,6 @@ def _measure(args: argparse.Namespace) -> int:
             fit_png = Path(args.plot).with_name(Path(args.plot).stem + "-fit.png")
             print(f"wrote {plot_fit(profile, fit_png)}")
     return 0
-
-
-def held_out_lines(profile) -> list[str]:
-    """What the held-out checks found, for people: prediction against measurement, then each measured point
-    against its twin (the same arrivals through the model)."""
-    lines = []
-    for h in profile.engine_model.held_out:
-        name = f"{profile.input_edges[h.input_bucket]}/{profile.output_edges[h.output_bucket]}"
-        line = (f"held out {name}: predicted {_r(h.predicted_rate)} req/s, measured {_r(h.measured_rate)}"
-                + (f" ({_r(h.measured_fail_rate)} failed)" if h.measured_fail_rate else "")
-                + (f": {h.error:+.0%}" if h.error is not None else ""))
-        if h.check is not None:
-            line += f"; within ±15 %: {'yes' if h.check == 'passed' else 'NO'}"
-        if h.requests_per_point:
-            line += (f" ({h.requests_per_point} requests a point"
-                     + (f"; a perfect model passes {h.check_power:.0%} of such checks)" if h.check_power is not None
-                        else ")"))
-        if h.error_at_check is not None:
-            line += (f"; at the check's speed ({_drift_words(h.speed_drift)}) predicted {_r(h.predicted_rate_at_check)}"
-                     f" ({h.error_at_check:+.0%})")
-        lines.append(line)
-        points = [p for p in profile.sweep if (p.input_bucket, p.output_bucket) == (h.input_bucket, h.output_bucket)]
-        if h.twins and len(h.twins) == len(points):
-            agree = sum(p.meets_slo == t.meets_slo for p, t in zip(points, h.twins))
-            lines.append(f"  the same arrivals through the model: verdicts agree at {agree} of {len(points)} rates; "
-                         f"capacity at these rates: engine {_r(h.measured_rate)}, model {_r(h.twin_rate)}")
-            key = quantile_key(profile.slo.ttft_quantile)
-            for p, t in zip(points, h.twins):
-                lines.append(f"    {p.offered_rate:.3g} req/s  engine {_verdict(p, key)}  model {_verdict(t, key)}")
-    return lines
-
-
-def _verdict(p, ttft_key: str) -> str:
-    tpot, ttft = p.tpot_ms.get("mean"), p.ttft_ms.get(ttft_key)
-    return (f"{'pass' if p.meets_slo else 'FAIL'} (TPOT {tpot:.0f} ms, TTFT {ttft_key} {ttft:.0f} ms, kept up "
-            f"{p.achieved_rate / p.offered_rate:.0%})" if tpot is not None and ttft is not None
-            else ("pass" if p.meets_slo else "FAIL"))
-
-
-def _drift_words(drift: dict | None) -> str:
-    return ", ".join(f"{k} {v:.2f}x" for k, v in (drift or {}).items())
-
-
-def _r(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.3g}"
 
 
 async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path, method: str = "sweep"):

@@ -1,4 +1,5 @@
-"""Report: assemble the profile JSON from a sweep (capacities derived, hardware and provenance recorded)."""
+"""Report: assemble the profile JSON from a sweep (capacities derived, hardware and provenance recorded), and say
+what its held-out checks found."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rayhet.profiles import Hardware, Profile, Provenance
-from rayhet.profiling.capacity import MIN_THROUGHPUT_RATIO, derive_max_rate
+from rayhet.profiling.capacity import MIN_THROUGHPUT_RATIO, derive_max_rate, quantile_key
 from rayhet.profiling.grid import representative
 from rayhet.profiling.sweep import MEASURED, SweepSettings, SweepState
 
@@ -99,3 +100,48 @@ def build_profile(
         ),
         sweep=state.points,
     )
+
+
+def held_out_lines(profile) -> list[str]:
+    """What the held-out checks found, for people: prediction against measurement, then each measured point
+    against its twin (the same arrivals through the model)."""
+    lines = []
+    for h in profile.engine_model.held_out:
+        name = f"{profile.input_edges[h.input_bucket]}/{profile.output_edges[h.output_bucket]}"
+        line = (f"held out {name}: predicted {_r(h.predicted_rate)} req/s, measured {_r(h.measured_rate)}"
+                + (f" ({_r(h.measured_fail_rate)} failed)" if h.measured_fail_rate else "")
+                + (f": {h.error:+.0%}" if h.error is not None else ""))
+        if h.check is not None:
+            line += f"; within ±15 %: {'yes' if h.check == 'passed' else 'NO'}"
+        if h.requests_per_point:
+            line += (f" ({h.requests_per_point} requests a point"
+                     + (f"; a perfect model passes {h.check_power:.0%} of such checks)" if h.check_power is not None
+                        else ")"))
+        if h.error_at_check is not None:
+            line += (f"; at the check's speed ({_drift_words(h.speed_drift)}) predicted {_r(h.predicted_rate_at_check)}"
+                     f" ({h.error_at_check:+.0%})")
+        lines.append(line)
+        points = [p for p in profile.sweep if (p.input_bucket, p.output_bucket) == (h.input_bucket, h.output_bucket)]
+        if h.twins and len(h.twins) == len(points):
+            agree = sum(p.meets_slo == t.meets_slo for p, t in zip(points, h.twins))
+            lines.append(f"  the same arrivals through the model: verdicts agree at {agree} of {len(points)} rates; "
+                         f"capacity at these rates: engine {_r(h.measured_rate)}, model {_r(h.twin_rate)}")
+            key = quantile_key(profile.slo.ttft_quantile)
+            for p, t in zip(points, h.twins):
+                lines.append(f"    {p.offered_rate:.3g} req/s  engine {_verdict(p, key)}  model {_verdict(t, key)}")
+    return lines
+
+
+def _verdict(p, ttft_key: str) -> str:
+    tpot, ttft = p.tpot_ms.get("mean"), p.ttft_ms.get(ttft_key)
+    return (f"{'pass' if p.meets_slo else 'FAIL'} (TPOT {tpot:.0f} ms, TTFT {ttft_key} {ttft:.0f} ms, kept up "
+            f"{p.achieved_rate / p.offered_rate:.0%})" if tpot is not None and ttft is not None
+            else ("pass" if p.meets_slo else "FAIL"))
+
+
+def _drift_words(drift: dict | None) -> str:
+    return ", ".join(f"{k} {v:.2f}x" for k, v in (drift or {}).items())
+
+
+def _r(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.3g}"

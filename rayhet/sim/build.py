@@ -28,11 +28,11 @@ def pool_models(config, plan, *, pools=None):
                               f"{prof.schema_version}); the simulator times replicas by it: profile the pool again "
                               "with `rayhet profile --method model`")
         em = prof.engine_model
-        opts = pool_deployment_options(pool, engine_settings_dict(config, pool), initial_replicas(pool, plan))
+        deployed = engine_settings_dict(config, pool)
+        opts = pool_deployment_options(pool, deployed, initial_replicas(pool, plan))
         price = pool.price_per_hour if pool.price_per_hour is not None else prof.price_per_hour
         limits = em.engine_limits()
         if pool.engine == "llama_cpp":  # the deployed engine's prefill order and chunking, not the profiled one's
-            deployed = engine_settings_dict(config, pool)
             limits = limits.model_copy(update={
                 "prefill_allowance_s_per_1k": float(deployed.get("prefill_allowance_s_per_1k") or 0.0),
                 "decode_step_tokens": deployed.get("n_batch_decoding") or limits.decode_step_tokens})
