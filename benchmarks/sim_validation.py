@@ -250,6 +250,10 @@ def main(argv=None) -> int:
                     help="before the trace, send N requests one at a time (sizes from the trace) and fit each pool's "
                          "serving overhead from them (rayhet calibrate); the simulation is then run with it as well, "
                          "and compared with the real run beside the one without")
+    ap.add_argument("--contention", action="store_true",
+                    help="with --calibrate: also send each pool's calibration requests again while the other pool is "
+                         "kept busy, and fit each pool's host_contention slowdown (rayhet calibrate --contention); "
+                         "the calibrated simulation then carries both")
     ap.add_argument("--sample-s", type=float, default=5.0,
                     help="every this many seconds, record each pool engine's own load and the cores each process "
                          "uses (0: off)")
@@ -262,7 +266,7 @@ def main(argv=None) -> int:
     from ray import serve
 
     from rayhet.app import build
-    from rayhet.config import ServingOverhead, load_config
+    from rayhet.config import HostContention, ServingOverhead, load_config
     from rayhet.sim.build import fleet_for
     from rayhet.sim.deployment import FleetResult
     from rayhet.sim.report import summarize
@@ -314,8 +318,16 @@ def main(argv=None) -> int:
         sizes = draw_sizes(trace, args.calibrate, seed=1)
         lone = asyncio.run(lone_requests(f"http://127.0.0.1:{port}", config.model.id, sizes, seed=1))
         fitted = fit_pools(config, lone, "benchmarks/sim_validation.py --calibrate")
-        calibration = {"fitted": fitted, "requests": [vars(x) for x in lone]}
+        calibration = {"fitted": fitted, "requests": [vars(x) for x in lone], "contention": {}, "beside_busy": []}
         print(f"calibrated on {len(lone)} lone requests: {fitted}")
+        if args.contention:
+            from rayhet.sim.calibrate import beside_busy_neighbours, fit_contention
+
+            busy = asyncio.run(beside_busy_neighbours(f"http://127.0.0.1:{port}", config.model.id, lone, seed=2))
+            calibration["beside_busy"] = [vars(x) for x in busy]
+            calibration["contention"] = fit_contention(config, busy, fitted, "validation-host",
+                                                       "benchmarks/sim_validation.py --contention")
+            print(f"contention from {len(busy)} requests beside a busy neighbour: {calibration['contention']}")
         missing = [p.name for p in config.pools if p.name not in fitted]
         if missing:  # the router sent none of the drawn sizes there: that pool keeps its engine model alone
             print(f"not calibrated (no lone request landed there): {', '.join(missing)}; ask for more (--calibrate)")
@@ -343,9 +355,15 @@ def main(argv=None) -> int:
     uncalibrated = None
     if calibration and calibration["fitted"]:
         # the simulation again, each pool with the overhead measured before the trace; it becomes the one compared
-        cal = config.model_copy(update={"pools": [
-            p.model_copy(update={"serving_overhead": ServingOverhead(**calibration["fitted"][p.name])})
-            if p.name in calibration["fitted"] else p for p in config.pools]})
+        def calibrated(p):
+            update = {}
+            if p.name in calibration["fitted"]:
+                update["serving_overhead"] = ServingOverhead(**calibration["fitted"][p.name])
+            if p.name in calibration["contention"]:
+                update["host_contention"] = HostContention(**calibration["contention"][p.name])
+            return p.model_copy(update=update)
+
+        cal = config.model_copy(update={"pools": [calibrated(p) for p in config.pools]})
         uncalibrated = sim_sum
         sim = fleet_for(cal).run(trace)
         sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated (calibrated)")
@@ -383,6 +401,9 @@ def main(argv=None) -> int:
         md += ["Serving overhead fitted before the trace, per pool (`rayhet calibrate`'s arithmetic, "
                f"{len(calibration['requests'])} lone requests): {calibration['fitted']}; the simulation below uses it.",
                ""]
+        if calibration["contention"]:
+            md += [f"Host contention fitted before the trace ({len(calibration['beside_busy'])} of those requests "
+                   f"again beside a busy neighbour): {calibration['contention']}; the simulation below uses it.", ""]
     md += table(rows)
     if uncalibrated is not None:
         md += ["", "The same simulation without the calibration (the pools' engine models alone):", ""]

@@ -89,6 +89,8 @@ class HostContention(_Strict):
     host: str = Field(..., min_length=1, description="Pools naming the same host contend with each other.")
     slowdown: float = Field(..., ge=0, description="While any other replica on the host holds a request, this "
                             "pool's engine steps take (1 + slowdown) times as long.")
+    source: str | None = Field(None, description="How it was measured (`rayhet calibrate --contention`: command, "
+                               "date, requests).")
 
 
 class PoolConfig(_Strict):

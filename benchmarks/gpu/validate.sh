@@ -12,6 +12,8 @@
 #                         profile step: a later session needs no profiling), in its own process session
 #   CALIBRATE=16 validate.sh run   first 16 lone requests, each pool's serving overhead fitted from them (host
 #                         drift included), and the simulation compared with and without it (sim_validation.py)
+#   CALIBRATE=16 CONTENTION=1 validate.sh run   the same, then those requests again while the other pool is kept
+#                         busy: each pool's host_contention slowdown fitted too (both in the calibrated simulation)
 #   validate.sh wait      waits up to WAIT_S (540) for that run; its results and log to $OUT
 # Run on the machine setup.sh prepared (MODELS=0 skips the 1B model, not needed here), back to back.
 set -uo pipefail
@@ -84,7 +86,7 @@ run)
   echo "replay: --speedup $sp --rate-scale $rs"
   setsid nohup bash -c "source benchmarks/gpu/env.sh; python3 benchmarks/sim_validation.py \
       --config benchmarks/sim/validation-16c.yaml --trace benchmarks/sim/ramp-10min.csv --speedup $sp \
-      --rate-scale $rs --calibrate ${CALIBRATE:-0} --out $V/${NAME:-sim-validation-16c} > $V/run.log 2>&1; \
+      --rate-scale $rs --calibrate ${CALIBRATE:-0} $([ "${CONTENTION:-0}" = 1 ] && echo --contention) --out $V/${NAME:-sim-validation-16c} > $V/run.log 2>&1; \
       echo \$? > $V/done" < /dev/null > /dev/null 2>&1 &
   sleep 20; tail -5 "$V/run.log"
   ;;

@@ -7,6 +7,10 @@ notes the pool that served each (`x-rayhet-pool`), then fits each pool's `servin
 as the config lines to add.
 
     rayhet calibrate --config fleet.yaml --trace sizes.csv --url http://127.0.0.1:8000 --requests 16
+
+With `--contention HOST` (pools that share one host, e.g. CPU pools on one node), each pool's requests are
+sent again while the other pools are kept busy, and each pool's `host_contention` slowdown is fitted too
+(rayhet.sim.overhead.fit_slowdown).
 """
 
 from __future__ import annotations
@@ -36,38 +40,129 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=os.environ.get("RAYHET_API_KEY"),
                    help="bearer key, if the app has one (default: $RAYHET_API_KEY)")
     p.add_argument("--seed", type=int, default=0, help="which sizes are drawn (default 0)")
+    p.add_argument("--contention", metavar="HOST",
+                   help="the pools share one host: also send each pool's requests while the other pools are kept "
+                        "busy, and fit each pool's host_contention slowdown (printed with host HOST)")
+    p.add_argument("--neighbour-streams", type=int, default=2, metavar="K",
+                   help="with --contention: back-to-back request streams that keep the other pools busy (default 2)")
     p.add_argument("--out", metavar="JSON", help="also write the fitted overheads and every request here")
+
+
+def _body(model: str, n_in: int, n_out: int, rng) -> dict:
+    # token ids past the first few (control tokens in the project's models); exact sizes, no EOS
+    return {"model": model, "prompt": [int(x) for x in rng.integers(3, 259, n_in)], "max_tokens": n_out,
+            "ignore_eos": True, "stream": True}
+
+
+async def _timed(client, url: str, body: dict) -> tuple[str | None, float, float | None, float] | None:
+    """One streamed request: (pool, sent, first token, end) on the monotonic clock; None if it failed."""
+    import httpx
+
+    t0 = time.monotonic()
+    first = None
+    try:
+        async with client.stream("POST", url.rstrip("/") + "/v1/completions", json=body) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                return None
+            pool = resp.headers.get(POOL_HEADER)
+            async for line in resp.aiter_lines():
+                if first is None and line.startswith("data:") and '"text"' in line:
+                    first = time.monotonic()
+    except httpx.HTTPError:  # not up, or the connection dropped: this one is left out
+        return None
+    return pool, t0, first, time.monotonic()
+
+
+def _client(api_key: str | None, timeout_s: float):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10), headers=headers)
+
+
+def _sample(t, n_in: int, n_out: int) -> LoneRequest | None:
+    if t is None or t[2] is None or not t[0]:
+        return None
+    pool, t0, first, end = t
+    return LoneRequest(pool, n_in, n_out, first - t0, (end - first) / max(n_out - 1, 1))
 
 
 async def lone_requests(url: str, model: str, sizes: list[tuple[int, int]], *, api_key: str | None = None,
                         timeout_s: float = 600.0, seed: int = 0) -> list[LoneRequest]:
     """Send `sizes` one after another; each as a client times it. Requests that fail are left out."""
-    import httpx
-
     rng = np.random.default_rng(seed)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     out = []
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10), headers=headers) as client:
+    async with _client(api_key, timeout_s) as client:
         for n_in, n_out in sizes:
-            # token ids past the first few (control tokens in the project's models); exact sizes, no EOS
-            body = {"model": model, "prompt": [int(x) for x in rng.integers(3, 259, n_in)], "max_tokens": n_out,
-                    "ignore_eos": True, "stream": True}
-            t0 = time.monotonic()
-            first = None
-            try:
-                async with client.stream("POST", url.rstrip("/") + "/v1/completions", json=body) as resp:
-                    if resp.status_code != 200:
-                        await resp.aread()
-                        continue
-                    pool = resp.headers.get(POOL_HEADER)
-                    async for line in resp.aiter_lines():
-                        if first is None and line.startswith("data:") and '"text"' in line:
-                            first = time.monotonic()
-            except httpx.HTTPError:  # not up, or the connection dropped: this one is left out
+            s = _sample(await _timed(client, url, _body(model, n_in, n_out, rng)), n_in, n_out)
+            if s is not None:
+                out.append(s)
+    return out
+
+
+def busy_share(start: float, end: float, spans: list[tuple[float, float]]) -> float:
+    """Share of [start, end] covered by the union of `spans`."""
+    if end <= start:
+        return 0.0
+    covered, cur = 0.0, start
+    for a, b in sorted(spans):
+        a, b = max(a, cur), min(b, end)
+        if b > a:
+            covered += b - a
+            cur = b
+    return covered / (end - start)
+
+
+async def beside_busy_neighbours(url: str, model: str, lone: list[LoneRequest], *, streams: int = 2,
+                                 min_busy: float = 0.9, api_key: str | None = None, timeout_s: float = 600.0,
+                                 seed: int = 0) -> list[LoneRequest]:
+    """Each pool's lone requests sent again, one at a time, while every other pool is kept busy.
+
+    The neighbours are loaded with the sizes the router sent them among `lone` (so the router sends them
+    there again), `streams` back-to-back streams of them. A measured request counts only if it was served
+    by its own pool, no load request landed on that pool while it ran, and the other pools together held
+    a load request through at least `min_busy` of it."""
+    rng = np.random.default_rng(seed)
+    by_pool: dict[str, list[tuple[int, int]]] = {}
+    for s in lone:
+        by_pool.setdefault(s.pool, []).append((s.input_tokens, s.output_tokens))
+    out = []
+    async with _client(api_key, timeout_s) as client:
+        for pool, sizes in by_pool.items():
+            load = [sz for p, szs in by_pool.items() if p != pool for sz in szs]
+            if not load:
                 continue
-            end = time.monotonic()
-            if first is not None and pool:
-                out.append(LoneRequest(pool, n_in, n_out, first - t0, (end - first) / max(n_out - 1, 1)))
+            served: list[tuple[str | None, float, float]] = []
+            stop = asyncio.Event()
+
+            async def keep_busy(k: int) -> None:
+                i = k
+                while not stop.is_set():
+                    n_in, n_out = load[i % len(load)]
+                    i += streams
+                    t = await _timed(client, url, _body(model, n_in, n_out, rng))
+                    if t is not None:
+                        served.append((t[0], t[1], t[3]))
+
+            loaders = [asyncio.create_task(keep_busy(k)) for k in range(streams)]
+            await asyncio.sleep(1.0)  # the neighbours' first requests reach their engines
+            mine = []
+            for n_in, n_out in sizes:
+                t = await _timed(client, url, _body(model, n_in, n_out, rng))
+                if t is not None:
+                    mine.append((t, n_in, n_out))
+            stop.set()
+            await asyncio.gather(*loaders)
+            for t, n_in, n_out in mine:
+                s = _sample(t, n_in, n_out)
+                if s is None or s.pool != pool:
+                    continue
+                t0, end = t[1], t[3]
+                if busy_share(t0, end, [(a, b) for p, a, b in served if p == pool]) > 0:
+                    continue  # a load request shared its replica: not alone there
+                if busy_share(t0, end, [(a, b) for p, a, b in served if p != pool]) >= min_busy:
+                    out.append(s)
     return out
 
 
@@ -80,6 +175,29 @@ def draw_sizes(trace, n: int, seed: int = 0) -> list[tuple[int, int]]:
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(ok), size=n, replace=n > len(ok))
     return [ok[i] for i in idx]
+
+
+def fit_contention(config, loaded: list[LoneRequest], fitted: dict[str, dict], host: str,
+                   source: str) -> dict[str, dict]:
+    """Each pool's HostContention (as config fields), from its requests served beside busy neighbours and the
+    serving overhead `fit_pools` gave it."""
+    from rayhet.capacity import service_profile
+    from rayhet.sim.overhead import fit_slowdown
+
+    out = {}
+    for pool in config.pools:
+        mine = [s for s in loaded if s.pool == pool.name]
+        if not mine or pool.name not in fitted or not pool.profile:
+            # still on the host, so that it counts as the others' neighbour, with nothing measured to slow it
+            out[pool.name] = {"host": host, "slowdown": 0.0, "source": f"{source}: not measured (no request of it "
+                              "was served beside busy neighbours)"}
+            continue
+        em = service_profile(pool.profile, config.slo).engine_model
+        over = fitted[pool.name]
+        slowdown = fit_slowdown(mine, em.step_model(), em.engine_limits(), over["request_s"], over["per_token_s"])
+        out[pool.name] = {"host": host, "slowdown": round(slowdown, 3),
+                          "source": f"{source}: {len(mine)} requests beside busy neighbours"}
+    return out
 
 
 def fit_pools(config, samples: list[LoneRequest], source: str) -> dict[str, dict]:
@@ -115,13 +233,32 @@ def run(args: argparse.Namespace) -> int:
         raise RayhetError(f"{args.url}: no request succeeded (is the app up, and the key right?)")
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     fitted = fit_pools(config, samples, f"rayhet calibrate {when}")
+    contention, loaded = {}, []
+    if args.contention:
+        if args.neighbour_streams < 1:
+            raise RayhetError("--neighbour-streams must be >= 1")
+        loaded = asyncio.run(beside_busy_neighbours(args.url, config.model.id, samples, streams=args.neighbour_streams,
+                                                    api_key=args.api_key, seed=args.seed + 1))
+        contention = fit_contention(config, loaded, fitted, args.contention, f"rayhet calibrate {when}")
     missing = [p.name for p in config.pools if p.name not in fitted]
     for name, f in fitted.items():
         print(f"pool {name}:\n  serving_overhead: {{request_s: {f['request_s']}, per_token_s: {f['per_token_s']}}}"
               f"   # {f['source']}")
+        if name in contention:
+            c = contention[name]
+            print(f"  host_contention: {{host: {c['host']}, slowdown: {c['slowdown']}}}   # {c['source']}")
+    for name in missing:
+        if name in contention:
+            c = contention[name]
+            print(f"pool {name}:\n  host_contention: {{host: {c['host']}, slowdown: {c['slowdown']}}}   # {c['source']}")
     if missing:
         print(f"not calibrated (no request landed there, or no engine model): {', '.join(missing)}")
+    if args.contention and not any(c["slowdown"] or "not measured" not in c["source"] for c in contention.values()):
+        print("no host_contention fitted: the requests went to one pool only, or no neighbour stayed busy "
+              "through a measured request (ask for more --requests)")
     if args.out:
         Path(args.out).write_text(json.dumps({"date": when, "url": args.url, "config": str(args.config),
-                                              "fitted": fitted, "requests": [vars(s) for s in samples]}, indent=1))
+                                              "fitted": fitted, "requests": [vars(s) for s in samples],
+                                              "contention": contention, "beside_busy": [vars(s) for s in loaded]},
+                                             indent=1))
     return 0

@@ -12,6 +12,14 @@ numbers per pool carry that into the simulator (rayhet.config.ServingOverhead):
 A lone request is one that had its replica to itself, so nothing but the stack separates the two numbers;
 medians, because one request delayed by a garbage collection must not move them. Negative medians (a host
 faster than the profile's) are clipped to 0: the simulator never makes a step faster than its model.
+
+A third number, for pools that share a host (rayhet.config.HostContention), comes from the same requests
+sent again while the host's other pools are kept busy: two llama.cpp processes on one socket share its
+memory bandwidth and caches, and on the GPU machine's cores one pool's steps took 1.1-1.35x as long while
+its neighbour decoded. Measured before a trace, beside the overhead, so that neither carries the other:
+
+    slowdown     = median over those requests of (measured time - request_s) / (the model's time with
+                   per_token_s) - 1, clipped at 0
 """
 
 from __future__ import annotations
@@ -59,3 +67,20 @@ def fit_overhead(samples: list[LoneRequest], step: StepModel, limits: EngineLimi
 def with_overhead(step: StepModel, per_token_s: float) -> StepModel:
     """The engine model as deployed: each decoding sequence costs a step `per_token_s` more."""
     return step if per_token_s == 0 else step.model_copy(update={"c_decode": step.c_decode + per_token_s})
+
+
+def fit_slowdown(samples: list[LoneRequest], step: StepModel, limits: EngineLimits, request_s: float,
+                 per_token_s: float) -> float:
+    """A pool's host_contention slowdown from requests it served alone while its neighbours were busy (see the
+    module's docstring): the share by which its steps ran longer than the engine model with the stack's
+    overhead, which the pool's lone requests with its neighbours idle measured (`fit_overhead`)."""
+    if not samples:
+        raise ValueError("no requests measured beside busy neighbours to fit a slowdown on")
+    model = with_overhead(step, per_token_s)
+    ratios = []
+    for s in samples:
+        ttft, tpot = model_times(model, limits, s.input_tokens, s.output_tokens)
+        steps_s = ttft + tpot * max(s.output_tokens - 1, 0)
+        if steps_s > 0:
+            ratios.append((s.ttft_s - request_s + s.tpot_s * max(s.output_tokens - 1, 0)) / steps_s)
+    return max(0.0, float(np.median(ratios)) - 1.0) if ratios else 0.0

@@ -1,0 +1,120 @@
+"""`rayhet calibrate --contention`: how much a pool slows while the pools beside it on its host are busy.
+
+The fit is pure arithmetic over the engine model; the client is exercised against a small HTTP server that
+stands in for an app of two pools (a test double: sizes decide the pool, as the router would, and one pool's
+tokens come slower while the other holds a request)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from rayhet.perf import EngineLimits, StepModel
+
+STEP = StepModel(c_step=0.008, c_prefill=0.0004, c_decode=0.001, c_kv_read=1e-6, c_attn=0.0001)
+LIMITS = EngineLimits(batch_slots=4, step_tokens=512, kv_tokens=8192, max_context=2048)
+
+
+def test_fit_slowdown_recovers_the_share_a_busy_neighbour_adds():
+    """Requests timed as the model with the stack's overhead says, their steps 1.25x as long (one outlier):
+    the fit gives 0.25 back; requests as fast as alone give 0; a faster host never a negative slowdown."""
+    from rayhet.sim.overhead import LoneRequest, fit_slowdown, model_times, with_overhead
+
+    request_s, per_token_s = 0.05, 0.002
+    model = with_overhead(STEP, per_token_s)
+    sizes = [(30, 20), (200, 50), (700, 100), (1500, 40), (64, 8)]
+
+    def timed(k: float, n_in: int, n_out: int, extra: float = 0.0) -> LoneRequest:
+        ttft, tpot = model_times(model, LIMITS, n_in, n_out)
+        return LoneRequest("small", n_in, n_out, request_s + k * ttft + extra, k * tpot)
+
+    busy = [timed(1.25, *sz, extra=3.0 if i == 0 else 0.0) for i, sz in enumerate(sizes)]
+    assert fit_slowdown(busy, STEP, LIMITS, request_s, per_token_s) == pytest.approx(0.25)
+    assert fit_slowdown([timed(1.0, *sz) for sz in sizes], STEP, LIMITS, request_s, per_token_s) == pytest.approx(0.0)
+    assert fit_slowdown([timed(0.8, *sz) for sz in sizes], STEP, LIMITS, request_s, per_token_s) == 0.0
+    with pytest.raises(ValueError, match="busy neighbours"):
+        fit_slowdown([], STEP, LIMITS, request_s, per_token_s)
+
+
+def test_busy_share_counts_overlapping_spans_once():
+    from rayhet.sim.calibrate import busy_share
+
+    assert busy_share(0, 10, []) == 0
+    assert busy_share(0, 10, [(-5, 2), (1, 4), (8, 20)]) == pytest.approx(0.6)
+    assert busy_share(5, 5, [(0, 10)]) == 0
+
+
+# --- a stand-in for a two-pool app: prompts under 100 tokens go to `small`, the rest to `large`
+TOKEN_S = {"small": 0.004, "large": 0.006}
+SLOWDOWN = 0.5  # `small` decodes this much slower while `large` holds a request
+
+
+def _app(state: dict):
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def completions(request):
+        body = await request.json()
+        pool = "small" if len(body["prompt"]) < 100 else "large"
+
+        async def stream():
+            state["active"][pool] += 1
+            try:
+                for _ in range(body["max_tokens"]):
+                    slow = pool == "small" and state["active"]["large"] > 0
+                    await asyncio.sleep(TOKEN_S[pool] * (1 + SLOWDOWN if slow else 1))
+                    yield "data: " + json.dumps({"choices": [{"text": "x"}]}) + "\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                state["active"][pool] -= 1
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"x-rayhet-pool": pool})
+
+    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+
+
+@pytest.fixture
+def two_pool_app():
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state = {"active": {"small": 0, "large": 0}}
+    server = uvicorn.Server(uvicorn.Config(_app(state), host="127.0.0.1", port=port, log_level="error"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    t.join(timeout=10)
+
+
+def test_beside_busy_neighbours_times_each_pool_while_the_other_is_busy(two_pool_app):
+    """Lone requests land on both pools; sent again beside the other pool's load, `small` decodes 1.5x as slow
+    and `large` (which its neighbour does not slow) as fast as alone; every measured request was served by
+    its own pool with the neighbour busy throughout."""
+    from rayhet.sim.calibrate import beside_busy_neighbours, lone_requests
+
+    sizes = [(20, 40), (50, 40), (300, 60), (20, 40), (400, 60), (60, 40)]
+    lone = asyncio.run(lone_requests(two_pool_app, "m", sizes))
+    assert sorted({s.pool for s in lone}) == ["large", "small"] and len(lone) == len(sizes)
+    busy = asyncio.run(beside_busy_neighbours(two_pool_app, "m", lone, streams=2))
+    by_pool = {p: [s for s in busy if s.pool == p] for p in ("small", "large")}
+    assert len(by_pool["small"]) >= 3 and len(by_pool["large"]) >= 1
+    alone = {p: sorted(s.tpot_s for s in lone if s.pool == p)[len([s for s in lone if s.pool == p]) // 2]
+             for p in ("small", "large")}
+    small = sorted(s.tpot_s for s in by_pool["small"])[len(by_pool["small"]) // 2]
+    large = sorted(s.tpot_s for s in by_pool["large"])[len(by_pool["large"]) // 2]
+    # sleeps only lengthen on a busy host: the slow pool's ratio is at least its slowdown, the other's near 1
+    assert small / alone["small"] > 1.3
+    assert large / alone["large"] < 1.25
