@@ -301,15 +301,18 @@ def main(argv=None) -> int:
 
     # -- the real run
     ray.init(include_dashboard=False, log_to_driver=False)
-    t_up = time.monotonic()
-    serve.run(build({"config": config.model_dump(mode="json")}), blocking=False)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        st = serve.status().applications.get("default")
-        if st is not None and st.status == "RUNNING":
-            break
-        time.sleep(1)
-    up_s = time.monotonic() - t_up
+    def deploy() -> float:
+        t_up = time.monotonic()
+        serve.run(build({"config": config.model_dump(mode="json")}), blocking=False)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            st = serve.status().applications.get("default")
+            if st is not None and st.status == "RUNNING":
+                break
+            time.sleep(1)
+        return time.monotonic() - t_up
+
+    up_s = deploy()
     port = 8000
     calibration = None
     if args.calibrate:
@@ -331,6 +334,15 @@ def main(argv=None) -> int:
         missing = [p.name for p in config.pools if p.name not in fitted]
         if missing:  # the router sent none of the drawn sizes there: that pool keeps its engine model alone
             print(f"not calibrated (no lone request landed there): {', '.join(missing)}; ask for more (--calibrate)")
+        # A fresh app for the trace: the calibration's requests would otherwise be in the controller's traffic
+        # window, and its first plans would differ from the simulation's, which starts with none (seen
+        # 2026-12-01: the real run kept `large` up through the trough, the simulated one scaled it down).
+        serve.delete("default")
+        deadline = time.monotonic() + 120
+        while "default" in serve.status().applications and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(12)  # the controller ends itself within about 10 s of its app (README "The controller")
+        up_s = deploy()
     timeline: list = []
     stop = threading.Event()
     t0 = time.monotonic() + 2.0

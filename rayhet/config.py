@@ -65,17 +65,21 @@ class ModelConfig(_Strict):
 
 
 class ServingOverhead(_Strict):
-    """What the deployed serving stack adds to a pool's in-process engine model (`rayhet simulate` only).
+    """What the deployed serving stack and host add to a pool's in-process engine model (`rayhet simulate` only).
 
-    An engine model is measured in process; behind Serve's proxy, the ingress and a streaming handle call,
-    each request arrives later and each streamed token costs the replica a little more. Measured on a live
-    app by `rayhet calibrate` (requests sent one at a time, compared with the engine model's times for them).
+    An engine model is measured in process, on the host where it was profiled; behind Serve's proxy, the
+    ingress and a streaming handle call, each request arrives later, and the deployed host may run the engine
+    slower or faster. Measured on a live app by `rayhet calibrate` (requests sent one at a time, compared with
+    the engine model's times for them; rayhet.sim.overhead).
     """
 
     request_s: float = Field(0.0, ge=0, description="Seconds each request spends in the stack before the engine "
                              "sees it (HTTP, ingress, routing, the handle call): added to its arrival at the replica.")
+    step_scale: float = Field(1.0, gt=0, description="Every engine step takes this times as long as the engine "
+                              "model says (the deployed host's speed against the profiling host's; 1.3 = 30 % slower).")
     per_token_s: float = Field(0.0, ge=0, description="Seconds each decoding sequence adds to an engine step beyond "
-                               "the engine model (streaming its token through Serve): added to the model's c_decode.")
+                               "the engine model, set by hand (`rayhet calibrate` fits step_scale instead: on lone "
+                               "requests the two cannot be told apart, and a slow host is a scale).")
     source: str | None = Field(None, description="How it was measured (command, date, requests).")
 
 

@@ -4,6 +4,10 @@ What `sim_validation.py --calibrate N` does live, on requests sent before the tr
 
     python benchmarks/sim/calibrate_offline.py benchmarks/results/sim-validation-16c-full1.json --horizon 120 \\
         --config benchmarks/sim/validation-16c.yaml --against benchmarks/results/sim-validation-16c-full2.json
+
+`--from-calibration` fits on the requests the run sent before its trace (`sim_validation.py --calibrate`) with
+today's fit instead; `--keep-up POOL` holds POOL at one replica or more, as a real run's controller did when the
+calibration's own requests were still in its traffic window.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ def main() -> int:
     ap.add_argument("--host-slowdown", action="append", default=[], metavar="POOL=S",
                     help="put POOL on one shared host with this slowdown while a neighbour is busy (repeatable; "
                          "benchmarks/sim/contention_fit.py measures it)")
+    ap.add_argument("--from-calibration", action="store_true",
+                    help="fit on the run's pre-trace calibration requests (and contention, if measured), not its lone "
+                         "requests before --horizon")
+    ap.add_argument("--keep-up", action="append", default=[], metavar="POOL",
+                    help="hold POOL at min_replicas 1 (repeatable)")
     ap.add_argument("--no-overhead", action="store_true", help="leave the serving overhead out (contention alone)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,19 +63,32 @@ def main() -> int:
     cfg = load_config(args.config)
     d = json.load(open(args.run))
     cols = d["requests"]["columns"]
-    lone = lone_requests([dict(zip(cols, r)) for r in d["requests"]["real"]], args.horizon)
-    fitted = fit_pools(cfg, lone, f"lone requests of {args.run} before {args.horizon:.0f} s")
+    slow = {k: float(v) for k, v in (x.split("=", 1) for x in args.host_slowdown)}
+    if args.from_calibration:
+        from rayhet.sim.calibrate import fit_contention
+        from rayhet.sim.overhead import LoneRequest
+
+        if not d.get("calibration"):
+            ap.error(f"{args.run} has no calibration (run without --calibrate)")
+        lone = [LoneRequest(**r) for r in d["calibration"]["requests"]]
+        fitted = fit_pools(cfg, lone, f"calibration requests of {args.run}")
+        busy = [LoneRequest(**r) for r in d["calibration"].get("beside_busy", [])]
+        if busy:
+            slow.update({k: v["slowdown"] for k, v in fit_contention(cfg, busy, fitted, "h", "offline").items()})
+    else:
+        lone = lone_requests([dict(zip(cols, r)) for r in d["requests"]["real"]], args.horizon)
+        fitted = fit_pools(cfg, lone, f"lone requests of {args.run} before {args.horizon:.0f} s")
     print(f"{len(lone)} lone requests; fitted: {fitted}")
     if args.no_overhead:
         fitted = {}
-    slow = {k: float(v) for k, v in (x.split("=", 1) for x in args.host_slowdown)}
     if slow:
         print(f"host contention: {slow}")
     cal = cfg.model_copy(update={"pools": [
         p.model_copy(update={
             "serving_overhead": ServingOverhead(**fitted[p.name]) if p.name in fitted else p.serving_overhead,
             "host_contention": HostContention(host="validation-host", slowdown=slow[p.name]) if p.name in slow
-            else p.host_contention})
+            else p.host_contention,
+            "min_replicas": max(p.min_replicas, 1) if p.name in args.keep_up else p.min_replicas})
         for p in cfg.pools]})
     trace = reshape(load_trace(args.trace), speedup=d["speedup"], rate_scale=d["rate_scale"])
     sim = summarize(fleet_for(cal).run(trace), cfg.slo, window_s=60, name="simulated (calibrated)")

@@ -194,7 +194,8 @@ def fit_contention(config, loaded: list[LoneRequest], fitted: dict[str, dict], h
             continue
         em = service_profile(pool.profile, config.slo).engine_model
         over = fitted[pool.name]
-        slowdown = fit_slowdown(mine, em.step_model(), em.engine_limits(), over["request_s"], over["per_token_s"])
+        slowdown = fit_slowdown(mine, em.step_model(), em.engine_limits(), over["request_s"],
+                                step_scale=over["step_scale"])
         out[pool.name] = {"host": host, "slowdown": round(slowdown, 3),
                           "source": f"{source}: {len(mine)} requests beside busy neighbours"}
     return out
@@ -213,8 +214,8 @@ def fit_pools(config, samples: list[LoneRequest], source: str) -> dict[str, dict
         em = service_profile(pool.profile, config.slo).engine_model
         if em is None:
             continue
-        request_s, per_token_s = fit_overhead(mine, em.step_model(), em.engine_limits())
-        fitted[pool.name] = {"request_s": round(request_s, 4), "per_token_s": round(per_token_s, 5),
+        request_s, step_scale = fit_overhead(mine, em.step_model(), em.engine_limits())
+        fitted[pool.name] = {"request_s": round(request_s, 4), "step_scale": round(step_scale, 3),
                              "source": f"{source}: {len(mine)} lone requests"}
     return fitted
 
@@ -242,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         contention = fit_contention(config, loaded, fitted, args.contention, f"rayhet calibrate {when}")
     missing = [p.name for p in config.pools if p.name not in fitted]
     for name, f in fitted.items():
-        print(f"pool {name}:\n  serving_overhead: {{request_s: {f['request_s']}, per_token_s: {f['per_token_s']}}}"
+        print(f"pool {name}:\n  serving_overhead: {{request_s: {f['request_s']}, step_scale: {f['step_scale']}}}"
               f"   # {f['source']}")
         if name in contention:
             c = contention[name]

@@ -1,25 +1,29 @@
-"""Serving overhead: what the deployed stack adds to a pool's in-process engine model.
+"""Serving overhead: what the deployed stack and host add to a pool's in-process engine model.
 
-A pool's engine model times its engine's steps in process. Deployed, a request first crosses Serve's proxy,
-the ingress and a handle call, and every streamed token is a message out of the replica: on the GPU machine's
-cores (benchmarks/results/sim-validation-16c-full*.md) a request alone on its replica saw its first token
-~55 ms later than its pool's model said, and decoded at the model's speed within the host's noise. Two
-numbers per pool carry that into the simulator (rayhet.config.ServingOverhead):
+A pool's engine model times its engine's steps in process, on the host where it was profiled. Deployed, a
+request first crosses Serve's proxy, the ingress and a handle call, and the replica may run on a host that
+is slower or faster than that one. Lone requests (each with its replica to itself) measure both, as the
+numbers the simulator takes (rayhet.config.ServingOverhead):
 
-    request_s    = median over lone requests of (measured TTFT - the model's TTFT for the same sizes)
-    per_token_s  = median over lone requests of (measured TPOT - the model's TPOT for the same sizes)
+    step_scale   = median over lone requests of (measured TPOT / the model's TPOT for the same sizes)
+    request_s    = median over lone requests of (measured TTFT - step_scale x the model's TTFT), clipped at 0
 
-A lone request is one that had its replica to itself, so nothing but the stack separates the two numbers;
-medians, because one request delayed by a garbage collection must not move them. Negative medians (a host
-faster than the profile's) are clipped to 0: the simulator never makes a step faster than its model.
+A host's speed scales every step, prompt and decode alike: on one lent GPU machine (2026-12-01,
+benchmarks/results/sim-validation-16c-cont*.md) lone requests decoded at 1.33x the model and their prompts'
+first tokens came 1.3-1.4x as late, 722 prompt tokens +0.7 s and 52 tokens +0.07 s; an earlier machine of the
+same kind ran at the model's speed (1.02-1.05x) and added a fixed ~55 ms. An overhead per decoded token
+(`per_token_s`, the first form of this fit) cannot tell the two apart on lone requests, where every step
+decodes one sequence, and counts a slow host once per sequence in a batch: the simulation it gave of the
+first machine's run was 19 points of SLO attainment too pessimistic. Medians, because one request delayed
+by a garbage collection must not move them.
 
-A third number, for pools that share a host (rayhet.config.HostContention), comes from the same requests
-sent again while the host's other pools are kept busy: two llama.cpp processes on one socket share its
-memory bandwidth and caches, and on the GPU machine's cores one pool's steps took 1.1-1.35x as long while
-its neighbour decoded. Measured before a trace, beside the overhead, so that neither carries the other:
+For pools that share a host (rayhet.config.HostContention), the same requests are sent again while the
+host's other pools are kept busy: two llama.cpp processes on one socket may share its memory bandwidth and
+caches (one pool's steps took 1.1-1.35x as long while its neighbour decoded on an earlier machine; none was
+seen on the later one). Measured before a trace, beside the overhead, so that neither carries the other:
 
-    slowdown     = median over those requests of (measured time - request_s) / (the model's time with
-                   per_token_s) - 1, clipped at 0
+    slowdown     = median over those requests of (measured time - request_s) / (the model's time with the
+                   pool's overhead) - 1, clipped at 0
 """
 
 from __future__ import annotations
@@ -50,33 +54,34 @@ def model_times(step: StepModel, limits: EngineLimits, input_tokens: int, output
 
 
 def fit_overhead(samples: list[LoneRequest], step: StepModel, limits: EngineLimits) -> tuple[float, float]:
-    """(request_s, per_token_s) of one pool from its lone requests (see the module's docstring)."""
+    """(request_s, step_scale) of one pool from its lone requests (see the module's docstring)."""
     if not samples:
         raise ValueError("no lone requests to fit a serving overhead on")
-    ttft_gap, tpot_gap = [], []
-    for s in samples:
-        ttft, tpot = model_times(step, limits, s.input_tokens, s.output_tokens)
-        ttft_gap.append(s.ttft_s - ttft)
-        if s.output_tokens > 1:
-            tpot_gap.append(s.tpot_s - tpot)
-    request_s = max(0.0, float(np.median(ttft_gap)))
-    per_token_s = max(0.0, float(np.median(tpot_gap))) if tpot_gap else 0.0
-    return request_s, per_token_s
+    times = [(s, *model_times(step, limits, s.input_tokens, s.output_tokens)) for s in samples]
+    ratios = [s.tpot_s / tpot for s, _, tpot in times if s.output_tokens > 1 and tpot > 0]
+    step_scale = float(np.median(ratios)) if ratios else 1.0
+    request_s = max(0.0, float(np.median([s.ttft_s - step_scale * ttft for s, ttft, _ in times])))
+    return request_s, step_scale
 
 
-def with_overhead(step: StepModel, per_token_s: float) -> StepModel:
-    """The engine model as deployed: each decoding sequence costs a step `per_token_s` more."""
-    return step if per_token_s == 0 else step.model_copy(update={"c_decode": step.c_decode + per_token_s})
+def with_overhead(step: StepModel, per_token_s: float = 0.0, step_scale: float = 1.0) -> StepModel:
+    """The engine model as deployed: every step `step_scale` times as long, and each decoding sequence costs a
+    step `per_token_s` more."""
+    if step_scale == 1.0 and per_token_s == 0:
+        return step
+    scaled = {k: v * step_scale for k, v in step.model_dump().items() if k.startswith("c_")}
+    scaled["c_decode"] += per_token_s
+    return step.model_copy(update=scaled)
 
 
 def fit_slowdown(samples: list[LoneRequest], step: StepModel, limits: EngineLimits, request_s: float,
-                 per_token_s: float) -> float:
+                 per_token_s: float = 0.0, step_scale: float = 1.0) -> float:
     """A pool's host_contention slowdown from requests it served alone while its neighbours were busy (see the
-    module's docstring): the share by which its steps ran longer than the engine model with the stack's
-    overhead, which the pool's lone requests with its neighbours idle measured (`fit_overhead`)."""
+    module's docstring): the share by which its steps ran longer than the engine model with the pool's serving
+    overhead, which its lone requests with the neighbours idle measured (`fit_overhead`)."""
     if not samples:
         raise ValueError("no requests measured beside busy neighbours to fit a slowdown on")
-    model = with_overhead(step, per_token_s)
+    model = with_overhead(step, per_token_s, step_scale)
     ratios = []
     for s in samples:
         ttft, tpot = model_times(model, limits, s.input_tokens, s.output_tokens)

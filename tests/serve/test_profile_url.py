@@ -58,9 +58,9 @@ def test_rayhet_profile_over_url_fits_a_model_of_the_served_pool_and_checks_it(s
     fitted, said_cal = calibrated
     assert set(fitted["fitted"]) == {"cpu"}, said_cal
     over = fitted["fitted"]["cpu"]
-    assert over["request_s"] >= 0 and over["per_token_s"] >= 0 and "6 lone requests" in over["source"]
+    assert over["request_s"] >= 0 and over["step_scale"] > 0 and "6 lone requests" in over["source"]
     assert len(fitted["requests"]) == 6 and {r["pool"] for r in fitted["requests"]} == {"cpu"}
-    assert "serving_overhead: {request_s:" in said_cal
+    assert "serving_overhead: {request_s:" in said_cal and "step_scale:" in said_cal
 
 
 def _calibrate(url: str, profile, tmp_path):

@@ -21,12 +21,13 @@ LIMITS = EngineLimits(batch_slots=4, step_tokens=512, kv_tokens=8192, max_contex
 
 
 def test_fit_slowdown_recovers_the_share_a_busy_neighbour_adds():
-    """Requests timed as the model with the stack's overhead says, their steps 1.25x as long (one outlier):
+    """Requests timed as the model with the pool's overhead says (a host 1.3x slower than the profile's), their
+    steps 1.25x as long again (one outlier):
     the fit gives 0.25 back; requests as fast as alone give 0; a faster host never a negative slowdown."""
     from rayhet.sim.overhead import LoneRequest, fit_slowdown, model_times, with_overhead
 
-    request_s, per_token_s = 0.05, 0.002
-    model = with_overhead(STEP, per_token_s)
+    request_s, step_scale = 0.05, 1.3
+    model = with_overhead(STEP, step_scale=step_scale)
     sizes = [(30, 20), (200, 50), (700, 100), (1500, 40), (64, 8)]
 
     def timed(k: float, n_in: int, n_out: int, extra: float = 0.0) -> LoneRequest:
@@ -34,11 +35,11 @@ def test_fit_slowdown_recovers_the_share_a_busy_neighbour_adds():
         return LoneRequest("small", n_in, n_out, request_s + k * ttft + extra, k * tpot)
 
     busy = [timed(1.25, *sz, extra=3.0 if i == 0 else 0.0) for i, sz in enumerate(sizes)]
-    assert fit_slowdown(busy, STEP, LIMITS, request_s, per_token_s) == pytest.approx(0.25)
-    assert fit_slowdown([timed(1.0, *sz) for sz in sizes], STEP, LIMITS, request_s, per_token_s) == pytest.approx(0.0)
-    assert fit_slowdown([timed(0.8, *sz) for sz in sizes], STEP, LIMITS, request_s, per_token_s) == 0.0
+    assert fit_slowdown(busy, STEP, LIMITS, request_s, step_scale=step_scale) == pytest.approx(0.25)
+    assert fit_slowdown([timed(1.0, *sz) for sz in sizes], STEP, LIMITS, request_s, step_scale=step_scale) == pytest.approx(0.0)
+    assert fit_slowdown([timed(0.8, *sz) for sz in sizes], STEP, LIMITS, request_s, step_scale=step_scale) == 0.0
     with pytest.raises(ValueError, match="busy neighbours"):
-        fit_slowdown([], STEP, LIMITS, request_s, per_token_s)
+        fit_slowdown([], STEP, LIMITS, request_s, step_scale=step_scale)
 
 
 def test_busy_share_counts_overlapping_spans_once():

@@ -129,9 +129,9 @@ def test_serving_overhead_delays_each_request_and_slows_each_decoded_token(tmp_p
         assert (b.end - b.first_token) / 19 == pytest.approx((a.end - a.first_token) / 19 + 0.003)
 
 
-def test_fit_overhead_recovers_what_the_stack_added():
-    """Lone requests timed as the model says plus a known overhead (and one outlier): the fit gives the overhead
-    back; a host faster than the model gives 0, never a negative overhead."""
+def test_fit_overhead_recovers_the_stack_delay_and_the_host_speed():
+    """Lone requests timed as the model says on a host 1.3x slower, plus a fixed stack delay (and one outlier):
+    the fit gives both back; a faster host gives a scale below 1, never a negative delay."""
     from rayhet.sim.overhead import LoneRequest, fit_overhead, model_times
 
     step = StepModel(c_step=0.008, c_prefill=0.0004, c_decode=0.001, c_kv_read=1e-6, c_attn=0.0001)
@@ -141,15 +141,30 @@ def test_fit_overhead_recovers_what_the_stack_added():
     for i, (n_in, n_out) in enumerate(sizes):
         ttft, tpot = model_times(step, limits, n_in, n_out)
         assert ttft > 0 and tpot > 0
-        lone.append(LoneRequest("cpu", n_in, n_out, ttft + 0.057 + (2.0 if i == 0 else 0.0), tpot + 0.0025))
-    request_s, per_token_s = fit_overhead(lone, step, limits)
-    assert request_s == pytest.approx(0.057) and per_token_s == pytest.approx(0.0025)
-    faster = [LoneRequest(s.pool, s.input_tokens, s.output_tokens, s.ttft_s * 0.5, s.tpot_s * 0.5) for s in lone]
-    assert fit_overhead([LoneRequest("cpu", 64, 8, *[0.5 * x for x in model_times(step, limits, 64, 8)])],
-                        step, limits) == (0.0, 0.0)
-    assert fit_overhead(faster, step, limits)[1] >= 0.0
+        lone.append(LoneRequest("cpu", n_in, n_out, 1.3 * ttft + 0.057 + (2.0 if i == 0 else 0.0), 1.3 * tpot))
+    request_s, step_scale = fit_overhead(lone, step, limits)
+    assert request_s == pytest.approx(0.057) and step_scale == pytest.approx(1.3)
+    faster = [LoneRequest("cpu", n, m, *[0.5 * x for x in model_times(step, limits, n, m)]) for n, m in sizes]
+    assert fit_overhead(faster, step, limits) == (0.0, pytest.approx(0.5))
     with pytest.raises(ValueError, match="no lone requests"):
         fit_overhead([], step, limits)
+
+
+def test_step_scale_slows_every_step_of_the_pool(tmp_path):
+    """serving_overhead.step_scale: a request alone on the replica takes exactly that times as long, first
+    token and every token after it."""
+    from rayhet.sim.build import fleet_for
+
+    step = StepModel(c_step=0.01, c_prefill=0.001, c_decode=0.002, c_kv_read=1e-6, c_attn=0.01)
+    prof = _profile(tmp_path / "p.json", step=step, slots=4)
+    pool = {"name": "cpu", "profile": prof, "min_replicas": 1, "max_replicas": 1,
+            "engine_settings": {"n_slots": 4, "n_ctx": 4096}}
+    plain = fleet_for(_config([pool])).run(_constant(5, 10.0, n_in=300, n_out=20))
+    slow = fleet_for(_config([{**pool, "serving_overhead": {"step_scale": 1.3}}])) \
+        .run(_constant(5, 10.0, n_in=300, n_out=20))
+    for a, b in zip(plain.requests, slow.requests):
+        assert b.first_token - b.arrival == pytest.approx(1.3 * (a.first_token - a.arrival))
+        assert b.end - b.first_token == pytest.approx(1.3 * (a.end - a.first_token))
 
 
 @pytest.mark.parametrize("queue_at", ["engine", "caller"])
