@@ -119,3 +119,51 @@ def test_beside_busy_neighbours_times_each_pool_while_the_other_is_busy(two_pool
     # sleeps only lengthen on a busy host: the slow pool's ratio is at least its slowdown, the other's near 1
     assert small / alone["small"] > 1.3
     assert large / alone["large"] < 1.25
+
+
+def test_rayhet_calibrate_contention_prints_each_pools_overhead_and_slowdown(two_pool_app, tmp_path):
+    """`rayhet calibrate --contention HOST` end to end against the stand-in: both pools get a serving overhead,
+    `small` (slowed by its busy neighbour) a slowdown near the stand-in's 0.5, `large` (not slowed) near 0; the
+    JSON keeps every request."""
+    import contextlib
+    import io
+
+    import numpy as np
+
+    from rayhet.cli import main
+    from rayhet.sim.trace import Trace, write_azure
+
+    def profile(name: str) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "schema_version": 2, "model": "m", "pool": name, "engine": "llama_cpp", "engine_version": "x",
+            "hardware": {"vcpus": 1}, "price_per_hour": 0.05, "slo": {"ttft_ms": 1000, "ttft_quantile": 0.9},
+            "input_edges": [100, 1000], "output_edges": [100], "max_rate": [[5.0], [1.0]],
+            "provenance": {"measured_by": "test", "measured_at": "2026-12-01", "command": "test"},
+            "engine_model": {"limits": LIMITS.model_dump(), "step": STEP.model_dump(), "mean_abs_rel_error": 0.0,
+                             "max_abs_rel_error": 0.0}}))
+        return str(path)
+
+    cfg = tmp_path / "fleet.json"
+    cfg.write_text(json.dumps({
+        "model": {"id": "m", "gguf": "/nonexistent.gguf"},
+        "pools": [{"name": p, "engine": "llama_cpp", "profile": profile(p)} for p in ("small", "large")],
+        "slo": {"ttft_ms": 1000, "ttft_quantile": 0.9}}))
+    sizes = [20, 50, 300, 40, 400, 60, 350, 30]
+    trace = write_azure(Trace(np.arange(8.0), np.array(sizes), np.full(8, 40)), tmp_path / "sizes.csv")
+    out = tmp_path / "calibration.json"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["calibrate", "--config", str(cfg), "--trace", str(trace), "--url", two_pool_app, "--requests", "8",
+                   "--contention", "node-1", "--out", str(out)])
+    said = buf.getvalue()
+    assert rc == 0, said
+    res = json.loads(out.read_text())
+    assert set(res["fitted"]) == {"small", "large"}, said
+    assert all(f["step_scale"] > 0 and f["request_s"] >= 0 for f in res["fitted"].values())
+    cont = res["contention"]
+    assert {c["host"] for c in cont.values()} == {"node-1"}
+    assert 0.25 < cont["small"]["slowdown"] < 0.9, said
+    assert cont["large"]["slowdown"] < 0.2, said
+    assert said.count("host_contention: {host: node-1, slowdown:") == 2
+    assert {r["pool"] for r in res["beside_busy"]} == {"small", "large"}
