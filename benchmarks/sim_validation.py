@@ -1,6 +1,9 @@
 """Simulator validation (issue 14): one trace replayed open-loop against the real app, and simulated.
 
 1. `serve run` the config (Ray Serve on this machine, the controller on), wait until every pool is up.
+   With `--calibrate N` (and `--contention`), first measure each pool's serving overhead and host speed (and
+   its slowdown beside a busy neighbour) with `rayhet calibrate`'s client, then deploy the app afresh, so the
+   controller does not start the trace with the calibration's requests in its traffic window.
 2. Replay the trace: each request sent at its time (streamed /v1/completions, token-id prompt of its input
    length, `max_tokens` = its output length, `ignore_eos`), timing TTFT and TPOT as a client sees them and
    noting the pool that served it (`x-rayhet-pool`). Serve's replica counts are polled every 0.5 s.
