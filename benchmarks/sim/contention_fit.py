@@ -13,18 +13,7 @@ import sys
 
 import numpy as np
 
-
-def busy_share(start: float, end: float, others: list[tuple[float, float]]) -> float:
-    """Share of [start, end] covered by the union of the `others` intervals."""
-    if end <= start:
-        return 0.0
-    covered, cur = 0.0, start
-    for a, b in sorted(others):
-        a, b = max(a, cur), min(b, end)
-        if b > a:
-            covered += b - a
-            cur = b
-    return covered / (end - start)
+from rayhet.sim.calibrate import busy_share
 
 
 def fit(path: str) -> dict[str, dict]:
