@@ -15,7 +15,7 @@ from pathlib import Path
 from rayhet.errors import RayhetError
 from rayhet.profiles import SLO, Hardware, load_profile, save_profile
 from rayhet.profiling.grid import MELANGE_INPUT_EDGES, MELANGE_OUTPUT_EDGES, QUICK_INPUT_EDGES, QUICK_OUTPUT_EDGES
-from rayhet.profiling.model_method import measure_engine_model, speed_probe, twin_maker, with_engine_model
+from rayhet.profiling.model_method import CheckRecorder, measure_engine_model, speed_probe, with_engine_model
 from rayhet.profiling.report import build_profile, cpu_model, held_out_lines, host_memory_gb
 from rayhet.profiling.search import SearchParams
 from rayhet.profiling.sweep import FINAL, ProfilingError, SweepSettings, SweepState, fingerprint, load_state, run_sweep, save_state
@@ -185,7 +185,7 @@ def _measure(args: argparse.Namespace) -> int:
         notes=args.notes,
     )
     if measured is not None:
-        profile = with_engine_model(profile, measured, settings, state.speed_drifts, state.twins)
+        profile = with_engine_model(profile, measured, settings, state.speed_drifts, state.twins, state)
     save_profile(profile, out)
     keys = _all_keys(settings) if measured is None else [f"{i},{j}" for i, j in measured.held_out]
     if all(state.status.get(k, "").startswith(FINAL) for k in keys):
@@ -232,10 +232,11 @@ async def _sweep(args, settings: SweepSettings, state: SweepState, sidecar: Path
         save(state)  # the steps are in the sidecar now: an interrupted held-out phase resumes after them
         # Each held-out bucket is measured as a check of its prediction (search.check_rate)
         predicted = {(i, j): measured.grid[i][j] for i, j in measured.held_out if measured.grid[i][j]}
+        checks = CheckRecorder(measured, settings, state, getattr(target, "engine", None))
         await run_sweep(target, settings, state, save=save, progress=not args.no_progress,
                         only=set(measured.held_out), predicted=predicted,
                         checkpoint=speed_probe(target, measured, state, seed=args.seed),
-                        twin=twin_maker(measured, settings),
+                        drive=checks.drive, twin=checks.twin,
                         requests={k: c.requests for k, c in (measured.checks or {}).items() if c})
         return measured
     finally:

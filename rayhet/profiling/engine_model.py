@@ -115,12 +115,16 @@ async def measure_steps(engine, batches: list[Batch], vocab: list[int], seed: in
         engine.step_log = []
         await run_batch(engine, batch, vocab, rng)
         log, engine.step_log = engine.step_log, None
-        for prefill, pairs, dec, ctx, passes, multi, seconds in log:
-            samples.append((batch.label, StepWork(1, prefill, dec, ctx, pairs, passes, multi,
-                                                  float(limits.offloaded(prefill + dec))), seconds))
+        samples += logged_steps(log, limits, batch.label)
         if on_batch is not None:
             on_batch(k, batch)
     return samples
+
+
+def logged_steps(log, limits: EngineLimits, label: str) -> list[tuple[str, StepWork, float]]:
+    """(label, work, seconds) samples from the entries of an engine's `step_log`."""
+    return [(label, StepWork(1, prefill, dec, ctx, pairs, passes, multi, float(limits.offloaded(prefill + dec))), sec)
+            for prefill, pairs, dec, ctx, passes, multi, sec in log]
 
 
 def probe_batches(limits: EngineLimits) -> list[Batch]:
@@ -202,9 +206,7 @@ async def live_steps(engine, mix: list[tuple[int, int]], rate: float, seconds: f
         for t in tasks:
             t.cancel()
         log, engine.step_log = engine.step_log, None
-    limits = limits_of(engine)
-    return [("live", StepWork(1, prefill, dec, ctx, pairs, passes, multi, float(limits.offloaded(prefill + dec))), sec)
-            for prefill, pairs, dec, ctx, passes, multi, sec in log]
+    return logged_steps(log, limits_of(engine), "live")
 
 
 async def _shed_overload(coro) -> None:

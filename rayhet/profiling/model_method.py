@@ -206,31 +206,88 @@ def _work_list(w) -> list[float]:
 MAX_POINTS_KEPT = 3000  # raw step points written into the profile (an even subsample beyond this)
 
 
-def _at_speed(measured: MeasuredModel, settings: SweepSettings, i: int, j: int, drift: dict | None) -> float | None:
-    """Bucket (i, j)'s capacity from the model with its prefill terms scaled by the prefill drift and every
-    other term by the decode drift."""
+def at_speed(model, drift: dict | None):
+    """The step model with its prefill terms scaled by the prefill drift and every other term by the decode
+    drift (one kind missing: the other's for both)."""
     if not drift:
-        return None
-    from rayhet.capacity import bucket_capacity as simulated_capacity
+        return model
     from rayhet.perf import StepModel
 
     dp, dd = drift.get("prefill", drift.get("decode", 1.0)), drift.get("decode", drift.get("prefill", 1.0))
-    scaled = StepModel(**{k: v * (dp if k in ("c_prefill", "c_attn") else dd)
-                          for k, v in measured.fit.model.model_dump().items()})
+    return StepModel(**{k: v * (dp if k in ("c_prefill", "c_attn") else dd) for k, v in model.model_dump().items()})
+
+
+def _at_speed(measured: MeasuredModel, settings: SweepSettings, i: int, j: int, drift: dict | None) -> float | None:
+    """Bucket (i, j)'s capacity from the model at the speed `drift` says the engine ran (`at_speed`)."""
+    if not drift:
+        return None
+    from rayhet.capacity import bucket_capacity as simulated_capacity
+
     # the bucket at its upper-edge sizes, as derive_max_rate made the grid
-    return simulated_capacity(scaled, measured.limits, settings.slo, settings.input_edges[i], settings.output_edges[j])
+    return simulated_capacity(at_speed(measured.fit.model, drift), measured.limits, settings.slo,
+                              settings.input_edges[i], settings.output_edges[j])
 
 
-def twin_maker(measured: MeasuredModel, settings: SweepSettings):
-    """The held-out phase's twin of each measured point (rayhet.profiling.twin) under the fitted model."""
-    from rayhet.profiling.twin import twin_point
+class CheckRecorder:
+    """What the held-out phase keeps of each measured point besides the point itself: its twin (the same
+    arrivals through the replica model: rayhet.profiling.twin) and, for an engine that logs its steps, the
+    speed the engine ran *during* the point, measured/predicted time of the steps it ran over the same ratio
+    in the live phase of the fit, for prompt and decode steps apart, and the twin again with the model at that
+    speed. A probe of a few seconds before a bucket misses a shared host slowing while the bucket runs (seen
+    here: decode steps 1.07x by the probe, 1.3x an hour later); with this a miss splits into the host's speed
+    (the twin at speed agrees with the engine) and the model (it does not).
 
-    return lambda b, rate, plan, timings: twin_point(measured.fit.model, measured.limits, b, rate, plan, timings,
-                                                     settings.slo)
+    `drive` is `run_sweep`'s drive, `twin` its twin callback."""
+
+    def __init__(self, measured: MeasuredModel, settings: SweepSettings, state: SweepState, engine=None):
+        self.measured, self.settings, self.state = measured, settings, state
+        logs = engine is not None and hasattr(engine, "step_log") and not measured.observed
+        self.engine = engine if logs else None
+        self._speed: dict[str, float] | None = None
+
+    async def drive(self, target, input_tokens: int, output_tokens: int, rate: float, plan, rng):
+        from rayhet.profiling.load import run_point
+
+        self._speed = None
+        if self.engine is None:
+            return await run_point(target, input_tokens, output_tokens, rate, plan, rng)
+        from rayhet.profiling.engine_model import logged_steps
+
+        self.engine.step_log = []
+        try:
+            timings = await run_point(target, input_tokens, output_tokens, rate, plan, rng)
+        finally:
+            log, self.engine.step_log = self.engine.step_log, None
+        self._speed = self.speed(logged_steps(log, self.measured.limits, "check"))
+        return timings
+
+    def speed(self, steps) -> dict[str, float]:
+        """The engine's speed in `steps` relative to the fit's live steps (all its steps, without a live phase)."""
+        from rayhet.profiling.engine_model import DRIFT_KINDS, speed_ratio
+
+        model, fitted = self.measured.fit.model, self.measured.samples
+        base = [s for s in fitted if s[0] == "live"] or fitted
+        out = {}
+        for kind in DRIFT_KINDS:
+            then, now = speed_ratio(model, base, None, kind), speed_ratio(model, steps, None, kind)
+            if then and now:
+                out[kind] = round(now / then, 4)
+        return out
+
+    def twin(self, b, rate: float, plan, timings):
+        from rayhet.profiling.twin import twin_point
+
+        model, limits, slo = self.measured.fit.model, self.measured.limits, self.settings.slo
+        if self._speed:
+            key = f"{b.i},{b.j}"
+            self.state.point_speeds.setdefault(key, []).append(self._speed)
+            self.state.speed_twins.setdefault(key, []).append(
+                twin_point(at_speed(model, self._speed), limits, b, rate, plan, timings, slo))
+        return twin_point(model, limits, b, rate, plan, timings, slo)
 
 
 def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings, drifts_by_bucket: dict | None = None,
-                      twins_by_bucket: dict | None = None):
+                      twins_by_bucket: dict | None = None, state: SweepState | None = None):
     """The sweep-built profile turned into a version-2 one: capacity from the model, the model recorded, and
     the held-out buckets' measured capacity next to their prediction."""
     from rayhet.profiles import EngineModelRecord, HeldOut, StepPoint
@@ -254,6 +311,8 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
                             measured_rate=passed, measured_fail_rate=failed,
                             speed_drift=drift, predicted_rate_at_check=_at_speed(measured, settings, i, j, drift),
                             twins=(twins_by_bucket or {}).get(f"{i},{j}", []),
+                            speed_during=(state.point_speeds if state else {}).get(f"{i},{j}", []),
+                            twins_at_speed=(state.speed_twins if state else {}).get(f"{i},{j}", []),
                             requests_per_point=check.requests if check else None,
                             check_power=check.power if check else None))
     from rayhet.capacity import REQUESTS, TOLERANCE

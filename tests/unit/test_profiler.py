@@ -473,6 +473,11 @@ def test_profile_tiny_model_with_its_engine_model_and_a_held_out_bucket(tiny_ggu
     assert len(held.twins) == len(profile.sweep)  # (twin_rate may be None: every twin may fail on the tiny model)
     assert [t.offered_rate for t in held.twins] == [p.offered_rate for p in profile.sweep]
     assert "the same arrivals through the model" in said.out
+    # the engine's own steps during each point said how fast it ran, and the twin was replayed at that speed
+    assert len(held.speed_during) == len(held.twins_at_speed) == len(profile.sweep)
+    assert all(set(s) == {"prefill", "decode"} and all(0.2 < v < 5 for v in s.values()) for s in held.speed_during)
+    assert [t.offered_rate for t in held.twins_at_speed] == [p.offered_rate for p in profile.sweep]
+    assert "the fit's speed; the model at that speed:" in said.out
     assert png.stat().st_size > 0 and (tmp_path / "tiny-model-fit.png").stat().st_size > 0
 
 
@@ -676,3 +681,25 @@ def test_url_limits_fit_pass_terms_only_when_asked():
     assert decode_work(3, 300, 5, plain).extra_passes == 0
     # 3 sequences in slots 0-2: one run of consecutive slots, one pass over several sequences a step
     assert decode_work(3, 300, 5, passes).multi_passes == 5
+
+
+def test_check_recorder_speed_is_the_points_steps_against_the_fits_live_steps():
+    """The speed during a held-out point: its steps' measured/predicted time over the same ratio in the fit's
+    live steps, prompt and decode steps apart; the model at that speed scales its prompt terms and the rest."""
+    from rayhet.perf import EngineLimits, StepModel, StepWork
+    from rayhet.profiling.model_method import CheckRecorder, MeasuredModel, at_speed
+
+    model = StepModel(c_step=0.01, c_prefill=0.001, c_decode=0.002, c_kv_read=1e-6, c_attn=0.01)
+    dec, pre = StepWork(1, 0, 3, 300), StepWork(1, 64, 1, 100, 2080)
+    # the fit's live steps ran 10 % over the model (its own residual), the designed ones exactly on it
+    fitted = [("live", dec, 1.1 * model.time(dec)), ("live", pre, 1.1 * model.time(pre)),
+              ("B1 P16 O8", dec, model.time(dec))]
+    measured = MeasuredModel(fitted, type("Fit", (), {"model": model})(), EngineLimits(batch_slots=4, step_tokens=512, kv_tokens=4096, max_context=1024), [], [],
+                             0.0)
+    rec = CheckRecorder(measured, settings=None, state=None)
+    during = [("check", dec, 1.1 * 1.3 * model.time(dec)), ("check", pre, 1.1 * 1.2 * model.time(pre))]
+    assert rec.speed(during) == {"prefill": pytest.approx(1.2), "decode": pytest.approx(1.3)}
+    scaled = at_speed(model, {"prefill": 1.2, "decode": 1.3})
+    assert scaled.c_prefill == pytest.approx(1.2 * model.c_prefill) and scaled.c_attn == pytest.approx(0.012)
+    assert scaled.c_step == pytest.approx(1.3 * model.c_step) and scaled.c_decode == pytest.approx(0.0026)
+    assert at_speed(model, None) is model and at_speed(model, {"decode": 2.0}).c_prefill == pytest.approx(0.002)
