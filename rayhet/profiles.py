@@ -198,11 +198,12 @@ class HeldOut(_Strict):
         default_factory=list, description="Each measured point of this bucket (in `sweep`, same order) replayed "
         "through the replica model on the same arrivals and judged by the same rules (rayhet.profiling.twin): "
         "the model against the engine with the sample's luck taken out.")
-    speed_during: list[dict[str, float]] = Field(
+    speed_during: list[dict[str, float] | None] = Field(
         default_factory=list, description="For an engine that logs its steps: the speed it ran during each measured "
         "point (same order), measured/predicted time of the point's own `prefill` and `decode` steps over the "
-        "same ratio in the fit's live phase: 1.3 = 30 % slower than fitted. Empty: not measured.")
-    twins_at_speed: list[SweepPoint] = Field(
+        "same ratio in the fit's live phase: 1.3 = 30 % slower than fitted. Null for a point not measured so; "
+        "empty: none was (observed engines, older files).")
+    twins_at_speed: list[SweepPoint | None] = Field(
         default_factory=list, description="Each point's twin again, with the model's terms scaled by that point's "
         "`speed_during`: where it agrees with the engine and the plain twin does not, the host's speed, not the "
         "model, made the difference.")

@@ -185,7 +185,7 @@ def _measure(args: argparse.Namespace) -> int:
         notes=args.notes,
     )
     if measured is not None:
-        profile = with_engine_model(profile, measured, settings, state.speed_drifts, state.twins, state)
+        profile = with_engine_model(profile, measured, settings, state)
     save_profile(profile, out)
     keys = _all_keys(settings) if measured is None else [f"{i},{j}" for i, j in measured.held_out]
     if all(state.status.get(k, "").startswith(FINAL) for k in keys):

@@ -278,16 +278,14 @@ class CheckRecorder:
         from rayhet.profiling.twin import twin_point
 
         model, limits, slo = self.measured.fit.model, self.measured.limits, self.settings.slo
-        if self._speed:
-            key = f"{b.i},{b.j}"
-            self.state.point_speeds.setdefault(key, []).append(self._speed)
-            self.state.speed_twins.setdefault(key, []).append(
-                twin_point(at_speed(model, self._speed), limits, b, rate, plan, timings, slo))
+        key = f"{b.i},{b.j}"  # one entry a point, in the bucket's order (null where the speed was not measured)
+        self.state.point_speeds.setdefault(key, []).append(self._speed or None)
+        self.state.speed_twins.setdefault(key, []).append(
+            twin_point(at_speed(model, self._speed), limits, b, rate, plan, timings, slo) if self._speed else None)
         return twin_point(model, limits, b, rate, plan, timings, slo)
 
 
-def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings, drifts_by_bucket: dict | None = None,
-                      twins_by_bucket: dict | None = None, state: SweepState | None = None):
+def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings, state: SweepState | None = None):
     """The sweep-built profile turned into a version-2 one: capacity from the model, the model recorded, and
     the held-out buckets' measured capacity next to their prediction."""
     from rayhet.profiles import EngineModelRecord, HeldOut, StepPoint
@@ -302,7 +300,7 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
     held = []
     for i, j in measured.held_out:
         pts = [p for p in profile.sweep if (p.input_bucket, p.output_bucket) == (i, j)]
-        probes = (drifts_by_bucket or {}).get(f"{i},{j}") or []
+        probes = (state.speed_drifts if state else {}).get(f"{i},{j}") or []
         drift = {k: round(float(np.mean([p[k] for p in probes if k in p])), 4)
                  for k in ("prefill", "decode") if any(k in p for p in probes)} or None
         passed, failed = bracket([(p.offered_rate, p.meets_slo) for p in pts])  # as profiling.capacity reads it
@@ -310,7 +308,7 @@ def with_engine_model(profile, measured: MeasuredModel, settings: SweepSettings,
         held.append(HeldOut(input_bucket=i, output_bucket=j, predicted_rate=measured.grid[i][j],
                             measured_rate=passed, measured_fail_rate=failed,
                             speed_drift=drift, predicted_rate_at_check=_at_speed(measured, settings, i, j, drift),
-                            twins=(twins_by_bucket or {}).get(f"{i},{j}", []),
+                            twins=(state.twins if state else {}).get(f"{i},{j}", []),
                             speed_during=(state.point_speeds if state else {}).get(f"{i},{j}", []),
                             twins_at_speed=(state.speed_twins if state else {}).get(f"{i},{j}", []),
                             requests_per_point=check.requests if check else None,

@@ -130,7 +130,7 @@ def held_out_lines(profile) -> list[str]:
             at_speed = len(h.twins_at_speed) == len(points) and len(h.speed_during) == len(points)
             for k, (p, t) in enumerate(zip(points, h.twins)):
                 lines.append(f"    {p.offered_rate:.3g} req/s  engine {_verdict(p, key)}  model {_verdict(t, key)}")
-                if at_speed:  # the engine's own steps during the point said how fast the host ran
+                if at_speed and h.twins_at_speed[k] is not None:  # the engine's steps said how fast the host ran
                     lines.append(f"      the engine ran at {_drift_words(h.speed_during[k])} the fit's speed; the model "
                                  f"at that speed: {_verdict(h.twins_at_speed[k], key)}")
     return lines

@@ -69,9 +69,10 @@ class SweepState(BaseModel):
     # --method model: each held-out point's twin (rayhet.profiling.twin), in the order of its bucket's points
     twins: dict[str, list[SweepPoint]] = {}
     # --method model, an engine that logs its steps: its speed during each held-out point, relative to the fit,
-    # and the point's twin with the model at that speed (rayhet.profiling.model_method.CheckRecorder)
-    point_speeds: dict[str, list[dict[str, float]]] = {}
-    speed_twins: dict[str, list[SweepPoint]] = {}
+    # and the point's twin with the model at that speed (rayhet.profiling.model_method.CheckRecorder); one entry a
+    # point of the bucket, None where it was not measured
+    point_speeds: dict[str, list[dict[str, float] | None]] = {}
+    speed_twins: dict[str, list[SweepPoint | None]] = {}
 
     def bucket_points(self, b: Bucket) -> list[SweepPoint]:
         return [p for p in self.points if (p.input_bucket, p.output_bucket) == b.key]
