@@ -269,7 +269,7 @@ def main(argv=None) -> int:
     from ray import serve
 
     from rayhet.app import build
-    from rayhet.config import HostContention, ServingOverhead, load_config
+    from rayhet.config import load_config
     from rayhet.sim.build import fleet_for
     from rayhet.sim.deployment import FleetResult
     from rayhet.sim.report import summarize
@@ -370,15 +370,9 @@ def main(argv=None) -> int:
     uncalibrated = None
     if calibration and calibration["fitted"]:
         # the simulation again, each pool with the overhead measured before the trace; it becomes the one compared
-        def calibrated(p):
-            update = {}
-            if p.name in calibration["fitted"]:
-                update["serving_overhead"] = ServingOverhead(**calibration["fitted"][p.name])
-            if p.name in calibration["contention"]:
-                update["host_contention"] = HostContention(**calibration["contention"][p.name])
-            return p.model_copy(update=update)
+        from rayhet.sim.calibrate import calibrated
 
-        cal = config.model_copy(update={"pools": [calibrated(p) for p in config.pools]})
+        cal = calibrated(config, calibration["fitted"], calibration["contention"])
         uncalibrated = sim_sum
         sim = fleet_for(cal).run(trace)
         sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated (calibrated)")

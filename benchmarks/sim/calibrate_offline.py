@@ -54,9 +54,9 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sim_validation import compare, table
 
-    from rayhet.config import HostContention, ServingOverhead, load_config
+    from rayhet.config import load_config
     from rayhet.sim.build import fleet_for
-    from rayhet.sim.calibrate import fit_pools
+    from rayhet.sim.calibrate import calibrated, fit_pools
     from rayhet.sim.report import summarize
     from rayhet.sim.trace import load_trace, reshape
 
@@ -83,13 +83,9 @@ def main() -> int:
         fitted = {}
     if slow:
         print(f"host contention: {slow}")
-    cal = cfg.model_copy(update={"pools": [
-        p.model_copy(update={
-            "serving_overhead": ServingOverhead(**fitted[p.name]) if p.name in fitted else p.serving_overhead,
-            "host_contention": HostContention(host="validation-host", slowdown=slow[p.name]) if p.name in slow
-            else p.host_contention,
-            "min_replicas": max(p.min_replicas, 1) if p.name in args.keep_up else p.min_replicas})
-        for p in cfg.pools]})
+    cal = calibrated(cfg, fitted, {k: {"host": "validation-host", "slowdown": v} for k, v in slow.items()})
+    cal = cal.model_copy(update={"pools": [p.model_copy(update={"min_replicas": max(p.min_replicas, 1)})
+                                           if p.name in args.keep_up else p for p in cal.pools]})
     trace = reshape(load_trace(args.trace), speedup=d["speedup"], rate_scale=d["rate_scale"])
     sim = summarize(fleet_for(cal).run(trace), cfg.slo, window_s=60, name="simulated (calibrated)")
     for path in [args.run, *args.against]:

@@ -201,6 +201,24 @@ def fit_contention(config, loaded: list[LoneRequest], fitted: dict[str, dict], h
     return out
 
 
+def calibrated(config, fitted: dict[str, dict], contention: dict[str, dict] | None = None):
+    """The config with each pool's fitted `serving_overhead` and `host_contention` (as `fit_pools` and
+    `fit_contention` give them) in place; other pools keep theirs."""
+    from rayhet.config import HostContention, ServingOverhead
+
+    contention = contention or {}
+
+    def one(p):
+        update = {}
+        if p.name in fitted:
+            update["serving_overhead"] = ServingOverhead(**fitted[p.name])
+        if p.name in contention:
+            update["host_contention"] = HostContention(**contention[p.name])
+        return p.model_copy(update=update)
+
+    return config.model_copy(update={"pools": [one(p) for p in config.pools]})
+
+
 def fit_pools(config, samples: list[LoneRequest], source: str) -> dict[str, dict]:
     """Each sampled pool's ServingOverhead (as config fields), from its profile's engine model."""
     from rayhet.capacity import service_profile
@@ -241,20 +259,21 @@ def run(args: argparse.Namespace) -> int:
         loaded = asyncio.run(beside_busy_neighbours(args.url, config.model.id, samples, streams=args.neighbour_streams,
                                                     api_key=args.api_key, seed=args.seed + 1))
         contention = fit_contention(config, loaded, fitted, args.contention, f"rayhet calibrate {when}")
+    for pool in config.pools:  # the config lines to add, pool by pool
+        lines = []
+        if pool.name in fitted:
+            f = fitted[pool.name]
+            lines.append(f"  serving_overhead: {{request_s: {f['request_s']}, step_scale: {f['step_scale']}}}"
+                         f"   # {f['source']}")
+        if pool.name in contention:
+            c = contention[pool.name]
+            lines.append(f"  host_contention: {{host: {c['host']}, slowdown: {c['slowdown']}}}   # {c['source']}")
+        if lines:
+            print(f"pool {pool.name}:\n" + "\n".join(lines))
     missing = [p.name for p in config.pools if p.name not in fitted]
-    for name, f in fitted.items():
-        print(f"pool {name}:\n  serving_overhead: {{request_s: {f['request_s']}, step_scale: {f['step_scale']}}}"
-              f"   # {f['source']}")
-        if name in contention:
-            c = contention[name]
-            print(f"  host_contention: {{host: {c['host']}, slowdown: {c['slowdown']}}}   # {c['source']}")
-    for name in missing:
-        if name in contention:
-            c = contention[name]
-            print(f"pool {name}:\n  host_contention: {{host: {c['host']}, slowdown: {c['slowdown']}}}   # {c['source']}")
     if missing:
         print(f"not calibrated (no request landed there, or no engine model): {', '.join(missing)}")
-    if args.contention and not any(c["slowdown"] or "not measured" not in c["source"] for c in contention.values()):
+    if args.contention and not loaded:
         print("no host_contention fitted: the requests went to one pool only, or no neighbour stayed busy "
               "through a measured request (ask for more --requests)")
     if args.out:
