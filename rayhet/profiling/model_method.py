@@ -244,6 +244,7 @@ class CheckRecorder:
         logs = engine is not None and hasattr(engine, "step_log") and not measured.observed
         self.engine = engine if logs else None
         self._speed: dict[str, float] | None = None
+        self._fitted_ratio: dict[str, float | None] | None = None  # the fit's live steps, measured/predicted
 
     async def drive(self, target, input_tokens: int, output_tokens: int, rate: float, plan, rng):
         from rayhet.profiling.load import run_point
@@ -266,10 +267,12 @@ class CheckRecorder:
         from rayhet.profiling.engine_model import DRIFT_KINDS, speed_ratio
 
         model, fitted = self.measured.fit.model, self.measured.samples
-        base = [s for s in fitted if s[0] == "live"] or fitted
+        if self._fitted_ratio is None:  # the same for every point: once
+            base = [s for s in fitted if s[0] == "live"] or fitted
+            self._fitted_ratio = {kind: speed_ratio(model, base, None, kind) for kind in DRIFT_KINDS}
         out = {}
         for kind in DRIFT_KINDS:
-            then, now = speed_ratio(model, base, None, kind), speed_ratio(model, steps, None, kind)
+            then, now = self._fitted_ratio[kind], speed_ratio(model, steps, None, kind)
             if then and now:
                 out[kind] = round(now / then, 4)
         return out
