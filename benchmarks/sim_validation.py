@@ -340,11 +340,13 @@ def main(argv=None) -> int:
         # A fresh app for the trace: the calibration's requests would otherwise be in the controller's traffic
         # window, and its first plans would differ from the simulation's, which starts with none (seen
         # 2026-12-01: the real run kept `large` up through the trough, the simulated one scaled it down).
+        # Its controller is stopped too (it would end itself only 3 periods after the app), so the trace starts
+        # from a new one, as a first deployment does.
+        from rayhet.serve.controller import stop_controller
+
         serve.delete("default")
-        deadline = time.monotonic() + 120
-        while "default" in serve.status().applications and time.monotonic() < deadline:
-            time.sleep(1)
-        time.sleep(12)  # the controller ends itself within about 10 s of its app (README "The controller")
+        stop_controller("default")
+        time.sleep(5)  # Serve's policies of the deleted pools see no more calls (rayhet.serve.autoscaling)
         up_s = deploy()
     timeline: list = []
     stop = threading.Event()

@@ -123,6 +123,7 @@ class PoolReport(_Message):
     pool: str
     running: int = Field(..., ge=0, description="Running replicas.")
     in_flight: float = Field(..., ge=0, description="Ongoing + queued requests.")
+    build: float | None = Field(None, description="The policy's deployment: the controller spec's created_at.")
 
 
 class PoolFacts(_Message):

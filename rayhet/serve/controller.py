@@ -165,6 +165,11 @@ class PlanController:
         """Called by each pool's PlanPolicy with a PoolReport: records what Serve sees, returns the pool's target
         (None: none yet)."""
         r = PoolReport.model_validate(message)
+        if r.build is not None and r.build != self.spec.created_at:
+            # Another deployment's policy: an older one's outlives its deployment in Serve's process and would
+            # pin its pool's last in-flight count here (rayhet.serve.autoscaling); a newer one's deployment has
+            # not reconfigured this actor yet, and a new app never runs an old plan.
+            return None
         self._reported[r.pool] = (r.running, r.in_flight)
         return self.state.targets.get(r.pool)
 

@@ -27,6 +27,9 @@ class Wiring:
 
     def __init__(self, config):
         self.config = config
+        # the deployment's identity, in the controller's spec and in every pool's policy: the controller takes
+        # reports only from the policies of the deployment it serves (rayhet.serve.autoscaling)
+        self.created_at = time.time()
         self.bounds: dict[str, PoolBounds] = {}
         self.profiles: dict = {}
 
@@ -47,7 +50,7 @@ class Wiring:
             "min_replicas": pool.min_replicas, "max_replicas": hi, "initial_replicas": initial,
             # the controller does the delaying (scale_down_delay_s): Serve applies targets as they come
             "upscale_delay_s": 0, "downscale_delay_s": 0,
-            "policy": policy_config(pool.name, poll_s=self.config.controller.policy_poll_s),
+            "policy": policy_config(pool.name, poll_s=self.config.controller.policy_poll_s, build=self.created_at),
         }
         self.bounds[pool.name] = PoolBounds(pool.min_replicas, hi, int(opts.get("max_ongoing_requests", 1)),
                                             pool.startup_seconds)
@@ -56,14 +59,17 @@ class Wiring:
 
     def ingress_kwargs(self, ingress: str) -> dict:
         # plain data, as every message: a pickled model would reach the replica unvalidated
-        spec = spec_for(self.config, self.profiles, self.bounds, app="default", ingress=ingress)
+        spec = spec_for(self.config, self.profiles, self.bounds, app="default", ingress=ingress,
+                        created_at=self.created_at)
         return {"controller_spec": spec.model_dump()}
 
 
-def spec_for(config, profiles: dict, bounds: dict[str, PoolBounds], *, app: str, ingress: str) -> ControllerSpec:
-    """The controller's spec from a RayhetConfig, its loaded profiles and the pools' bounds as deployed."""
+def spec_for(config, profiles: dict, bounds: dict[str, PoolBounds], *, app: str, ingress: str,
+             created_at: float | None = None) -> ControllerSpec:
+    """The controller's spec from a RayhetConfig, its loaded profiles and the pools' bounds as deployed;
+    `created_at`: the deployment's identity (default: now)."""
     return ControllerSpec(
-        created_at=time.time(),
+        created_at=time.time() if created_at is None else created_at,
         app=app,
         ingress=ingress,
         settings=config.controller,

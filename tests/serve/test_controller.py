@@ -263,6 +263,70 @@ def test_a_new_deployment_under_the_same_name_never_runs_the_old_plan(ctl_app):
     assert st["plan"]["created_at"] != old and not st["resumed"]
 
 
+def test_reports_from_another_deployments_policy_are_ignored(ctl_app):
+    """A deleted or replaced deployment's PlanPolicy may still report (Serve keeps the object): its in-flight
+    count must not reach the controller, or that pool could never be scaled to zero."""
+    import ray
+
+    from rayhet.messages import PoolReport
+    from rayhet.serve.autoscaling import get_controller
+
+    ctl = get_controller(APP)
+    build = ray.get(ctl.spec_of.remote(), timeout=10)["created_at"]
+    for other in (build - 60.0, build + 60.0):  # an older deployment's, a newer one's not yet reconfigured
+        stale = PoolReport(pool="big", running=1, in_flight=7.0, build=other).model_dump()
+        assert ray.get(ctl.poll.remote(stale), timeout=10) is None
+        assert status()["reported"].get("big", {}).get("in_flight") != 7.0
+    own = PoolReport(pool="big", running=0, in_flight=0.0, build=build).model_dump()
+    ray.get(ctl.poll.remote(own), timeout=10)
+    assert status()["reported"]["big"] == {"running": 0, "in_flight": 0.0}
+
+
+def test_a_policy_serve_no_longer_calls_stops_reporting(ray_cluster):
+    """A pool's PlanPolicy outlives its deployment in Serve's controller process (`serve delete`, a redeploy).
+    If its thread went on reporting, the controller would keep the deleted pool's last in-flight count, and a
+    pool with requests in flight is never scaled to zero. It stops once Serve has not called it for
+    `orphan_s`, and starts again if Serve calls it later."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from rayhet.serve.autoscaling import NAMESPACE, PlanPolicy
+
+    @ray.remote(num_cpus=0)
+    class CountingController:  # test double of PlanController.poll: counts the reports, answers target 1
+        def __init__(self):
+            self.polls = 0
+
+        def poll(self, message: dict) -> int:
+            self.polls += 1
+            return 1
+
+        def count(self) -> int:
+            return self.polls
+
+    name = "rayhet-test-orphaned-policy"
+    ctl = CountingController.options(name=name, namespace=NAMESPACE).remote()
+    ray.get(ctl.count.remote())
+    ctx = SimpleNamespace(app_name="x", running_replicas=["r1"], total_num_requests=2.0, target_num_replicas=1,
+                          capacity_adjusted_min_replicas=0, capacity_adjusted_max_replicas=2)
+    policy = PlanPolicy("large", controller=name, poll_s=0.05, orphan_s=2.0)
+    try:
+        policy(ctx)
+        wait_for(lambda: ray.get(ctl.count.remote()) >= 3, 10, "the policy's first reports")
+        assert policy(ctx)[0] == 1
+        # Serve stops calling it: within orphan_s its thread ends and the reports stop
+        wait_for(lambda: not policy._thread.is_alive(), 15, "the orphaned policy's thread to end")
+        n = ray.get(ctl.count.remote())
+        time.sleep(0.5)
+        assert ray.get(ctl.count.remote()) == n, "an orphaned policy still reports"
+        policy(ctx)  # Serve calls it again: it reports again
+        wait_for(lambda: ray.get(ctl.count.remote()) > n, 10, "reports after a new call")
+    finally:
+        policy.close()
+        ray.kill(ctl)
+
+
 def test_controller_stops_itself_once_its_app_is_gone(ctl_app):
     """Runs last in this module: it deletes the app (the fixture's own teardown then finds nothing to do)."""
     import ray
