@@ -53,6 +53,8 @@ class Request:
     first_token: float | None = None
     end: float | None = None
     outcome: str = "pending"  # ok | rejected (no pool fits) | refused (every pool pushed back) | failed
+    # refused 503 after waiting `server.max_wait_s` for a first token (the others are refused at once)
+    waited_out: bool = False
 
 
 class SimReplica:
@@ -76,6 +78,14 @@ class SimReplica:
         sim = SimRequest(t + self.request_s, req.input_tokens, req.output_tokens, rid=req.idx)
         self.engine.submit(sim)
         self.ongoing[req.idx] = req
+
+    def cancel(self, req: Request) -> bool:
+        """The ingress stopped waiting for `req` (no first token by `server.max_wait_s`): Serve cancels it on the
+        replica. False when it has started (it runs on)."""
+        if req.idx in self.ongoing and self.engine.cancel(req.idx):
+            del self.ongoing[req.idx]
+            return True
+        return False
 
     def advance(self, t: float) -> list[tuple[Request, SimRequest]]:
         """Run the engine to `t`; the requests that finished by `t` (in end order)."""

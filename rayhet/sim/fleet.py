@@ -8,7 +8,7 @@ What is simulated, and what is the production code itself:
 | an engine replica | `rayhet.sim.replica.Replica`, timed by its pool's step model (the profile's engine model) |
 | Ray Serve, per pool | `max_ongoing_requests` per replica, a caller-side queue of `max_queued_requests` per ingress replica (beyond: backpressure), replicas that take `startup_s` to start, and scale-down that stops starting replicas first, then the newest, each draining for up to `graceful_shutdown_s` |
 | Serve's proxy and the ingress replicas as servers | `rayhet.sim.stack.HttpStack`: a request waits for a free one (`server.proxy_capacity_rps`, `server.ingress_capacity_rps` per replica) before the router sees it |
-| the ingress | **`rayhet.dispatch.Dispatcher`**: the Router, its output-length predictor, spill-over, the TrafficRecorder |
+| the ingress | **`rayhet.dispatch.Dispatcher`**: the Router, its output-length predictor, spill-over, the TrafficRecorder; a request without its first token `server.max_wait_s` after the ingress got it is refused (503) and cancelled where it waits, as `rayhet.serve.sending` does |
 | the controller | **`rayhet.control.tick`** every `period_s` on the recorder's snapshot, solving with **`rayhet.control.solve_mix`** (the planner) |
 | each pool's Serve policy | **`rayhet.control.policy_target`** every `policy_poll_s` |
 | the start-up plan | **`rayhet.app.startup_plan`** and the builder's **`initial_replicas`** |
@@ -58,6 +58,7 @@ class Fleet:
         self._serve_state: dict[str, dict] = {p: {} for p in self.serve_autoscaling}
         self.max_tokens = max_tokens
         self.sweep_s = sweep_s
+        self.max_wait_s = config.server.max_wait_s
         self.settings = config.controller
         self.now = 0.0
         self.dispatch = Dispatcher(config, startup, [PoolLimit(p.name, p.max_context, p.price_per_hour) for p in pools],
@@ -229,6 +230,7 @@ class Fleet:
             self.dispatch.sent(pool, spilled_from=prev, now=self.now)
             if self._admit(pool, req):
                 req.pool, req.spilled = pool, prev is not None
+                self._at(self.now + self.max_wait_s, "deadline", req)
                 return
             self.dispatch.pushed_back(pool)
             prev = pool
@@ -287,6 +289,27 @@ class Fleet:
         self._last = max(self._last, sim.end)
         self.dispatch.succeeded(pool, req.route, req.output_tokens, req.max_tokens, sim.first_token - req.arrival,
                                 sim.end - sim.first_token, now=sim.end)
+
+    def _on_deadline(self, req: Request) -> None:
+        """`server.max_wait_s` since the ingress got `req`: without its first token it is refused (503) and
+        Serve cancels it, in the caller queue or on its replica (rayhet.serve.sending: WaitedTooLong)."""
+        if req.outcome != "pending":
+            return
+        pool = req.pool
+        self._collect(pool)  # to now: it may have finished, or started
+        if req.outcome != "pending":
+            return
+        q = self.queue[pool]
+        queued = next((i for i, r in enumerate(q) if r is req), None)
+        if queued is not None:
+            del q[queued]
+        else:
+            rep = next((r for r in self.replicas[pool] if req.idx in r.ongoing), None)
+            if rep is None or not rep.cancel(req):
+                return  # it has its first token: it runs on
+            self._drain_queue(pool)  # its slot is free
+        req.outcome, req.end, req.waited_out = "refused", self.now, True
+        self.dispatch.pushed_back(pool)
 
     def _ensure_sweep(self) -> None:
         if not getattr(self, "_sweeping", False):

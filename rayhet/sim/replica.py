@@ -111,6 +111,26 @@ class Replica:
             else:
                 self._step()
 
+    def cancel(self, rid: int) -> bool:
+        """Take back a request that has no first token yet (the caller stopped waiting for it): out of the
+        queue, or out of its slot with its KV reservation if its prompt was being fed. False when it has its
+        first token (it runs on) or is not here. A first token inside the step in progress counts as had."""
+        for queue in (self._pending, self.waiting):
+            for r in queue:
+                if r.rid == rid:
+                    queue.remove(r)
+                    return True
+        for r in self.running:
+            if r.rid == rid:
+                if r.first_token is not None:
+                    return False
+                self.running.remove(r)
+                self._free.append(r.slot)
+                self.kv_reserved -= r.input_tokens + r.output_tokens
+                self._prefilling -= 1
+                return True
+        return False
+
     def run_to_completion(self) -> list[SimRequest]:
         """Serve everything submitted; returns every request (finished or refused) in arrival order."""
         self.advance(math.inf)

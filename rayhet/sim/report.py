@@ -56,7 +56,9 @@ def summarize(result, slo, *, window_s: float = 60.0, name: str = "") -> dict:
     else:
         good = ok.copy()
     pools = sorted(result.prices)
-    pool_of = np.array([r.pool or "" for r in reqs])
+    # the pool that served each request: one refused after waiting there (server.max_wait_s) counts nowhere, as
+    # in a real run, where a refusal does not say which pool it waited on
+    pool_of = np.array([(r.pool or "") if r.outcome == "ok" else "" for r in reqs])
     outcome = np.array([r.outcome for r in reqs])
     spilled = np.fromiter((r.spilled for r in reqs), bool, len(reqs))
     duration = max(result.duration_s, 1e-9)

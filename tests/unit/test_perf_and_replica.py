@@ -143,6 +143,29 @@ def test_queue_bound_refuses_and_kv_bounds_admission():
     assert b.first_token > a.end
 
 
+def test_cancel_takes_back_a_request_without_its_first_token_and_frees_its_slot():
+    """The ingress stops waiting (server.max_wait_s): a request queued or still feeding its prompt leaves, with
+    its slot and KV reservation; one that has its first token runs on."""
+    step = StepModel(c_step=1.0, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    limits = EngineLimits(batch_slots=1, step_tokens=100, kv_tokens=1000, max_context=1000)
+    rep = Replica(step, limits)
+    long_, queued, last = (SimRequest(0.0, 250, 2, rid=1), SimRequest(0.0, 10, 2, rid=2), SimRequest(0.0, 10, 2, rid=3))
+    for r in (long_, queued, last):
+        rep.submit(r)
+    rep.advance(1.5)  # two of long_'s three prompt steps done
+    assert long_.first_token is None and rep.kv_reserved == 252
+    assert rep.cancel(2) and rep.cancel(1) and not rep.cancel(99)
+    assert rep.kv_reserved == 0 and not rep.running
+    done = rep.run_to_completion()
+    assert [r.rid for r in done] == [3]
+    assert last.first_token == pytest.approx(3.0) and last.end == pytest.approx(4.0)  # it starts at once
+    rep = Replica(step, limits)
+    rep.submit(SimRequest(0.0, 10, 5, rid=1))
+    rep.advance(1.5)
+    assert not rep.cancel(1)  # it has its first token
+    assert rep.run_to_completion()[0].end == pytest.approx(5.0)
+
+
 def test_advance_in_pieces_equals_one_run():
     reqs = lambda: [SimRequest(float(t), 300, 40, rid=k + 1)  # noqa: E731
                     for k, t in enumerate(np.cumsum(np.random.default_rng(3).exponential(0.05, 200)))]

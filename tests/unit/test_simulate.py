@@ -241,6 +241,39 @@ def test_backpressure_spills_then_refuses(tmp_path):
     assert sum(r.spilled for r in res.requests) == 3
 
 
+@pytest.mark.parametrize("queue_at", ["serve", "engine"])
+def test_a_request_without_its_first_token_by_max_wait_is_refused_and_cancelled(tmp_path, queue_at):
+    """server.max_wait_s as the ingress applies it: a burst of 5 on one slot of 1 s a request, max_wait 2.5 s.
+    The third starts at 2 s (its first token at 3 s, in the step under way at the deadline: it runs on); the
+    last two, still queued at Serve's caller side or in the engine, are refused at 2.5 s and cancelled, so they
+    count for no pool; without the limit all five are served."""
+    from rayhet.sim.build import fleet_for
+
+    step = StepModel(c_step=1.0, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    prof = _profile(tmp_path / "p.json", step=step, slots=1)
+    pool = {"name": "cpu", "profile": prof, "min_replicas": 1, "max_replicas": 1,
+            "queue_per_replica": 100 if queue_at == "engine" else 0, "max_queued_requests": -1,
+            "engine_settings": {"n_slots": 1, "n_ctx": 4096}}
+    burst = Trace(np.zeros(5), np.ones(5), np.ones(5))
+
+    def run(max_wait):
+        cfg = _config([pool], slo={"tpot_ms": 1000})
+        server = cfg.server.model_copy(update={"max_wait_s": max_wait, "ingress_capacity_rps": None,
+                                               "proxy_capacity_rps": None})  # not the stack: the wait alone
+        cfg = cfg.model_copy(update={"server": server})
+        return fleet_for(cfg).run(burst)
+
+    res = run(2.5)
+    assert [r.outcome for r in res.requests] == ["ok"] * 3 + ["refused"] * 2
+    assert [r.end for r in res.requests] == pytest.approx([1.0, 2.0, 3.0, 2.5, 2.5])
+    assert all(r.waited_out for r in res.requests[3:])
+    from rayhet.sim.report import summarize
+
+    total = summarize(res, None, name="x")["total"]
+    assert total["requests_per_pool"] == {"cpu": 3} and total["refused"] == 2
+    assert [r.outcome for r in run(30.0).requests] == ["ok"] * 5
+
+
 def test_the_simulator_runs_the_production_router_and_controller(tmp_path, monkeypatch):
     """The dispatcher is the ingress's own class, its router rayhet.routing.Router, and a controlled run goes
     through rayhet.control's decisions: patching them changes what the simulator does."""
