@@ -16,10 +16,14 @@ has an engine model when it plans (`derive_max_rate`), without profiling again.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -106,7 +110,72 @@ def bucket_capacity(model: StepModel, limits: EngineLimits, slo, input_tokens: i
 def derive_max_rate(model: StepModel, limits: EngineLimits, slo, input_edges: list[int], output_edges: list[int], *,
                     requests: int = REQUESTS, tolerance: float = TOLERANCE, seed: int = 0,
                     progress=None) -> list[list[float | None]]:
-    """The capacity grid: each bucket at its upper-edge sizes (as `rayhet profile` measures it)."""
+    """The capacity grid: each bucket at its upper-edge sizes (as `rayhet profile` measures it). Kept on disk
+    (`capacity_cache_dir`) under everything it depends on, the derivation's own code included: a service
+    re-derives the same grids at every `serve run`, `rayhet plan` and `rayhet simulate` (12 s a 60-bucket grid
+    on two busy vCPUs), and the answer cannot differ."""
+    key = _grid_key(model, limits, slo, input_edges, output_edges, requests, tolerance, seed)
+    cached = _read_grid(key)
+    if cached is not None:
+        return cached
+    grid = _derive(model, limits, slo, input_edges, output_edges, requests, tolerance, seed, progress)
+    _write_grid(key, grid)
+    return grid
+
+
+def capacity_cache_dir() -> Path | None:
+    """Where derived grids are kept: $RAYHET_CAPACITY_CACHE (`off`: nowhere), else ~/.cache/rayhet/capacity."""
+    env = os.environ.get("RAYHET_CAPACITY_CACHE")
+    if env and env.lower() in ("off", "0", "none", "false"):
+        return None
+    return Path(env) if env else Path.home() / ".cache" / "rayhet" / "capacity"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    """The derivation's code: this module, the step model, the replica model, the SLO verdicts."""
+    import rayhet.perf
+    import rayhet.sim.replica
+    import rayhet.slo
+
+    h = hashlib.sha256()
+    for mod in (sys.modules[__name__], rayhet.perf, rayhet.sim.replica, rayhet.slo):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def _grid_key(model, limits, slo, input_edges, output_edges, requests, tolerance, seed) -> str:
+    slo_json = slo.model_dump_json() if hasattr(slo, "model_dump_json") else json.dumps(slo, sort_keys=True, default=str)
+    blob = json.dumps([_code_fingerprint(), model.model_dump(mode="json"), limits.model_dump(mode="json"), slo_json,
+                       list(input_edges), list(output_edges), requests, tolerance, seed], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _read_grid(key: str) -> list[list[float | None]] | None:
+    d = capacity_cache_dir()
+    if d is None:
+        return None
+    try:
+        grid = json.loads((d / f"{key}.json").read_text())["max_rate"]
+        return [[None if r is None else float(r) for r in row] for row in grid]
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or damaged: derive it again
+        return None
+
+
+def _write_grid(key: str, grid) -> None:
+    d = capacity_cache_dir()
+    if d is None:
+        return
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"max_rate": grid}))
+        tmp.replace(d / f"{key}.json")  # atomic: a concurrent reader sees all of it or none
+    except OSError as e:  # a read-only home: derive every time
+        log.debug("capacity cache not written (%s)", e)
+
+
+def _derive(model, limits, slo, input_edges, output_edges, requests, tolerance, seed, progress):
     grid = []
     for i, n_in in enumerate(input_edges):
         row = []

@@ -240,6 +240,35 @@ def _profile_dict(version: int, **extra) -> dict:
         "provenance": {"measured_by": "test", "measured_at": "2026-11-30", "command": "test"}, **extra}
 
 
+def test_derived_grids_are_kept_on_disk_under_all_they_depend_on(tmp_path, monkeypatch):
+    """A second derivation of the same grid reads it back without simulating; another SLO, other limits or a
+    damaged file derive again; RAYHET_CAPACITY_CACHE=off keeps nothing."""
+    import rayhet.capacity as capacity
+
+    monkeypatch.setenv("RAYHET_CAPACITY_CACHE", str(tmp_path))
+    slo = SLO(ttft_ms=1000, tpot_ms=200)
+    args = (TRUE, WIDE, slo, [64, 512], [32, 128])
+    first = derive_max_rate(*args, requests=200)
+    calls = []
+    real = capacity.bucket_capacity
+    monkeypatch.setattr(capacity, "bucket_capacity", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert derive_max_rate(*args, requests=200) == first and not calls
+    derive_max_rate(TRUE, WIDE, SLO(ttft_ms=500, tpot_ms=200), [64, 512], [32, 128], requests=200)
+    assert len(calls) == 4  # another SLO: all four buckets again
+    narrow = WIDE.model_copy(update={"batch_slots": 2})
+    derive_max_rate(TRUE, narrow, slo, [64, 512], [32, 128], requests=200)
+    assert len(calls) == 8
+    files = sorted(tmp_path.glob("*.json"))
+    assert len(files) == 3
+    for f in files:
+        f.write_text("{damaged")
+    assert derive_max_rate(*args, requests=200) == first and len(calls) == 12
+    monkeypatch.setenv("RAYHET_CAPACITY_CACHE", "off")
+    off = tmp_path / "none"
+    derive_max_rate(*args, requests=200)
+    assert len(calls) == 16 and not off.exists()
+
+
 def test_v1_and_v2_profiles_load_and_v1_cannot_carry_v2_fields():
     from rayhet.profiles import parse_profile
 
