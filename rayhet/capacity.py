@@ -114,12 +114,14 @@ def derive_max_rate(model: StepModel, limits: EngineLimits, slo, input_edges: li
     (`capacity_cache_dir`) under everything it depends on, the derivation's own code included: a service
     re-derives the same grids at every `serve run`, `rayhet plan` and `rayhet simulate` (12 s a 60-bucket grid
     on two busy vCPUs), and the answer cannot differ."""
-    key = _grid_key(model, limits, slo, input_edges, output_edges, requests, tolerance, seed)
-    cached = _read_grid(key)
+    key = _grid_key(model, limits, slo, input_edges, output_edges, requests, tolerance, seed) \
+        if _code_fingerprint() else None
+    cached = _read_grid(key) if key else None
     if cached is not None:
         return cached
     grid = _derive(model, limits, slo, input_edges, output_edges, requests, tolerance, seed, progress)
-    _write_grid(key, grid)
+    if key:
+        _write_grid(key, grid)
     return grid
 
 
@@ -139,8 +141,11 @@ def _code_fingerprint() -> str:
     import rayhet.slo
 
     h = hashlib.sha256()
-    for mod in (sys.modules[__name__], rayhet.perf, rayhet.sim.replica, rayhet.slo):
-        h.update(Path(mod.__file__).read_bytes())
+    try:
+        for mod in (sys.modules[__name__], rayhet.perf, rayhet.sim.replica, rayhet.slo):
+            h.update(Path(mod.__file__).read_bytes())
+    except (OSError, TypeError):  # sources not readable (a frozen install): no key can be trusted, keep none
+        return ""
     return h.hexdigest()
 
 
