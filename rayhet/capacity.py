@@ -180,6 +180,65 @@ def _write_grid(key: str, grid) -> None:
         log.debug("capacity cache not written (%s)", e)
 
 
+def derive_ahead(paths, slo, *, workers: int | None = None) -> int:
+    """Derive at once, in parallel processes, the grids for `slo` of the profiles at `paths` that the disk cache
+    lacks, so that `service_profile` then reads them back: for commands that plan over several profiles
+    (`rayhet simulate`, `rayhet plan`), where each grid is seconds of one core. Split by input row, so one big
+    grid does not keep the other cores idle. Returns how many grids were derived here: none with the cache off
+    (the workers' grids could not reach this process), with one core, or with nothing missing. Errors are left
+    to `service_profile`, which names the file."""
+    from rayhet.profiles import SLO, load_profile
+
+    d = capacity_cache_dir()
+    n = workers or os.cpu_count() or 1
+    if slo is None or d is None or not _code_fingerprint() or n < 2:
+        return 0
+    slo = slo if isinstance(slo, SLO) else SLO.model_validate(slo)
+    todo = {}  # key -> (model, limits, input edges, output edges)
+    for path in dict.fromkeys(str(p) for p in paths):
+        try:
+            prof = load_profile(path)
+        except Exception:  # noqa: BLE001 - service_profile raises it with the file named
+            continue
+        em = prof.engine_model
+        if em is None:
+            continue
+        model, limits = em.step_model(), em.engine_limits()
+        key = _grid_key(model, limits, slo, prof.input_edges, prof.output_edges, REQUESTS, TOLERANCE, 0)
+        if not (d / f"{key}.json").exists():
+            todo[key] = (model, limits, list(prof.input_edges), list(prof.output_edges))
+    if not todo:
+        return 0
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    tasks = [(key, i, n_in) for key, (_, _, ins, _) in todo.items() for i, n_in in enumerate(ins)]
+    try:  # spawn: no fork of a process that may hold threads (Ray's, a progress bar's)
+        with ProcessPoolExecutor(min(n, len(tasks)), mp_context=multiprocessing.get_context("spawn")) as ex:
+            rows = list(ex.map(_derive_row, *zip(*[
+                (todo[k][0].model_dump_json(), todo[k][1].model_dump_json(), slo.model_dump_json(), n_in, todo[k][3])
+                for k, _, n_in in tasks])))
+    except Exception as e:  # noqa: BLE001 - the grids are derived in this process instead, errors named there
+        log.debug("derive_ahead: %s", e)
+        return 0
+    grids: dict[str, dict[int, list]] = {}
+    for (key, i, _), row in zip(tasks, rows):
+        grids.setdefault(key, {})[i] = row
+    for key, by_row in grids.items():
+        _write_grid(key, [by_row[i] for i in range(len(by_row))])
+    return len(grids)
+
+
+def _derive_row(model_json: str, limits_json: str, slo_json: str, n_in: int, output_edges: list[int]) -> list:
+    """One input row of a grid, as `_derive` computes it (the same arrival draw, seed 0)."""
+    from rayhet.profiles import SLO
+
+    model, limits = StepModel.model_validate_json(model_json), EngineLimits.model_validate_json(limits_json)
+    slo = SLO.model_validate_json(slo_json)
+    return [bucket_capacity(model, limits, slo, n_in, n_out, requests=REQUESTS, tolerance=TOLERANCE, seed=0)
+            for n_out in output_edges]
+
+
 def _derive(model, limits, slo, input_edges, output_edges, requests, tolerance, seed, progress):
     grid = []
     for i, n_in in enumerate(input_edges):

@@ -89,6 +89,9 @@ def _pool_options(args: argparse.Namespace):
         load_profiles(path)     # ProfileError naming the file (service_profile below then derives each one)
     slo = _service_slo(args)
     files = [f for path in args.profiles for f in (sorted(Path(path).glob("*.json")) if Path(path).is_dir() else [Path(path)])]
+    from rayhet.capacity import derive_ahead
+
+    derive_ahead(files, slo)  # every profile's grid for this SLO at once, one process a core
     profiles = [service_profile(f, slo, args.held_out) for f in files]
     names = [p.pool for p in profiles]
     if len(set(names)) != len(names):

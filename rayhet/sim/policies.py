@@ -82,6 +82,9 @@ def policies(config, trace: Trace, *, window_s: float = 60.0) -> tuple[list[Poli
     from rayhet.sim.build import fleet_for, planner_options
     from rayhet.workload import bucketize
 
+    from rayhet.capacity import derive_ahead
+
+    derive_ahead([p.profile for p in config.pools if p.profile], config.slo)
     out = [Policy("rayhet online", lambda: fleet_for(config))]
     cpu = {p.name for p in config.pools if p.engine == "llama_cpp"}
     if cpu and len(cpu) < len(config.pools):

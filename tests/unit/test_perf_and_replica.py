@@ -269,6 +269,36 @@ def test_derived_grids_are_kept_on_disk_under_all_they_depend_on(tmp_path, monke
     assert len(calls) == 16 and not off.exists()
 
 
+def test_derive_ahead_fills_the_cache_in_parallel_for_what_service_profile_then_reads(tmp_path, monkeypatch):
+    """Two profiles' grids for a new SLO, derived in two processes into the disk cache; the service profiles
+    read them back without simulating; nothing is derived twice, or with the cache off."""
+    from pathlib import Path
+
+    import rayhet.capacity as capacity
+
+    root = Path(__file__).resolve().parents[2]
+    paths = [root / "benchmarks/sim/profiles/small.json", root / "benchmarks/sim/profiles/large.json"]
+    monkeypatch.setenv("RAYHET_CAPACITY_CACHE", str(tmp_path))
+    slo = SLO(ttft_ms=1700, ttft_quantile=0.9, tpot_ms=170)
+    assert capacity.derive_ahead(paths, slo, workers=2) == 2
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    from rayhet.profiles import load_profile
+
+    prof = load_profile(paths[1])  # a row derived by a worker is the one the serial derivation gives
+    em = prof.engine_model
+    key = capacity._grid_key(em.step_model(), em.engine_limits(), slo, prof.input_edges, prof.output_edges,
+                             capacity.REQUESTS, capacity.TOLERANCE, 0)
+    cached = capacity._read_grid(key)
+    assert cached[-1] == capacity._derive(em.step_model(), em.engine_limits(), slo, prof.input_edges[-1:],
+                                          prof.output_edges, capacity.REQUESTS, capacity.TOLERANCE, 0, None)[0]
+    monkeypatch.setattr(capacity, "bucket_capacity", lambda *a, **k: pytest.fail("derived again"))
+    for p in paths:
+        capacity.service_profile(p, slo, "ignore")
+    assert capacity.derive_ahead(paths, slo, workers=2) == 0
+    monkeypatch.setenv("RAYHET_CAPACITY_CACHE", "off")
+    assert capacity.derive_ahead(paths, SLO(ttft_ms=1600, tpot_ms=160), workers=2) == 0
+
+
 def test_v1_and_v2_profiles_load_and_v1_cannot_carry_v2_fields():
     from rayhet.profiles import parse_profile
 
