@@ -230,26 +230,27 @@ def derive_ahead(paths, slo, *, workers: int | None = None) -> int:
 
 
 def _derive_row(model_json: str, limits_json: str, slo_json: str, n_in: int, output_edges: list[int]) -> list:
-    """One input row of a grid, as `_derive` computes it (the same arrival draw, seed 0)."""
+    """One input row of a grid in a worker process (plain data in): `_row` with `derive_ahead`'s settings."""
     from rayhet.profiles import SLO
 
     model, limits = StepModel.model_validate_json(model_json), EngineLimits.model_validate_json(limits_json)
-    slo = SLO.model_validate_json(slo_json)
-    return [bucket_capacity(model, limits, slo, n_in, n_out, requests=REQUESTS, tolerance=TOLERANCE, seed=0)
-            for n_out in output_edges]
+    return _row(model, limits, SLO.model_validate_json(slo_json), n_in, output_edges, REQUESTS, TOLERANCE, 0)
+
+
+def _row(model, limits, slo, n_in, output_edges, requests, tolerance, seed, on_cell=None) -> list:
+    row = []
+    for j, n_out in enumerate(output_edges):
+        row.append(bucket_capacity(model, limits, slo, n_in, n_out, requests=requests, tolerance=tolerance,
+                                   seed=seed))  # one arrival draw for all buckets: a smoother grid
+        if on_cell is not None:
+            on_cell(j)
+    return row
 
 
 def _derive(model, limits, slo, input_edges, output_edges, requests, tolerance, seed, progress):
-    grid = []
-    for i, n_in in enumerate(input_edges):
-        row = []
-        for j, n_out in enumerate(output_edges):
-            row.append(bucket_capacity(model, limits, slo, n_in, n_out, requests=requests, tolerance=tolerance,
-                                       seed=seed))  # one arrival draw for all buckets: a smoother grid
-            if progress is not None:
-                progress(i, j)
-        grid.append(row)
-    return grid
+    return [_row(model, limits, slo, n_in, output_edges, requests, tolerance, seed,
+                 None if progress is None else (lambda j, i=i: progress(i, j)))
+            for i, n_in in enumerate(input_edges)]
 
 
 def speed_sensitivity(model: StepModel, limits: EngineLimits, slo, input_tokens: int, output_tokens: int,

@@ -62,16 +62,15 @@ class PlanPolicy:
     def __init__(self, pool: str, controller: str | None = None, namespace: str = NAMESPACE,
                  poll_s: float = 1.0, timeout_s: float = 5.0, orphan_s: float | None = None,
                  build: float | None = None):
-        """`build`: the deployment's identity, sent with every report. `orphan_s`: how long without a call from Serve before the thread stops reporting (default
-        max(30 s, 10 polls): Serve calls the policy every control-loop tick, 0.1 s, but a busy Serve controller
-        may pause for seconds)."""
+        """`build`: the deployment's identity, sent with every report. `orphan_s`: how long without a call from
+        Serve before the thread stops reporting (default max(30 s, 10 polls): Serve calls the policy every
+        control-loop tick, 0.1 s, but a busy Serve controller may pause for seconds)."""
         self.pool, self.namespace, self.build = pool, namespace, build
         self.controller = controller  # None: named after the app, learnt from the first call's context
         self.poll_s, self.timeout_s = poll_s, timeout_s
         self.orphan_s = orphan_s if orphan_s is not None else max(30.0, 10 * poll_s)
         self.target: int | None = None  # last target the controller gave; None until it first answers
         self.fetched_at: float | None = None
-        self.reports = 0  # polls the controller answered (for tests and logs)
         self._seen = (0, 0.0)  # (running replicas, in-flight requests) as Serve saw them last
         self._called_at = time.monotonic()  # the last call from Serve (construction counts: the first is near)
         self._stop = threading.Event()
@@ -93,8 +92,7 @@ class PlanPolicy:
         in_flight = _value(ctx.total_num_requests)
         self._seen = (running, in_flight)
         self._called_at = time.monotonic()
-        if self._thread is None or not self._thread.is_alive():  # it ended while Serve stopped calling
-            self._ensure_thread()
+        self._ensure_thread()  # it ends while Serve does not call
         # Fallback is Serve's current *target*, not the running count: replicas still starting are not running.
         target = policy_target(self.target, ctx.target_num_replicas, ctx.capacity_adjusted_min_replicas,
                                ctx.capacity_adjusted_max_replicas, in_flight)
@@ -120,7 +118,6 @@ class PlanPolicy:
                 got = ray.get(handle.poll.remote(report.model_dump()), timeout=self.timeout_s)
                 if got is not None:
                     self.target, self.fetched_at = int(got), time.time()
-                self.reports += 1
                 failures = 0
             except Exception as e:  # unreachable, restarting, not created yet: keep the last target
                 handle, failures = None, failures + 1

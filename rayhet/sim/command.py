@@ -51,13 +51,13 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise RayhetError(f"--max-tokens: 'exact' or a number, got {args.max_tokens!r}") from None
     max_tokens = args.max_tokens if args.max_tokens == "exact" else int(args.max_tokens)
-    from rayhet.capacity import derive_ahead
-
-    derive_ahead([p.profile for p in config.pools if p.profile], config.slo)  # all pools' grids at once
     if args.compare:
-        runs, bound = policies(config, trace, window_s=args.window)
+        runs, bound = policies(config, trace, window_s=args.window)  # derives the pools' grids at once first
     else:
+        from rayhet.capacity import derive_ahead
         from rayhet.sim.build import fleet_for
+
+        derive_ahead([p.profile for p in config.pools if p.profile], config.slo)  # all pools' grids at once
 
         runs, bound = [Policy("rayhet online" if config.controller.enabled else "rayhet (controller off)",
                               lambda: fleet_for(config))], None
