@@ -106,6 +106,40 @@ def watch(stop: threading.Event, t0: float, out: list) -> None:
         stop.wait(0.5)
 
 
+def watch_controller(stop: threading.Event, t0_wall: float, out: list, every_s: float) -> None:
+    """The real controller's periods that solved or moved a target (`rayhet status`'s last period), as
+    rayhet.control.decision gives them, with "at" in seconds from the start of the trace."""
+    import ray
+
+    from rayhet.serve.controller import get_controller
+
+    seen, targets = None, None
+    while not stop.wait(every_s):
+        try:
+            last = ray.get(get_controller("default").status.remote(), timeout=5)["last_period"] or {}
+        except Exception:  # noqa: BLE001 - starting, or between periods: no look this time
+            continue
+        if last.get("at") in (None, seen) or "targets" not in last:
+            continue
+        seen = last["at"]
+        if last.get("solved") or last["targets"] != targets:
+            out.append({k: last.get(k) for k in ("reason", "detail", "solved", "targets", "held", "bumped", "rate")}
+                       | {"at": round(last["at"] - t0_wall, 1)})
+        targets = last["targets"]
+
+
+def decisions_table(real: list, simulated: list, since_s: float = 0.0) -> list[str]:
+    """The periods that solved or moved a target, real and simulated, one table on the trace's time."""
+    rows = [(d["at"], "real", d) for d in real if d["at"] >= since_s] + \
+           [(d["at"], "simulated", d) for d in simulated if d["at"] >= since_s]
+    md = ["| at (s) | run | reason | targets | rate (req/s) | detail |", "|---|---|---|---|---|---|"]
+    for at, run, d in sorted(rows, key=lambda r: (r[0], r[1])):
+        t = ", ".join(f"{p} {n}" for p, n in sorted(d["targets"].items()))
+        md.append(f"| {at:.1f} | {run} | {d['reason']}{'' if d['solved'] else ' (no solve)'} | {t} | "
+                  f"{d['rate']:.3g} | {d['detail']} |")
+    return md
+
+
 def sample(stop: threading.Event, t0: float, pools: list[str], timeline: list, out: list, every_s: float) -> None:
     """Every `every_s`: each serving pool's engine as it reports itself (running and waiting sequences, KV use,
     tokens/s; one replica) and the cores each process used since the last look (benchmarks/procstat.py): in a
@@ -353,6 +387,11 @@ def main(argv=None) -> int:
     t0 = time.monotonic() + 2.0
     watcher = threading.Thread(target=watch, args=(stop, t0, timeline), daemon=True)
     watcher.start()
+    decisions: list = []
+    controlled = threading.Thread(target=watch_controller, daemon=True,
+                                  args=(stop, time.time() + (t0 - time.monotonic()), decisions,
+                                        min(2.0, config.controller.period_s / 3)))
+    controlled.start()
     samples: list = []
     sampler = threading.Thread(target=sample, args=(stop, t0, pools, timeline, samples, args.sample_s), daemon=True)
     if args.sample_s > 0:
@@ -362,6 +401,7 @@ def main(argv=None) -> int:
     time.sleep(1.0)
     stop.set()
     watcher.join()
+    controlled.join()
     if sampler.is_alive():
         sampler.join()
     serve.shutdown()
@@ -392,6 +432,8 @@ def main(argv=None) -> int:
         "app_up_s": round(up_s, 1), "simulation_s": round(sim_s, 2),
         "rows": [{"metric": w, "real": r, "simulated": s, "error": e, "within_target": ok} for w, r, s, e, ok in rows],
         "scale_ups": {p: {"real_serving_at_s": a, "simulated_serving_at_s": b} for p, (a, b) in ups.items()},
+        # the controller's periods that solved or moved a target: why each run scaled when it did
+        "decisions": {"real": decisions, "simulated": sim.decisions},
         "control_period_s": period,
         "real": real_sum, "simulated": sim_sum, "other_policies_simulated": others, "offline_bound": bound,
         "calibration": calibration, "simulated_uncalibrated": uncalibrated,
@@ -429,6 +471,9 @@ def main(argv=None) -> int:
     md += ["", "Scale-ups (seconds from the start of the trace when a new replica was serving):", ""]
     for p, (a, b) in ups.items():
         md.append(f"- {p}: real {[round(x, 1) for x in a]}, simulated {[round(x, 1) for x in b]}")
+    md += ["", "Controller periods that solved or moved a target, real and simulated (the real ones as its "
+           "`rayhet status` showed them, looked at every few seconds):", ""]
+    md += decisions_table(decisions, sim.decisions)
     if others:
         md += ["", "Other policies on the same trace (simulated):", "", "| policy | $ | SLO attainment |", "|---|---|---|"]
         md += [f"| {o['policy']} | skipped: {o['skipped']} | |" if "skipped" in o else

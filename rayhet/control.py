@@ -180,6 +180,14 @@ class TickReport:
     new_plan: bool
 
 
+def decision(now: float, rep: TickReport) -> dict:
+    """One period's decision as plain data: what `rayhet status` shows of it and what the simulator records, so
+    that a real and a simulated run can be compared period by period."""
+    return {"at": now, "reason": rep.replan.reason, "detail": rep.replan.detail, "solved": rep.replan.solve,
+            "targets": dict(rep.targets.targets), "held": dict(rep.targets.held), "bumped": dict(rep.targets.bumped),
+            "rate": round(sum(rep.rates.values()), 5)}
+
+
 def queue_floor(in_flight: float, slots: int, queue_factor: float) -> int:
     """Replicas needed so that the requests a pool holds fit in its batch slots (x queue_factor)."""
     if in_flight <= 0:

@@ -26,6 +26,7 @@ from rayhet.control import (
     TickReport,
     adopt_startup_plan,
     attainment,
+    decision,
     observe,
     solve_mix,
     tick,
@@ -287,9 +288,9 @@ class PlanController:
             self._log(rep)
             self.metrics.record(self.app, new, rep, snap, reported)
             self._last = {
-                "at": now, "reason": rep.replan.reason, "detail": rep.replan.detail, "solved": rep.replan.solve,
+                **decision(now, rep),
                 "kept_previous": rep.kept_previous, "rates": [[i, j, r] for (i, j), r in sorted(rep.rates.items())],
-                "held": rep.targets.held, "bumped": rep.targets.bumped, "attainment": attainment(snap),
+                "attainment": attainment(snap),
                 "spilled": {p: v.spilled_out for p, v in snap.pools.items()},
                 "window_s": snap.window_s, "arrivals": sum(c for _, _, c in snap.arrivals),
                 "ingress": {r: sum(c for _, _, c in s.arrivals) for r, (_, s, _) in sorted(reports.items())},

@@ -113,6 +113,7 @@ class FleetResult:
     plans: list[tuple[float, dict[str, int], float]]  # (time, replicas, $/h) of each plan adopted
     targets: list[tuple[float, str, int]]  # (time, pool, Serve target) at each change
     scale_ups: list[tuple[float, str, int, float]]  # (time requested, pool, replica id, ready at)
+    decisions: list[dict] = field(default_factory=list)  # rayhet.control.decision of periods that solved or scaled
 
     def cost(self, start: float = 0.0, end: float | None = None) -> float:
         end = self.duration_s if end is None else end

@@ -29,7 +29,8 @@ import heapq
 import math
 from collections import deque
 
-from rayhet.control import ControlState, PoolBounds, adopt_startup_plan, observe, policy_target, solve_mix, tick
+from rayhet.control import (ControlState, PoolBounds, adopt_startup_plan, decision, observe, policy_target, solve_mix,
+                            tick)
 from rayhet.dispatch import Dispatcher
 from rayhet.plan import Plan
 from rayhet.routing import PoolLimit
@@ -75,6 +76,7 @@ class Fleet:
         self.plans: list[tuple[float, dict[str, int], float]] = [(0.0, dict(startup.replicas), startup.cost_per_hour)]
         self.target_log: list[tuple[float, str, int]] = []
         self.scale_ups: list[tuple[float, str, int, float]] = []
+        self.decisions: list[dict] = []  # the control periods that solved or moved a target (why it scaled)
         self._rid = 0
         # host -> its pools, where a busy neighbour slows a replica's steps (HostContention)
         self._hosts: dict[str, list[str]] = {}
@@ -157,7 +159,7 @@ class Fleet:
         if progress is not None:
             progress(n)
         return FleetResult(reqs, self.spans, {p: m.price_per_hour for p, m in self.pools.items()}, end,
-                           self.plans, self.target_log, self.scale_ups)
+                           self.plans, self.target_log, self.scale_ups, self.decisions)
 
     def _run_hosts(self) -> None:
         """Replicas on a shared host run to now at the slowdowns set after the last moment (an arrival, an event,
@@ -420,6 +422,8 @@ class Fleet:
         grid = (snap.input_edges, snap.output_edges)
         new, rep = tick(self.state, observe(snap, self.reported), self.bounds,
                         lambda rates, total: self.solver(grid, rates, total), self.now, self.settings)
+        if rep.replan.solve or new.targets != self.state.targets:
+            self.decisions.append(decision(self.now, rep))
         self.state = new
         if rep.new_plan and new.plan is not None:
             plan = Plan.from_dict(new.plan)

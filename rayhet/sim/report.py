@@ -111,7 +111,8 @@ def summarize(result, slo, *, window_s: float = 60.0, name: str = "") -> dict:
         })
     return {"total": total, "windows": windows, "prices": dict(result.prices),
             "scale_ups": [{"at_s": t, "pool": p, "ready_s": r} for t, p, _, r in result.scale_ups],
-            "plans": [{"at_s": t, "replicas": rep, "cost_per_hour": c} for t, rep, c in result.plans]}
+            "plans": [{"at_s": t, "replicas": rep, "cost_per_hour": c} for t, rep, c in result.plans],
+            "decisions": result.decisions}
 
 
 def table(rows: list[dict]) -> str:
