@@ -330,6 +330,13 @@ def test_controller_scales_up_after_the_startup_delay_and_pays_for_starting(tmp_
     assert ups and all(ready - at == pytest.approx(30) for at, _, _, ready in ups)
     assert min(at for at, *_ in ups) < 300 + 5 + 1 + 1e-6  # within one period (+ a policy poll) of the step
     assert max(n for _, _, n in res.targets) >= 4
+    # the decision log says why: the period that first asked for more than one replica solved, on a (windowed) rate
+    # above the start's, for a reason the controller gives for a rise in traffic, before the first start
+    first_up = min(at for at, *_ in ups)
+    rise = next(d for d in res.decisions if d["targets"].get("cpu", 0) > 1)
+    assert rise["solved"] and rise["reason"] in {"overload", "queue", "drift"} and rise["rate"] > 0.3
+    assert 300 <= rise["at"] <= first_up + 1e-6
+    assert all(d["solved"] or d["targets"] for d in res.decisions)
     # every replica is paid from when it was asked for, starting included
     assert res.cost() == pytest.approx(sum(b - a for _, a, b in res.replica_spans) / 3600 * PRICE)
 
