@@ -142,9 +142,9 @@ def decisions_table(real: list, simulated: list, since_s: float = 0.0) -> list[s
 
 def sample(stop: threading.Event, t0: float, pools: list[str], timeline: list, out: list, every_s: float) -> None:
     """Every `every_s`: each serving pool's engine as it reports itself (running and waiting sequences, KV use,
-    tokens/s; one replica) and the cores each process used since the last look (benchmarks/procstat.py): in a
+    tokens/s; one replica) and the cores each process used since the last look (rayhet.procstat): in a
     run that falls behind, whether the engine is full or the stack around it is busy."""
-    from procstat import cpu_share, cpu_times
+    from rayhet.procstat import cpu_share, cpu_times
 
     from rayhet.testing.driver import call_deployment
 
@@ -297,6 +297,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rate-scale", type=float, default=1.0,
                     help="scale the trace's rate on its timeline (rayhet.sim.trace.reshape): the same ramp for a host "
                          "whose pools are this much faster (give the config a start-up rate to match)")
+    ap.add_argument("--host-cpus", type=float, default=None,
+                    help="the host's cores, shared by the pools and the serving stack (HostContention.cpus): also "
+                         "simulate with the stack's share of them fitted from this run's process samples "
+                         "(benchmarks/sim/host_fit.py: CPU accounting, not latencies) on top of the calibration")
     args = ap.parse_args(argv)
 
     import ray
@@ -368,6 +372,15 @@ def main(argv=None) -> int:
             calibration["contention"] = fit_contention(config, busy, fitted, "validation-host",
                                                        "benchmarks/sim_validation.py --contention")
             print(f"contention from {len(busy)} requests beside a busy neighbour: {calibration['contention']}")
+        if args.host_cpus:  # the stack's share of the host's cores, measured before the trace (rayhet calibrate)
+            from rayhet.sim.calibrate import fit_host, host_phases
+
+            short = sorted(sizes, key=lambda sz: sz[0] + sz[1])[: max(4, len(sizes) // 2)]
+            phases = asyncio.run(host_phases(f"http://127.0.0.1:{port}", config.model.id, short, seed=3))
+            calibration["host_phases"] = [vars(x) for x in phases]
+            calibration["host"] = fit_host(phases, args.host_cpus, "validation-host",
+                                           "benchmarks/sim_validation.py --host-cpus")
+            print(f"host share from {len(phases)} stretches: {calibration['host']}")
         missing = [p.name for p in config.pools if p.name not in fitted]
         if missing:  # the router sent none of the drawn sizes there: that pool keeps its engine model alone
             print(f"not calibrated (no lone request landed there): {', '.join(missing)}; ask for more (--calibrate)")
@@ -419,6 +432,27 @@ def main(argv=None) -> int:
         sim = fleet_for(cal).run(trace)
         sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated (calibrated)")
 
+    host = host_sum = host_run = None
+    if args.host_cpus:
+        # the host's cores shared with the stack: its share as measured before the trace (--calibrate), else as
+        # the run's own CPU accounting gives it (not its latencies); the neighbour slowdown measured before the
+        # trace stays out (on such a host the share is what it stood for)
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "sim"))
+        from host_fit import fit as fit_samples
+
+        from rayhet.sim.calibrate import calibrated
+
+        host_run = fit_samples(samples) if len(samples) >= 3 else None
+        host = (calibration or {}).get("host") or (host_run and {
+            "host": "validation-host", "cpus": args.host_cpus, "base_cpus": host_run["base_cpus"],
+            "stack_cpu_ms_per_token": host_run["stack_cpu_ms_per_token"], "source": "the run's process samples"})
+        if host:
+            spec = {k: host[k] for k in ("host", "cpus", "base_cpus", "stack_cpu_ms_per_token")}
+            with_host = calibrated(config, calibration["fitted"] if calibration else {}, {p: spec for p in pools})
+            host_sum = summarize(fleet_for(with_host).run(trace), config.slo, window_s=args.window,
+                                 name="simulated (calibrated, host share)")
+            print(f"host share {host}; from the run's samples: {host_run}")
+
     rows = compare(real_sum, sim_sum, pools)
     ups = {p: (scale_ups(timeline, p), [ready for _, q, _, ready in sim.scale_ups if q == p]) for p in pools}
     period = config.controller.period_s
@@ -437,6 +471,7 @@ def main(argv=None) -> int:
         "control_period_s": period,
         "real": real_sum, "simulated": sim_sum, "other_policies_simulated": others, "offline_bound": bound,
         "calibration": calibration, "simulated_uncalibrated": uncalibrated,
+        "host_share": host, "host_share_from_run_samples": host_run, "simulated_host_share": host_sum,
         # request by request, both runs on the trace's order: where the two disagree, not only how much
         "requests": {"columns": ["arrival_s", "input_tokens", "output_tokens", "pool", "ttft_s", "end_s", "outcome",
                                  "http_status"],
@@ -461,6 +496,15 @@ def main(argv=None) -> int:
     if uncalibrated is not None:
         md += ["", "The same simulation without the calibration (the pools' engine models alone):", ""]
         md += table(compare(real_sum, uncalibrated, pools))
+    if host_sum is not None:
+        md += ["", f"The calibrated simulation on a host of {args.host_cpus:g} cores shared with the serving stack "
+               f"(rayhet.sim.host; base {host['base_cpus']} cores, {host['stack_cpu_ms_per_token']} ms of CPU a "
+               f"streamed token, from {host['source']}), without the neighbour slowdown:", ""]
+        md += table(compare(real_sum, host_sum, pools))
+        if host_run:
+            md += ["", f"The run's own process samples give base {host_run['base_cpus']} cores and "
+                   f"{host_run['stack_cpu_ms_per_token']} ms a token (benchmarks/sim/host_fit.py; residual p90 "
+                   f"{host_run['residual_cores_p90']} cores)."]
     codes: dict = {}
     for r in real:
         if r.outcome != "ok":

@@ -7,7 +7,7 @@ core) fell behind at ~50 streamed req/s. This measures that ceiling without a GP
 the day's traffic (token-id prompts, `--output-tokens` streamed, `--tokens-per-step` tokens per delta as vLLM's
 stream_interval, one step every `--step-s`) with more slots than requests in flight, so any queueing is the
 stack's. For each ingress replica count, an open loop of Poisson arrivals at each `--rates` for `--seconds`:
-requests ok per s, refused, TTFT p50/p90 at the client, and the cores each process used (benchmarks/procstat.py).
+requests ok per s, refused, TTFT p50/p90 at the client, and the cores each process used (rayhet.procstat).
 
     python benchmarks/stack_bench.py --replicas 1 4 --rates 20 40 80 120 --out /tmp/stack.json
 """
@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstat import cpu_share, cpu_times  # noqa: E402
+from rayhet.procstat import cpu_share, cpu_times  # noqa: E402
 
 
 def _pct(ordered: list[float], p: float) -> float | None:

@@ -91,8 +91,19 @@ class HostContention(_Strict):
     the simulator's validation on the GPU machine's cores: README "Simulating a day")."""
 
     host: str = Field(..., min_length=1, description="Pools naming the same host contend with each other.")
-    slowdown: float = Field(..., ge=0, description="While any other replica on the host holds a request, this "
-                            "pool's engine steps take (1 + slowdown) times as long.")
+    slowdown: float = Field(0.0, ge=0, description="While any other replica on the host holds a request, this "
+                            "pool's engine steps take (1 + slowdown) times as long (shared caches and memory "
+                            "bandwidth).")
+    cpus: float | None = Field(None, gt=0, description="The host's cores, where the pools' engine threads share "
+                               "them with the serving stack (a laptop, one small VM): while the engines' threads, "
+                               "`base_cpus` and the stack's work per streamed token ask for more than this, every "
+                               "engine step on the host slows by the excess (processor sharing). Null: the cores "
+                               "are not oversubscribed. Pools naming one host give the same value.")
+    stack_cpu_ms_per_token: float = Field(0.0, ge=0, description="With `cpus`: CPU time the serving stack on this "
+                                          "host (Serve's proxy, the ingress, the replicas' Python, a local client) "
+                                          "spends per streamed token.")
+    base_cpus: float = Field(0.0, ge=0, description="With `cpus`: cores taken by what runs there regardless of "
+                             "traffic (Ray's raylet and GCS, Serve's controller).")
     source: str | None = Field(None, description="How it was measured (`rayhet calibrate --contention`: command, "
                                "date, requests).")
 
@@ -267,6 +278,16 @@ class RayhetConfig(_Strict):
                 f"pools {missing} have no profile but {with_profile} do: give every pool a profile "
                 "(planned routing) or none (static routing)"
             )
+        hosts: dict[str, tuple] = {}
+        for p in self.pools:
+            if p.host_contention is None:
+                continue
+            h = p.host_contention
+            shared = (h.cpus, h.stack_cpu_ms_per_token, h.base_cpus)
+            if hosts.setdefault(h.host, shared) != shared:
+                raise ValueError(f"pools on host {h.host!r} give different cpus / stack_cpu_ms_per_token / "
+                                 f"base_cpus (pool {p.name!r}: {shared}, before it: {hosts[h.host]}): one host, "
+                                 "one value")
         for p in self.pools:
             if p.engine == "llama_cpp" and not (p.engine_settings.get("model_path") or self.model.gguf):
                 raise ValueError(f"pool {p.name!r} runs llama_cpp: set model.gguf (or its engine_settings.model_path)")

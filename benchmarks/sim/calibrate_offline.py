@@ -50,6 +50,16 @@ def main() -> int:
     ap.add_argument("--keep-up", action="append", default=[], metavar="POOL",
                     help="hold POOL at min_replicas 1 (repeatable)")
     ap.add_argument("--no-overhead", action="store_true", help="leave the serving overhead out (contention alone)")
+    ap.add_argument("--host-cpus", type=float, default=None,
+                    help="put every pool on one host of this many cores shared with the serving stack "
+                         "(HostContention.cpus, rayhet.sim.host)")
+    ap.add_argument("--stack-ms", type=float, nargs="+", default=[0.0],
+                    help="with --host-cpus: the stack's CPU ms per streamed token; several values: one simulation "
+                         "each (a sweep to fit it on)")
+    ap.add_argument("--no-neighbour-slowdown", action="store_true",
+                    help="with --from-calibration: leave out the slowdown beside a busy neighbour it measured (to "
+                         "model the host by --host-cpus alone)")
+    ap.add_argument("--base-cpus", type=float, default=0.0, help="with --host-cpus: cores busy regardless of traffic")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sim_validation import compare, table
@@ -73,7 +83,7 @@ def main() -> int:
         lone = [LoneRequest(**r) for r in d["calibration"]["requests"]]
         fitted = fit_pools(cfg, lone, f"calibration requests of {args.run}")
         busy = [LoneRequest(**r) for r in d["calibration"].get("beside_busy", [])]
-        if busy:
+        if busy and not args.no_neighbour_slowdown:
             slow.update({k: v["slowdown"] for k, v in fit_contention(cfg, busy, fitted, "h", "offline").items()})
     else:
         lone = lone_requests([dict(zip(cols, r)) for r in d["requests"]["real"]], args.horizon)
@@ -83,14 +93,20 @@ def main() -> int:
         fitted = {}
     if slow:
         print(f"host contention: {slow}")
-    cal = calibrated(cfg, fitted, {k: {"host": "validation-host", "slowdown": v} for k, v in slow.items()})
-    cal = cal.model_copy(update={"pools": [p.model_copy(update={"min_replicas": max(p.min_replicas, 1)})
-                                           if p.name in args.keep_up else p for p in cal.pools]})
     trace = reshape(load_trace(args.trace), speedup=d["speedup"], rate_scale=d["rate_scale"])
-    sim = summarize(fleet_for(cal).run(trace), cfg.slo, window_s=60, name="simulated (calibrated)")
-    for path in [args.run, *args.against]:
-        print(f"\nagainst the real run of {path}:")
-        print("\n".join(table(compare(json.load(open(path))["real"], sim, [p.name for p in cfg.pools]))))
+    for stack_ms in args.stack_ms if args.host_cpus else [None]:
+        host = {"host": "validation-host", "slowdown": 0.0}
+        if stack_ms is not None:
+            host.update(cpus=args.host_cpus, stack_cpu_ms_per_token=stack_ms, base_cpus=args.base_cpus)
+            print(f"\n== host of {args.host_cpus:g} cores, base {args.base_cpus:g}, stack {stack_ms:g} ms a token")
+        cal = calibrated(cfg, fitted, {p.name: {**host, "slowdown": slow.get(p.name, 0.0)} for p in cfg.pools
+                                       if p.name in slow or stack_ms is not None})
+        cal = cal.model_copy(update={"pools": [p.model_copy(update={"min_replicas": max(p.min_replicas, 1)})
+                                               if p.name in args.keep_up else p for p in cal.pools]})
+        sim = summarize(fleet_for(cal).run(trace), cfg.slo, window_s=60, name="simulated (calibrated)")
+        for path in [args.run, *args.against]:
+            print(f"\nagainst the real run of {path}:")
+            print("\n".join(table(compare(json.load(open(path))["real"], sim, [p.name for p in cfg.pools]))))
     return 0
 
 

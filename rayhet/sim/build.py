@@ -47,6 +47,11 @@ def pool_models(config, plan, *, pools=None):
             graceful_shutdown_s=float(opts.get("graceful_shutdown_timeout_s", 10.0)), request_s=over.request_s,
             host=pool.host_contention.host if pool.host_contention else None,
             slowdown=pool.host_contention.slowdown if pool.host_contention else 0.0,
+            threads=float(deployed.get("n_threads") or opts["ray_actor_options"]["num_cpus"] or 1)
+            if pool.engine == "llama_cpp" else 1.0,
+            host_cpus=pool.host_contention.cpus if pool.host_contention else None,
+            stack_cpu_s_per_token=pool.host_contention.stack_cpu_ms_per_token / 1000.0 if pool.host_contention else 0.0,
+            base_cpus=pool.host_contention.base_cpus if pool.host_contention else 0.0,
         ))
     return out
 

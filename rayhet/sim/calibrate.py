@@ -11,6 +11,12 @@ as the config lines to add.
 With `--contention HOST` (pools that share one host, e.g. CPU pools on one node), each pool's requests are
 sent again while the other pools are kept busy, and each pool's `host_contention` slowdown is fitted too
 (rayhet.sim.overhead.fit_slowdown).
+
+With `--host-cpus N`, run on the host itself (a laptop, one small VM where the pools share N cores with Serve's
+proxy and the ingress): 0, 1, 2 and 4 back-to-back request streams in turn, the tokens they stream per second
+counted here and the cores every process but this one used meanwhile read from /proc (rayhet.procstat); the
+stack's cores (all but the pools' replicas) against the token rate give `host_contention`'s `base_cpus` and
+`stack_cpu_ms_per_token` (rayhet.sim.host).
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "busy, and fit each pool's host_contention slowdown (printed with host HOST)")
     p.add_argument("--neighbour-streams", type=int, default=2, metavar="K",
                    help="with --contention: back-to-back request streams that keep the other pools busy (default 2)")
+    p.add_argument("--host-cpus", type=float, metavar="N",
+                   help="run here, on the host whose N cores the pools share with the serving stack: also measure "
+                        "the stack's share of them (base_cpus, stack_cpu_ms_per_token; host named by --contention, "
+                        "else 'local')")
+    p.add_argument("--host-phase-s", type=float, default=10.0, metavar="S",
+                   help="with --host-cpus: seconds measured at each number of streams (default 10)")
     p.add_argument("--out", metavar="JSON", help="also write the fitted overheads and every request here")
 
 
@@ -166,6 +178,69 @@ async def beside_busy_neighbours(url: str, model: str, lone: list[LoneRequest], 
     return out
 
 
+async def host_phases(url: str, model: str, sizes: list[tuple[int, int]], *, levels=(0, 1, 2, 4),
+                      phase_s: float = 10.0, settle_s: float = 2.0, api_key: str | None = None,
+                      timeout_s: float = 600.0, seed: int = 0) -> list:
+    """For each level: that many back-to-back request streams (sizes in turn); over `phase_s` once they run, the
+    tokens streamed per second (counted as they arrive) and the cores the host's processes used (this one left
+    out: the client is not the serving stack), split into the pools' replicas and the rest (rayhet.sim.host)."""
+    from rayhet.procstat import cpu_share, cpu_times
+    from rayhet.sim.host import HostSample, stack_cores
+
+    rng = np.random.default_rng(seed)
+    me = os.getpid()
+    out = []
+    async with _client(api_key, timeout_s) as client:
+        for k in levels:
+            tokens = 0
+            stop = asyncio.Event()
+
+            async def stream(i: int) -> None:
+                nonlocal tokens
+                import httpx
+
+                j = i
+                while not stop.is_set():
+                    n_in, n_out = sizes[j % len(sizes)]
+                    j += k
+                    try:
+                        async with client.stream("POST", url.rstrip("/") + "/v1/completions",
+                                                 json=_body(model, n_in, n_out, rng)) as resp:
+                            if resp.status_code != 200:
+                                await resp.aread()
+                                await asyncio.sleep(0.2)
+                                continue
+                            async for line in resp.aiter_lines():
+                                if line.startswith("data:") and '"text"' in line:
+                                    tokens += 1
+                    except httpx.HTTPError:
+                        await asyncio.sleep(0.2)
+
+            tasks = [asyncio.create_task(stream(i)) for i in range(k)]
+            await asyncio.sleep(settle_s)  # the streams' first requests reach their engines
+            before, t0, tok0 = cpu_times(), time.monotonic(), tokens
+            await asyncio.sleep(phase_s)
+            after, t1, tok1 = cpu_times(), time.monotonic(), tokens
+            stop.set()
+            await asyncio.gather(*tasks)  # each stream ends its request: the next level starts on idle engines
+            cores = cpu_share({p: v for p, v in before.items() if p != me},
+                              {p: v for p, v in after.items() if p != me}, t1 - t0, min_cores=0.0)
+            stack, engines = stack_cores(cores)
+            out.append(HostSample(round(t1 - t0, 3), round((tok1 - tok0) / (t1 - t0), 2), round(stack, 3),
+                                  round(engines, 3)))
+    return out
+
+
+def fit_host(samples: list, cpus: float, host: str, source: str) -> dict:
+    """HostContention's cpus, base_cpus and stack_cpu_ms_per_token (as config fields) from `host_phases`."""
+    from rayhet.sim.host import fit_stack_share
+
+    base, per_token, resid = fit_stack_share(samples)
+    return {"host": host, "cpus": cpus, "base_cpus": round(base, 3), "stack_cpu_ms_per_token": round(per_token * 1e3, 2),
+            "source": f"{source}: {len(samples)} stretches of 0-{max(s.tokens_per_s for s in samples):.0f} tokens/s, "
+                      f"residual p90 {resid:.2f} cores"}
+
+
 def draw_sizes(trace, n: int, seed: int = 0) -> list[tuple[int, int]]:
     """`n` (input, output) pairs of the trace, drawn without replacement where it can. A size no pool takes
     gets a 400 and is left out; the router decides the rest, as it will in the simulation."""
@@ -259,15 +334,26 @@ def run(args: argparse.Namespace) -> int:
         loaded = asyncio.run(beside_busy_neighbours(args.url, config.model.id, samples, streams=args.neighbour_streams,
                                                     api_key=args.api_key, seed=args.seed + 1))
         contention = fit_contention(config, loaded, fitted, args.contention, f"rayhet calibrate {when}")
+    host = phases = None
+    if args.host_cpus is not None:
+        if args.host_cpus <= 0 or args.host_phase_s <= 0:
+            raise RayhetError("--host-cpus and --host-phase-s must be > 0")
+        short = sorted(sizes, key=lambda sz: sz[0] + sz[1])[: max(4, len(sizes) // 2)]  # many tokens a second
+        phases = asyncio.run(host_phases(args.url, config.model.id, short, phase_s=args.host_phase_s,
+                                         api_key=args.api_key, seed=args.seed + 2))
+        host = fit_host(phases, args.host_cpus, args.contention or "local", f"rayhet calibrate {when}")
     for pool in config.pools:  # the config lines to add, pool by pool
         lines = []
         if pool.name in fitted:
             f = fitted[pool.name]
             lines.append(f"  serving_overhead: {{request_s: {f['request_s']}, step_scale: {f['step_scale']}}}"
                          f"   # {f['source']}")
-        if pool.name in contention:
-            c = contention[pool.name]
-            lines.append(f"  host_contention: {{host: {c['host']}, slowdown: {c['slowdown']}}}   # {c['source']}")
+        if pool.name in contention or host is not None:
+            c = contention.get(pool.name, {"host": host["host"] if host else None, "slowdown": 0.0, "source": ""})
+            share = "" if host is None else (f", cpus: {host['cpus']:g}, base_cpus: {host['base_cpus']}, "
+                                             f"stack_cpu_ms_per_token: {host['stack_cpu_ms_per_token']}")
+            why = "; ".join(x for x in (c["source"], host["source"] if host else "") if x)
+            lines.append(f"  host_contention: {{host: {c['host']}, slowdown: {c['slowdown']}{share}}}   # {why}")
         if lines:
             print(f"pool {pool.name}:\n" + "\n".join(lines))
     missing = [p.name for p in config.pools if p.name not in fitted]
@@ -276,9 +362,14 @@ def run(args: argparse.Namespace) -> int:
     if args.contention and not loaded:
         print("no host_contention fitted: the requests went to one pool only, or no neighbour stayed busy "
               "through a measured request (ask for more --requests)")
+    if host is not None and contention:
+        print("note: the neighbour slowdown (--contention) was fitted without the host's share of its cores: where "
+              "the cores are oversubscribed both count the same loss; simulate with one of them (slowdown: 0 keeps "
+              "the share)")
     if args.out:
         Path(args.out).write_text(json.dumps({"date": when, "url": args.url, "config": str(args.config),
                                               "fitted": fitted, "requests": [vars(s) for s in samples],
-                                              "contention": contention, "beside_busy": [vars(s) for s in loaded]},
+                                              "contention": contention, "beside_busy": [vars(s) for s in loaded],
+                                              "host": host, "host_phases": [vars(s) for s in phases or []]},
                                              indent=1))
     return 0

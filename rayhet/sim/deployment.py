@@ -30,6 +30,10 @@ class PoolModel:
     request_s: float = 0.0  # the serving stack's delay before the engine sees a request (ServingOverhead)
     host: str | None = None  # pools naming one host slow each other (HostContention)
     slowdown: float = 0.0  # steps take (1 + this) times as long while another replica on the host is busy
+    threads: float = 1.0  # cores one busy replica's engine computes on (rayhet.sim.host)
+    host_cpus: float | None = None  # the host's cores, where the stack shares them with the engines
+    stack_cpu_s_per_token: float = 0.0
+    base_cpus: float = 0.0
 
     @property
     def max_context(self) -> int:

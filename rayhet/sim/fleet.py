@@ -35,6 +35,7 @@ from rayhet.dispatch import Dispatcher
 from rayhet.plan import Plan
 from rayhet.routing import PoolLimit
 from rayhet.sim.deployment import FleetResult, PoolModel, Request, SimReplica
+from rayhet.sim.host import host_share
 from rayhet.sim.replica import SimRequest
 from rayhet.sim.serve_default import serve_default_target
 from rayhet.sim.stack import HttpStack
@@ -170,14 +171,21 @@ class Fleet:
         self._set_slowdowns()
 
     def _set_slowdowns(self) -> None:
-        """Each replica on a shared host: slowed while another replica there holds a request. While any does, a
+        """Each replica on a shared host: slowed while another replica there holds a request, and by the host's
+        share of its cores (rayhet.sim.host) where it has a number of them. While any replica holds a request, a
         host tick every HOST_TICK_S makes a moment, so that a neighbour falling idle is seen that soon."""
         any_busy = False
         for pools in self._hosts.values():
             reps = [(p, r) for p in pools for r in self.replicas[p] if r.state != "stopped"]
+            host = self.pools[pools[0]]  # the config holds every pool of a host to the same cpus
+            share = 1.0
+            if host.host_cpus:
+                engines = host.base_cpus + sum(self.pools[p].threads for p, r in reps if r.ongoing)
+                tokens = sum(r.engine.token_rate() for _, r in reps)
+                share = host_share(host.host_cpus, engines, tokens, host.stack_cpu_s_per_token)
             for p, r in reps:
                 busy = any(o is not r and o.ongoing for _, o in reps)
-                r.engine.slowdown = 1.0 + self.pools[p].slowdown if busy else 1.0
+                r.engine.slowdown = share * (1.0 + self.pools[p].slowdown if busy else 1.0)
                 any_busy = any_busy or bool(r.ongoing)
         if any_busy and not self._host_tick:
             self._host_tick = True

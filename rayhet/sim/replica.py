@@ -90,6 +90,15 @@ class Replica:
     def idle(self) -> bool:
         return not self.running and not self.waiting
 
+    def token_rate(self) -> float:
+        """Tokens per second the sequences decoding now would come out at, on this engine alone (no slowdown,
+        no prompt in the step): what the serving stack streams from this replica (rayhet.sim.host)."""
+        decoding = [r for r in self.running if r.fed >= r.input_tokens]
+        if not decoding:
+            return 0.0
+        context = sum(r.input_tokens + r.generated for r in decoding)
+        return len(decoding) / self.model.step_time(0, 0, len(decoding), context)
+
     def advance(self, until: float) -> None:
         """Run steps until `until` (a step that starts before it may end after it), or until the replica is
         idle with no arrival before `until`."""

@@ -155,7 +155,7 @@ def test_rayhet_calibrate_contention_prints_each_pools_overhead_and_slowdown(two
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(["calibrate", "--config", str(cfg), "--trace", str(trace), "--url", two_pool_app, "--requests", "8",
-                   "--contention", "node-1", "--out", str(out)])
+                   "--contention", "node-1", "--host-cpus", "2", "--host-phase-s", "1", "--out", str(out)])
     said = buf.getvalue()
     assert rc == 0, said
     res = json.loads(out.read_text())
@@ -166,4 +166,85 @@ def test_rayhet_calibrate_contention_prints_each_pools_overhead_and_slowdown(two
     assert 0.25 < cont["small"]["slowdown"] < 0.9, said
     assert cont["large"]["slowdown"] < 0.2, said
     assert said.count("host_contention: {host: node-1, slowdown:") == 2
+    # the host's share of its cores, measured beside (the stand-in runs in this process, which is left out)
+    assert said.count(", cpus: 2, base_cpus: ") == 2 and "both count the same loss" in said, said
+    assert res["host"]["cpus"] == 2 and len(res["host_phases"]) == 4
     assert {r["pool"] for r in res["beside_busy"]} == {"small", "large"}
+
+
+# --- the stack's share of a host's cores (rayhet.sim.host, `rayhet calibrate --host-cpus`)
+def test_fit_stack_share_recovers_base_and_cpu_per_token():
+    from rayhet.sim.host import HostSample, fit_stack_share, stack_cores
+
+    rates = [0.0, 20.0, 45.0, 90.0]
+    samples = [HostSample(10.0, r, 0.3 + 0.002 * r + (0.01 if i % 2 else -0.01)) for i, r in enumerate(rates)]
+    base, per_token, resid = fit_stack_share(samples)
+    assert base == pytest.approx(0.3, abs=0.02) and per_token == pytest.approx(0.002, rel=0.1) and resid < 0.02
+    with pytest.raises(ValueError, match="two token rates"):
+        fit_stack_share([HostSample(10.0, 5.0, 0.4), HostSample(10.0, 5.0, 0.5)])
+    assert stack_cores({"ray::ServeReplica:default:pool-small": 0.9, "ray::ProxyActor": 0.2, "raylet": 0.1}) == \
+        pytest.approx((0.3, 0.9))
+
+
+_BURNING_APP = r'''
+import json, sys, time, asyncio
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+import uvicorn
+
+BURN_S, GAP_S = float(sys.argv[2]), float(sys.argv[3])
+
+async def completions(request):
+    body = await request.json()
+    async def stream():
+        for _ in range(body["max_tokens"]):
+            await asyncio.sleep(GAP_S)
+            t = time.process_time()
+            while time.process_time() - t < BURN_S:  # the stack's CPU for this token
+                pass
+            yield "data: " + json.dumps({"choices": [{"text": "x"}]}) + "\n\n"
+        yield "data: [DONE]\n\n"
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"x-rayhet-pool": "small"})
+
+uvicorn.run(Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])]), host="127.0.0.1",
+            port=int(sys.argv[1]), log_level="error")
+'''
+
+
+def test_host_phases_read_the_stacks_cpu_per_streamed_token_from_proc(tmp_path):
+    """A stand-in app in its own process spends 4 ms of CPU on each token it streams (and ~nothing idle): the
+    host phases (0, 1, 2, 4 streams) see its cores grow with the token rate, and the fit gives about 4 ms a token
+    (the HTTP stack's own work on top) and a small base."""
+    import subprocess
+    import sys
+
+    from rayhet.sim.calibrate import fit_host, host_phases
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "app.py"
+    script.write_text(_BURNING_APP)
+    proc = subprocess.Popen([sys.executable, str(script), str(port), "0.004", "0.02"])
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"max_tokens": 1}, timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        phases = asyncio.run(host_phases(f"http://127.0.0.1:{port}", "m", [(10, 20), (10, 30)], phase_s=3.0,
+                                         settle_s=0.5))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert [round(p.tokens_per_s) > 0 for p in phases] == [False, True, True, True]
+    assert phases[3].tokens_per_s > 1.5 * phases[1].tokens_per_s
+    assert all(p.engine_cores == 0 for p in phases)  # no process titled as a pool replica
+    host = fit_host(phases, 2.0, "local", "test")
+    assert 3.0 < host["stack_cpu_ms_per_token"] < 8.0, phases
+    assert host["base_cpus"] < 0.3 and host["cpus"] == 2.0, phases

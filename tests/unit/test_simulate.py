@@ -225,6 +225,59 @@ def test_a_busy_neighbour_on_the_host_slows_a_replica_only_while_it_is_busy(tmp_
         _config([{**pools[0], "host_contention": {"host": "node-1", "slowdown": -1}}])
 
 
+def test_host_share_is_processor_sharing_of_the_cores():
+    from rayhet.sim.host import host_share
+
+    assert host_share(2, 1, 0, 0) == 1.0 and host_share(2, 2, 0, 0) == 1.0  # not oversubscribed
+    assert host_share(1, 2, 0, 0) == pytest.approx(2.0)  # two busy threads on one core: each half as fast
+    # with the stack's work per token: the demand at the slowdown it causes is s times the cores
+    cpus, engines, rate, c = 2.0, 2.0, 60.0, 0.01
+    s = host_share(cpus, engines, rate, c)
+    assert s > 1 and engines + c * rate / s == pytest.approx(s * cpus)
+    assert host_share(16, 2, 60, 0.01) == 1.0  # the same stack on a host with cores to spare slows nothing
+    with pytest.raises(ValueError):
+        host_share(0, 1, 0, 0)
+
+
+def test_a_host_with_few_cores_slows_its_engines_by_their_share(tmp_path):
+    """host_contention.cpus: two one-thread pools on a one-core host each run at half speed while both compute,
+    at full speed alone; the stack's CPU per streamed token slows even a lone request on it, by the share the
+    closed form gives; pools of one host that disagree on its cores are a config error naming them."""
+    from rayhet.errors import ConfigError
+    from rayhet.sim.build import fleet_for
+    from rayhet.sim.fleet import HOST_TICK_S
+    from rayhet.sim.host import host_share
+
+    step = StepModel(c_step=0.1, c_prefill=0, c_decode=0, c_kv_read=0, c_attn=0)
+    pools = [{"name": n, "engine": "llama_cpp", "min_replicas": 1, "max_replicas": 1,
+              "profile": _profile(tmp_path / f"{n}.json", step=step, slots=1, ctx=ctx, name=n, price=price),
+              "engine_settings": {"n_slots": 1, "n_ctx": ctx, "n_threads": 1}}
+             for n, ctx, price in (("a", 256, 0.1), ("b", 8192, 0.2))]
+
+    def run(host, trace):
+        ps = [{**p, "host_contention": {"host": "vm", **host}} for p in pools]
+        cfg = parse_config({"model": {"id": "m", "gguf": "/nonexistent.gguf"}, "pools": ps,
+                            "slo": {"ttft_ms": 1000, "ttft_quantile": 0.9}, "routing": {"predictor": "max_tokens"},
+                            "planner": {"expected_rate": 0.0001, "distribution": [[0.5, 0.5], [0, 0]]},
+                            "controller": {"enabled": False},
+                            "server": {"ingress_capacity_rps": None, "proxy_capacity_rps": None}})
+        return fleet_for(cfg).run(trace).requests
+
+    pair = Trace(np.zeros(2), np.ones(2), np.array([100, 6]))
+    long_, short = run({"cpus": 1}, pair)
+    assert short.end == pytest.approx(6 * 0.2)  # both compute throughout: half speed
+    assert 6 * 0.2 + 94 * 0.1 - 1e-9 <= long_.end <= 6 * 0.2 + 94 * 0.1 + HOST_TICK_S + 0.1
+    assert [r.end for r in run({"cpus": 2}, pair)] == pytest.approx([10.0, 0.6])  # a core each
+    # alone, 10 tokens/s streamed at 50 ms of the stack's CPU each: slowed from its second step on
+    s = host_share(1, 1, 10, 0.05)
+    (alone,) = run({"cpus": 1, "stack_cpu_ms_per_token": 50}, Trace(np.zeros(1), np.ones(1), np.full(1, 100)))
+    assert alone.end == pytest.approx(0.1 + 99 * 0.1 * s, rel=0.02)
+    with pytest.raises(ConfigError, match="host 'vm'"):
+        parse_config({"model": {"id": "m", "gguf": "/x.gguf"}, "pools": [
+            {**pools[0], "host_contention": {"host": "vm", "cpus": 2}},
+            {**pools[1], "host_contention": {"host": "vm", "cpus": 4}}]})
+
+
 def test_backpressure_spills_then_refuses(tmp_path):
     """A one-slot pool with a caller queue of 2: a burst of 10 fills slot + queue, the rest spill to the second
     pool (its own slot + queue), and what neither takes is refused."""

@@ -1,6 +1,7 @@
 """Which processes use the CPU during a benchmark: each process's CPU share between two looks, from /proc (Linux;
-the standard library only: the GPU machine has no psutil). Used by sim_validation.py to tell an engine that is
-saturated from a serving stack that is (the ingress, Serve's proxy, a pool replica's Python front end, the
+the standard library only: the GPU machine has no psutil). Used by `rayhet calibrate --host-cpus` to measure the
+serving stack's share of a host's cores (rayhet.sim.host), and by benchmarks/sim_validation.py to tell an engine
+that is saturated from a serving stack that is (the ingress, Serve's proxy, a pool replica's Python front end, the
 load client).
 
     look = cpu_times()            # {pid: (label, cpu seconds)}
