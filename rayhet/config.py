@@ -77,6 +77,10 @@ class ServingOverhead(_Strict):
                              "sees it (HTTP, ingress, routing, the handle call): added to its arrival at the replica.")
     step_scale: float = Field(1.0, gt=0, description="Every engine step takes this times as long as the engine "
                               "model says (the deployed host's speed against the profiling host's; 1.3 = 30 % slower).")
+    prefill_scale: float | None = Field(None, gt=0, description="The prompt tokens' part of a step (the model's "
+                                        "prefill and attention terms) takes this times as long; null: step_scale. "
+                                        "Prompts are compute-bound and decoding memory-bound: a host with wider "
+                                        "vector units speeds up the first more.")
     per_token_s: float = Field(0.0, ge=0, description="Seconds each decoding sequence adds to an engine step beyond "
                                "the engine model, set by hand (`rayhet calibrate` fits step_scale instead: on lone "
                                "requests the two cannot be told apart, and a slow host is a scale).")

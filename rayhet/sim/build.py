@@ -39,7 +39,7 @@ def pool_models(config, plan, *, pools=None):
         hi = pool.max_replicas if pool.max_replicas is not None else 64
         over = pool.serving_overhead or ServingOverhead()
         out.append(PoolModel(
-            name=pool.name, price_per_hour=price, step=with_overhead(em.step_model(), over.per_token_s, over.step_scale), limits=limits,
+            name=pool.name, price_per_hour=price, step=with_overhead(em.step_model(), over.per_token_s, over.step_scale, over.prefill_scale), limits=limits,
             max_ongoing=int(opts["max_ongoing_requests"]),
             max_queued=-1 if opts["max_queued_requests"] < 0 else opts["max_queued_requests"] * config.server.ingress_replicas,
             startup_s=pool.startup_seconds,

@@ -270,7 +270,7 @@ def fit_contention(config, loaded: list[LoneRequest], fitted: dict[str, dict], h
         em = service_profile(pool.profile, config.slo).engine_model
         over = fitted[pool.name]
         slowdown = fit_slowdown(mine, em.step_model(), em.engine_limits(), over["request_s"],
-                                step_scale=over["step_scale"])
+                                step_scale=over["step_scale"], prefill_scale=over.get("prefill_scale"))
         out[pool.name] = {"host": host, "slowdown": round(slowdown, 3),
                           "source": f"{source}: {len(mine)} requests beside busy neighbours"}
     return out
@@ -307,8 +307,9 @@ def fit_pools(config, samples: list[LoneRequest], source: str) -> dict[str, dict
         em = service_profile(pool.profile, config.slo).engine_model
         if em is None:
             continue
-        request_s, step_scale = fit_overhead(mine, em.step_model(), em.engine_limits())
-        fitted[pool.name] = {"request_s": round(request_s, 4), "step_scale": round(step_scale, 3),
+        over = fit_overhead(mine, em.step_model(), em.engine_limits())
+        fitted[pool.name] = {"request_s": round(over.request_s, 4), "step_scale": round(over.step_scale, 3),
+                             "prefill_scale": round(over.prefill_scale, 3),
                              "source": f"{source}: {len(mine)} lone requests"}
     return fitted
 
@@ -346,8 +347,8 @@ def run(args: argparse.Namespace) -> int:
         lines = []
         if pool.name in fitted:
             f = fitted[pool.name]
-            lines.append(f"  serving_overhead: {{request_s: {f['request_s']}, step_scale: {f['step_scale']}}}"
-                         f"   # {f['source']}")
+            lines.append(f"  serving_overhead: {{request_s: {f['request_s']}, step_scale: {f['step_scale']}, "
+                         f"prefill_scale: {f['prefill_scale']}}}   # {f['source']}")
         if pool.name in contention or host is not None:
             c = contention.get(pool.name, {"host": host["host"] if host else None, "slowdown": 0.0, "source": ""})
             share = "" if host is None else (f", cpus: {host['cpus']:g}, base_cpus: {host['base_cpus']}, "

@@ -142,12 +142,35 @@ def test_fit_overhead_recovers_the_stack_delay_and_the_host_speed():
         ttft, tpot = model_times(step, limits, n_in, n_out)
         assert ttft > 0 and tpot > 0
         lone.append(LoneRequest("cpu", n_in, n_out, 1.3 * ttft + 0.057 + (2.0 if i == 0 else 0.0), 1.3 * tpot))
-    request_s, step_scale = fit_overhead(lone, step, limits)
+    request_s, step_scale, prefill_scale = fit_overhead(lone, step, limits)
     assert request_s == pytest.approx(0.057) and step_scale == pytest.approx(1.3)
+    assert prefill_scale == pytest.approx(1.3)
     faster = [LoneRequest("cpu", n, m, *[0.5 * x for x in model_times(step, limits, n, m)]) for n, m in sizes]
-    assert fit_overhead(faster, step, limits) == (0.0, pytest.approx(0.5))
+    assert fit_overhead(faster, step, limits) == (0.0, pytest.approx(0.5), pytest.approx(0.5))
     with pytest.raises(ValueError, match="no lone requests"):
         fit_overhead([], step, limits)
+
+
+def test_fit_overhead_tells_a_hosts_prompt_speed_from_its_decode_speed():
+    """A host that decodes at 0.7x the model but runs prompts at 0.6x (wider vector units), plus a 40 ms stack
+    delay and one outlier: the fit gives all three back, and the deployed model built from them times the
+    lone requests as measured; with one prompt size there is nothing to tell them apart by."""
+    from rayhet.sim.overhead import LoneRequest, fit_overhead, model_times, with_overhead
+
+    step = StepModel(c_step=0.008, c_prefill=0.0004, c_decode=0.001, c_kv_read=1e-6, c_attn=0.0001)
+    limits = EngineLimits(batch_slots=4, step_tokens=512, kv_tokens=8192, max_context=2048)
+    host = with_overhead(step, step_scale=0.7, prefill_scale=0.6)
+    assert host.c_prefill == pytest.approx(0.6 * step.c_prefill) and host.c_decode == pytest.approx(0.7 * step.c_decode)
+    sizes = [(30, 20), (200, 50), (700, 100), (1500, 40), (64, 8), (400, 30)]
+    lone = []
+    for i, (n_in, n_out) in enumerate(sizes):
+        ttft, tpot = model_times(host, limits, n_in, n_out)
+        lone.append(LoneRequest("cpu", n_in, n_out, ttft + 0.04 + (1.5 if i == 2 else 0.0), tpot))
+    fit = fit_overhead(lone, step, limits)
+    assert fit.step_scale == pytest.approx(0.7) and fit.prefill_scale == pytest.approx(0.6, rel=0.01)
+    assert fit.request_s == pytest.approx(0.04, abs=0.002)
+    same = [LoneRequest("cpu", 200, 40, *model_times(host, limits, 200, 40))] * 3
+    assert fit_overhead(same, step, limits).prefill_scale == pytest.approx(0.7)
 
 
 def test_step_scale_slows_every_step_of_the_pool(tmp_path):
