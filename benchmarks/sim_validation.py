@@ -375,8 +375,7 @@ def main(argv=None) -> int:
         if args.host_cpus:  # the stack's share of the host's cores, measured before the trace (rayhet calibrate)
             from rayhet.sim.calibrate import fit_host, host_phases
 
-            short = sorted(sizes, key=lambda sz: sz[0] + sz[1])[: max(4, len(sizes) // 2)]
-            phases = asyncio.run(host_phases(f"http://127.0.0.1:{port}", config.model.id, short, seed=3))
+            phases = asyncio.run(host_phases(f"http://127.0.0.1:{port}", config.model.id, sizes, seed=3))
             calibration["host_phases"] = [vars(x) for x in phases]
             calibration["host"] = fit_host(phases, args.host_cpus, "validation-host",
                                            "benchmarks/sim_validation.py --host-cpus")

@@ -181,12 +181,14 @@ async def beside_busy_neighbours(url: str, model: str, lone: list[LoneRequest], 
 async def host_phases(url: str, model: str, sizes: list[tuple[int, int]], *, levels=(0, 1, 2, 4),
                       phase_s: float = 10.0, settle_s: float = 2.0, api_key: str | None = None,
                       timeout_s: float = 600.0, seed: int = 0) -> list:
-    """For each level: that many back-to-back request streams (sizes in turn); over `phase_s` once they run, the
-    tokens streamed per second (counted as they arrive) and the cores the host's processes used (this one left
-    out: the client is not the serving stack), split into the pools' replicas and the rest (rayhet.sim.host)."""
+    """For each level: that many back-to-back request streams (the shorter half of `sizes` in turn: many tokens a
+    second); over `phase_s` once they run, the tokens streamed per second (counted as they arrive) and the cores
+    the host's processes used (this one left out: the client is not the serving stack), split into the pools'
+    replicas and the rest (rayhet.sim.host)."""
     from rayhet.procstat import cpu_share, cpu_times
     from rayhet.sim.host import HostSample, stack_cores
 
+    sizes = sorted(sizes, key=lambda sz: sz[0] + sz[1])[: max(4, len(sizes) // 2)]
     rng = np.random.default_rng(seed)
     me = os.getpid()
     out = []
@@ -339,8 +341,7 @@ def run(args: argparse.Namespace) -> int:
     if args.host_cpus is not None:
         if args.host_cpus <= 0 or args.host_phase_s <= 0:
             raise RayhetError("--host-cpus and --host-phase-s must be > 0")
-        short = sorted(sizes, key=lambda sz: sz[0] + sz[1])[: max(4, len(sizes) // 2)]  # many tokens a second
-        phases = asyncio.run(host_phases(args.url, config.model.id, short, phase_s=args.host_phase_s,
+        phases = asyncio.run(host_phases(args.url, config.model.id, sizes, phase_s=args.host_phase_s,
                                          api_key=args.api_key, seed=args.seed + 2))
         host = fit_host(phases, args.host_cpus, args.contention or "local", f"rayhet calibrate {when}")
     for pool in config.pools:  # the config lines to add, pool by pool
