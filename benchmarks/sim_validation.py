@@ -354,6 +354,7 @@ def main(argv=None) -> int:
         return time.monotonic() - t_up
 
     up_s = deploy()
+    ready_at = time.monotonic()
     port = 8000
     calibration = None
     if args.calibrate:
@@ -394,9 +395,11 @@ def main(argv=None) -> int:
         stop_controller("default")
         time.sleep(5)  # Serve's policies of the deleted pools see no more calls (rayhet.serve.autoscaling)
         up_s = deploy()
+        ready_at = time.monotonic()
     timeline: list = []
     stop = threading.Event()
     t0 = time.monotonic() + 2.0
+    up_before = round(t0 - ready_at, 2)  # the app's traffic window is this much older than the trace (at least)
     watcher = threading.Thread(target=watch, args=(stop, t0, timeline), daemon=True)
     watcher.start()
     decisions: list = []
@@ -421,6 +424,13 @@ def main(argv=None) -> int:
     prices = {p: sim.prices[p] for p in pools}
     real_res = FleetResult(real, replica_spans(timeline, pools, end), prices, end, [], [], [])
     real_sum = summarize(real_res, config.slo, window_s=args.window, name="real")
+    # the simulations again with the real controller's phase (its periods at phase + k x period on the trace's
+    # clock): near a threshold, a plan depends on the window the period sees
+    period = config.controller.period_s
+    phase = (min(d["at"] for d in decisions) % period or period) if decisions else None
+    if phase is not None:
+        sim = fleet_for(config, control_phase_s=phase, up_before_s=up_before).run(trace)
+        sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated")
     uncalibrated = None
     if calibration and calibration["fitted"]:
         # the simulation again, each pool with the overhead measured before the trace; it becomes the one compared
@@ -428,7 +438,7 @@ def main(argv=None) -> int:
 
         cal = calibrated(config, calibration["fitted"], calibration["contention"])
         uncalibrated = sim_sum
-        sim = fleet_for(cal).run(trace)
+        sim = fleet_for(cal, control_phase_s=phase, up_before_s=up_before).run(trace)
         sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated (calibrated)")
 
     host = host_sum = host_run = None
@@ -448,13 +458,12 @@ def main(argv=None) -> int:
         if host:
             spec = {k: host[k] for k in ("host", "cpus", "base_cpus", "stack_cpu_ms_per_token")}
             with_host = calibrated(config, calibration["fitted"] if calibration else {}, {p: spec for p in pools})
-            host_sum = summarize(fleet_for(with_host).run(trace), config.slo, window_s=args.window,
+            host_sum = summarize(fleet_for(with_host, control_phase_s=phase, up_before_s=up_before).run(trace), config.slo, window_s=args.window,
                                  name="simulated (calibrated, host share)")
             print(f"host share {host}; from the run's samples: {host_run}")
 
     rows = compare(real_sum, sim_sum, pools)
     ups = {p: (scale_ups(timeline, p), [ready for _, q, _, ready in sim.scale_ups if q == p]) for p in pools}
-    period = config.controller.period_s
     result = {
         "machine": f"{platform.node()} ({os.cpu_count()} CPUs), Python {platform.python_version()}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -467,7 +476,7 @@ def main(argv=None) -> int:
         "scale_ups": {p: {"real_serving_at_s": a, "simulated_serving_at_s": b} for p, (a, b) in ups.items()},
         # the controller's periods that solved or moved a target: why each run scaled when it did
         "decisions": {"real": decisions, "simulated": sim.decisions},
-        "control_period_s": period,
+        "control_period_s": period, "control_phase_s": phase, "app_up_before_trace_s": up_before,
         "real": real_sum, "simulated": sim_sum, "other_policies_simulated": others, "offline_bound": bound,
         "calibration": calibration, "simulated_uncalibrated": uncalibrated,
         "host_share": host, "host_share_from_run_samples": host_run, "simulated_host_share": host_sum,

@@ -59,6 +59,9 @@ def main() -> int:
     ap.add_argument("--no-neighbour-slowdown", action="store_true",
                     help="with --from-calibration: leave out the slowdown beside a busy neighbour it measured (to "
                          "model the host by --host-cpus alone)")
+    ap.add_argument("--up-before", type=float, default=None, metavar="S",
+                    help="the app was up this long before the trace (default: the run's record, else estimated "
+                         "from the real controller's first period)")
     ap.add_argument("--base-cpus", type=float, default=0.0, help="with --host-cpus: cores busy regardless of traffic")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -94,6 +97,18 @@ def main() -> int:
     if slow:
         print(f"host contention: {slow}")
     trace = reshape(load_trace(args.trace), speedup=d["speedup"], rate_scale=d["rate_scale"])
+    real_periods = (d.get("decisions") or {}).get("real") or []
+    period = cfg.controller.period_s
+    phase = (min(x["at"] for x in real_periods) % period or period) if real_periods else None  # the real controller's
+    if phase is not None:
+        print(f"control periods at {phase:.1f} s + k x {period:g} s, as the real run's")
+    # how long the app was up before the trace: recorded since 2026-12-08; before, at least until the real
+    # controller's first period (its periods start one period after it does)
+    up_before = args.up_before if args.up_before is not None else d.get("app_up_before_trace_s")
+    if up_before is None and real_periods:
+        up_before = max(0.0, -min(x["at"] for x in real_periods) + period)
+    up_before = up_before or 0.0
+    print(f"the app up {up_before:.1f} s before the trace")
     for stack_ms in args.stack_ms if args.host_cpus else [None]:
         host = {"host": "validation-host", "slowdown": 0.0}
         if stack_ms is not None:
@@ -103,7 +118,8 @@ def main() -> int:
                                        if p.name in slow or stack_ms is not None})
         cal = cal.model_copy(update={"pools": [p.model_copy(update={"min_replicas": max(p.min_replicas, 1)})
                                                if p.name in args.keep_up else p for p in cal.pools]})
-        sim = summarize(fleet_for(cal).run(trace), cfg.slo, window_s=60, name="simulated (calibrated)")
+        sim = summarize(fleet_for(cal, control_phase_s=phase, up_before_s=up_before).run(trace), cfg.slo, window_s=60,
+                        name="simulated (calibrated)")
         for path in [args.run, *args.against]:
             print(f"\nagainst the real run of {path}:")
             print("\n".join(table(compare(json.load(open(path))["real"], sim, [p.name for p in cfg.pools]))))

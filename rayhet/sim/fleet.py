@@ -50,7 +50,8 @@ class Fleet:
     """The simulated deployment. Build it from a RayhetConfig with `rayhet.sim.build.fleet_for`."""
 
     def __init__(self, config, pools: list[PoolModel], options: list, startup: Plan, *, controlled: bool = True,
-                 max_tokens: str | int = "exact", sweep_s: float = 0.02, solver=None, serve_autoscaling=None):
+                 max_tokens: str | int = "exact", sweep_s: float = 0.02, solver=None, serve_autoscaling=None,
+                 control_phase_s: float | None = None, up_before_s: float = 0.0):
         self.config = config
         self.pools = {p.name: p for p in pools}
         self.options = options  # rayhet.planner.PoolOption per pool (the controller's solver input)
@@ -62,9 +63,15 @@ class Fleet:
         self.sweep_s = sweep_s
         self.max_wait_s = config.server.max_wait_s
         self.settings = config.controller
-        self.now = 0.0
+        # when the first control period runs (default: one period in); a validation replays the real
+        # controller's phase, since a plan chosen near a threshold can differ with the window it sees
+        self.control_phase_s = self.settings.period_s if control_phase_s is None else control_phase_s
+        # the app ran `up_before_s` before the first arrival: its traffic window counts from then, as a live
+        # ingress's does from its start (a young window reads the first arrivals as a higher rate)
+        self.now = -max(up_before_s, 0.0)
         self.dispatch = Dispatcher(config, startup, [PoolLimit(p.name, p.max_context, p.price_per_hour) for p in pools],
                                    list(self.pools), clock=lambda: self.now, wall_clock=lambda: self.now)
+        self.now = 0.0
         self.state = adopt_startup_plan(ControlState(), startup.to_dict(), 0.0)
         self.bounds = {p.name: PoolBounds(p.min_replicas, p.max_replicas, p.max_ongoing, p.startup_s) for p in pools}
         self.solver = solver or (lambda grid, rates, total: solve_mix(
@@ -103,7 +110,7 @@ class Fleet:
         end_of_arrivals = trace.duration_s
         reqs: list[Request] = []
         if self.controlled:
-            self._at(self.settings.period_s, "control")
+            self._at(self.control_phase_s, "control")
         if self.controlled or self.serve_autoscaling:
             self._at(self.settings.policy_poll_s, "poll")
         k = 0

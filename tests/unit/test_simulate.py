@@ -417,6 +417,28 @@ def test_controller_scales_up_after_the_startup_delay_and_pays_for_starting(tmp_
     assert res.cost() == pytest.approx(sum(b - a for _, a, b in res.replica_spans) / 3600 * PRICE)
 
 
+def test_control_periods_run_at_the_phase_given(tmp_path):
+    """control_phase_s: the controller's periods fall at phase + k x period (a validation replays the real
+    controller's); by default one period in. up_before_s: the traffic window counts from before the trace."""
+    from rayhet.sim.build import fleet_for
+
+    step = StepModel(c_step=0.02, c_prefill=0, c_decode=0.01, c_kv_read=0, c_attn=0)
+    prof = _profile(tmp_path / "p.json", step=step, slots=4, max_rate=[[1.0, 1.0], [1.0, 1.0]])
+    cfg = _config([{"name": "cpu", "profile": prof, "min_replicas": 1, "max_replicas": 8,
+                    "engine_settings": {"n_slots": 4, "n_ctx": 4096}}], expected_rate=0.2,
+                  controller={"period_s": 5, "min_plan_lifetime_s": 0, "scale_down_delay_s": 60})
+    t = np.arange(0, 60, 0.5)
+    trace = Trace(t, np.full(len(t), 50), np.full(len(t), 30))
+    at = [d["at"] for d in fleet_for(cfg, control_phase_s=3.0).run(trace).decisions]
+    assert at and all((a - 3.0) % 5 == pytest.approx(0) for a in at) and min(at) == pytest.approx(3.0)
+    assert min(d["at"] for d in fleet_for(cfg).run(trace).decisions) == pytest.approx(5.0)
+    # an app up for a while before the first arrival reads its first seconds against an older window, as live
+    young = fleet_for(cfg).run(trace).decisions[0]
+    old = fleet_for(cfg, up_before_s=30.0).run(trace).decisions[0]
+    assert young["at"] == old["at"] == pytest.approx(5.0)
+    assert young["rate"] == pytest.approx(2.0, rel=0.25) and old["rate"] < 0.6 * young["rate"]
+
+
 def test_simulate_command_compare_writes_json_and_plots(tmp_path, capsys):
     from rayhet import cli
 
