@@ -128,6 +128,12 @@ def watch_controller(stop: threading.Event, t0_wall: float, out: list, every_s: 
         targets = last["targets"]
 
 
+def control_phase(real_decisions: list, period: float) -> float | None:
+    """When the real controller's periods fall on the trace's clock (phase + k x period), from the periods it was
+    seen deciding; None when none was seen."""
+    return (min(d["at"] for d in real_decisions) % period or period) if real_decisions else None
+
+
 def decisions_table(real: list, simulated: list, since_s: float = 0.0) -> list[str]:
     """The periods that solved or moved a target, real and simulated, one table on the trace's time."""
     rows = [(d["at"], "real", d) for d in real if d["at"] >= since_s] + \
@@ -427,7 +433,7 @@ def main(argv=None) -> int:
     # the simulations again with the real controller's phase (its periods at phase + k x period on the trace's
     # clock): near a threshold, a plan depends on the window the period sees
     period = config.controller.period_s
-    phase = (min(d["at"] for d in decisions) % period or period) if decisions else None
+    phase = control_phase(decisions, period)
     if phase is not None:
         sim = fleet_for(config, control_phase_s=phase, up_before_s=up_before).run(trace)
         sim_sum = summarize(sim, config.slo, window_s=args.window, name="simulated")

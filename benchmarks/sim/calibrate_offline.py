@@ -65,7 +65,7 @@ def main() -> int:
     ap.add_argument("--base-cpus", type=float, default=0.0, help="with --host-cpus: cores busy regardless of traffic")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from sim_validation import compare, table
+    from sim_validation import compare, control_phase, table
 
     from rayhet.config import load_config
     from rayhet.sim.build import fleet_for
@@ -99,7 +99,7 @@ def main() -> int:
     trace = reshape(load_trace(args.trace), speedup=d["speedup"], rate_scale=d["rate_scale"])
     real_periods = (d.get("decisions") or {}).get("real") or []
     period = cfg.controller.period_s
-    phase = (min(x["at"] for x in real_periods) % period or period) if real_periods else None  # the real controller's
+    phase = control_phase(real_periods, period)
     if phase is not None:
         print(f"control periods at {phase:.1f} s + k x {period:g} s, as the real run's")
     # how long the app was up before the trace: recorded since 2026-12-08; before, at least until the real
